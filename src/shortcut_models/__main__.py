@@ -1,0 +1,3 @@
+from shortcut_models.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,100 @@
+"""Conditioning embeddings shared by every backbone: time t, step size d and class y."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def sinusoidal_embedding(x: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """(N,) scalars -> (N, dim) [cos | sin] features with geometrically spaced frequencies."""
+    half = dim // 2
+    freqs = torch.exp(
+        -math.log(max_period) * torch.arange(half, device=x.device, dtype=torch.float32) / half
+    )
+    args = x.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+def step_level(d: torch.Tensor) -> torch.Tensor:
+    """Step size d = 2^-k -> level k = log2(1/d), the integer the reference feeds its dt embedder.
+
+    Passing d itself would squeeze every step size below 1/16 into nearly the same embedding;
+    the level spreads them evenly (d = 1 -> 0, d = 1/128 -> 7).
+    """
+    return -torch.log2(d.float())
+
+
+class TimestepEmbedder(nn.Module):
+    """Scalar -> sinusoidal features -> 2-layer MLP, as in DiT.
+
+    `scale` multiplies the scalar before the sinusoids. For t in [0, 1] we use 1000 (as DiT's
+    1000-step schedules effectively do); the reference feeds t unscaled, which leaves most
+    frequencies nearly constant over [0, 1]. For the step level (0..7) no scaling is needed.
+    """
+
+    def __init__(self, hidden_size: int, frequency_size: int = 256, scale: float = 1.0) -> None:
+        super().__init__()
+        self.frequency_size = frequency_size
+        self.scale = scale
+        self.mlp = nn.Sequential(
+            nn.Linear(frequency_size, hidden_size),
+            nn.SiLU(),
+            nn.Linear(hidden_size, hidden_size),
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for layer in (self.mlp[0], self.mlp[2]):
+            nn.init.normal_(layer.weight, std=0.02)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, value: torch.Tensor) -> torch.Tensor:
+        features = sinusoidal_embedding(value * self.scale, self.frequency_size)
+        return self.mlp(features.to(self.mlp[0].weight.dtype))
+
+
+class LabelEmbedder(nn.Module):
+    """Class labels -> vectors; row `num_classes` is the null class used for CFG dropout."""
+
+    def __init__(self, num_classes: int, hidden_size: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.table = nn.Embedding(num_classes + 1, hidden_size)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.table.weight, std=0.02)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.table(y)
+
+
+class Conditioning(nn.Module):
+    """c = embed(t) + embed(level(d)) + embed(y): the conditioning vector of the reference."""
+
+    def __init__(self, hidden_size: int, num_classes: int = 0, frequency_size: int = 256) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.t_embedder = TimestepEmbedder(hidden_size, frequency_size, scale=1000.0)
+        self.d_embedder = TimestepEmbedder(hidden_size, frequency_size, scale=1.0)
+        self.y_embedder = LabelEmbedder(num_classes, hidden_size) if num_classes > 0 else None
+
+    def reset_parameters(self) -> None:
+        """DiT's initialisation: normal(0.02) for every embedder."""
+        self.t_embedder.reset_parameters()
+        self.d_embedder.reset_parameters()
+        if self.y_embedder is not None:
+            self.y_embedder.reset_parameters()
+
+    def forward(
+        self, t: torch.Tensor, d: torch.Tensor, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        c = self.t_embedder(t) + self.d_embedder(step_level(d))
+        if self.y_embedder is not None:
+            if y is None:
+                y = torch.full_like(t, self.num_classes, dtype=torch.long)
+            c = c + self.y_embedder(y)
+        return c

@@ -1,0 +1,80 @@
+"""A residual MLP with adaLN-Zero conditioning: the backbone for 2-D and other vector data."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from shortcut_models.backbones.embeddings import Conditioning
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale) + shift
+
+
+class ResidualBlock(nn.Module):
+    """LayerNorm -> modulate -> MLP -> gated residual; the gate starts at zero (adaLN-Zero)."""
+
+    def __init__(self, hidden_size: int, mlp_ratio: float = 2.0) -> None:
+        super().__init__()
+        inner = int(hidden_size * mlp_ratio)
+        self.norm = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.mlp = nn.Sequential(
+            nn.Linear(hidden_size, inner),
+            nn.GELU(approximate="tanh"),
+            nn.Linear(inner, hidden_size),
+        )
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 3 * hidden_size))
+        nn.init.zeros_(self.ada[1].weight)
+        nn.init.zeros_(self.ada[1].bias)
+
+    def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale, gate = self.ada(c).chunk(3, dim=-1)
+        return h + gate * self.mlp(modulate(self.norm(h), shift, scale))
+
+
+class MLP(nn.Module):
+    """Velocity network s(x, t, d, y) for flat vectors of size `dim`.
+
+    The call signature is the same as the DiT's, so every objective and the sampler work on both.
+    The output layer is zero-initialised, so an untrained model predicts zero velocity.
+    """
+
+    def __init__(
+        self,
+        dim: int = 2,
+        hidden_size: int = 128,
+        depth: int = 3,
+        mlp_ratio: float = 2.0,
+        num_classes: int = 0,
+        frequency_size: int = 64,
+    ) -> None:
+        super().__init__()
+        self.dim = dim
+        self.num_classes = num_classes
+        self.cond = Conditioning(hidden_size, num_classes, frequency_size)
+        self.proj_in = nn.Linear(dim, hidden_size)
+        self.blocks = nn.ModuleList(ResidualBlock(hidden_size, mlp_ratio) for _ in range(depth))
+        self.norm_out = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
+        self.proj_out = nn.Linear(hidden_size, dim)
+        for layer in (self.ada_out[1], self.proj_out):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    @staticmethod
+    def data_options(shape: tuple[int, ...], num_classes: int) -> dict[str, int]:
+        """The constructor arguments fixed by the data: vector size and number of classes."""
+        if len(shape) != 1:
+            raise ValueError(f"the MLP backbone takes flat vectors, got samples of shape {shape}")
+        return {"dim": shape[0], "num_classes": num_classes}
+
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, d: torch.Tensor, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        c = self.cond(t, d, y)
+        h = self.proj_in(x)
+        for block in self.blocks:
+            h = block(h, c)
+        shift, scale = self.ada_out(c).chunk(2, dim=-1)
+        return self.proj_out(modulate(self.norm_out(h), shift, scale))

@@ -1,0 +1,148 @@
+"""Checkpoints: one safetensors file (weights, EMA, optimizer state) plus config.json.
+
+Both are written atomically (temporary file, fsync, rename), so a crash or a kill at any moment
+leaves either the previous checkpoint or the new one, never a half-written file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from shortcut_models.config import TrainConfig
+from shortcut_models.errors import UsageError
+
+FORMAT = "shortcut-models/1"
+CHECKPOINT_NAME = "checkpoint.safetensors"
+CONFIG_NAME = "config.json"
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call write(tmp_path), then move tmp_path over `path` in one rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def save_checkpoint(
+    run_dir: Path,
+    config: TrainConfig,
+    step: int,
+    model: nn.Module,
+    ema: nn.Module,
+    optimizer: torch.optim.Optimizer,
+) -> Path:
+    """Write run_dir/checkpoint.safetensors and run_dir/config.json; return the checkpoint path."""
+    run_dir = Path(run_dir)
+    tensors: dict[str, torch.Tensor] = {}
+    for prefix, module in (("model", model), ("ema", ema)):
+        for key, value in module.state_dict().items():
+            tensors[f"{prefix}.{key}"] = value.detach().cpu().contiguous()
+    for index, state in optimizer.state_dict()["state"].items():
+        for key, value in state.items():
+            tensors[f"optimizer.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    metadata = {"format": FORMAT, "step": str(step), "config": config.to_json()}
+    path = run_dir / CHECKPOINT_NAME
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    atomic_write_text(run_dir / CONFIG_NAME, config.to_json() + "\n")
+    return path
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    config: TrainConfig
+    step: int
+
+    def tensors(self, prefix: str, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        """All tensors stored under `prefix.`, with the prefix removed."""
+        out = {}
+        with safe_open(str(self.path), framework="pt", device=str(device)) as handle:
+            for key in handle.keys():  # noqa: SIM118 (safe_open is not a dict)
+                if key.startswith(prefix + "."):
+                    out[key[len(prefix) + 1 :]] = handle.get_tensor(key)
+        return out
+
+    def load_weights(self, module: nn.Module, which: str = "ema") -> None:
+        try:
+            module.load_state_dict(self.tensors(which))
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise UsageError(
+                f"{self.path}: weights do not fit the model of its config ({first})"
+            ) from None
+
+    def load_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in self.tensors("optimizer").items():
+            index, name = key.split(".", 1)
+            state.setdefault(int(index), {})[name] = value
+        optimizer.load_state_dict(
+            {"state": state, "param_groups": optimizer.state_dict()["param_groups"]}
+        )
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A run folder or a checkpoint file -> the checkpoint file; missing ones are a UsageError."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise UsageError(f"no checkpoint at {path}")
+    return path
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Open a checkpoint and read its config; foreign or corrupt files are a UsageError."""
+    path = resolve_checkpoint(path)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except Exception as exc:  # safetensors raises several types for unreadable files
+        raise UsageError(f"{path} is not a readable safetensors file ({exc})") from None
+    if metadata.get("format") != FORMAT:
+        raise UsageError(f"{path} is not a shortcut-models checkpoint (format {FORMAT} expected)")
+    try:
+        config = TrainConfig.from_dict(json.loads(metadata["config"]))
+        step = int(metadata["step"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise UsageError(f"{path} has a damaged config ({exc})") from None
+    return Checkpoint(path=path, config=config, step=step)
+
+
+def load_model(path: str | Path, weights: str = "ema", device: torch.device | str = "cpu"):
+    """(network in eval mode, objective, data source, checkpoint) ready for sampling."""
+    from shortcut_models.factory import build_parts
+
+    if weights not in ("ema", "model"):
+        raise UsageError(f"weights must be 'ema' or 'model', got {weights!r}")
+    checkpoint = load_checkpoint(path)
+    data, objective, model = build_parts(checkpoint.config)
+    checkpoint.load_weights(model, weights)
+    return model.to(device).eval(), objective, data, checkpoint

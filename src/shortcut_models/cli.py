@@ -1,0 +1,388 @@
+"""`shortcut train | sample | evaluate`: the command-line tool.
+
+Every user mistake ends as one line on stderr and exit code 2; a training failure as one line
+and exit code 1; a run stopped by SIGINT / SIGTERM saves its checkpoint and exits 128 + signal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from shortcut_models.config import TrainConfig
+from shortcut_models.data import dataset_names
+from shortcut_models.errors import TrainingError, UsageError
+from shortcut_models.objectives import OBJECTIVES, objective_options
+
+DEFAULTS = TrainConfig()
+POWERS_OF_TWO = [1, 2, 4, 8, 16, 32, 64, 128]
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line on stderr (no usage dump) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def positive_int(text: str) -> int:
+    value = int_arg(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def int_arg(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+
+
+# -- train ------------------------------------------------------------------------------------
+
+# (flag, config field or objective option, type, help). Defaults are shown from TrainConfig.
+CONFIG_FLAGS: list[tuple[str, str, Any, str]] = [
+    ("--steps", "steps", int_arg, "total number of optimizer steps"),
+    ("--batch-size", "batch_size", int_arg, "samples per step"),
+    ("--lr", "lr", float, "AdamW learning rate"),
+    ("--beta1", "beta1", float, "AdamW beta1"),
+    ("--beta2", "beta2", float, "AdamW beta2"),
+    ("--weight-decay", "weight_decay", float, "AdamW weight decay"),
+    ("--warmup-steps", "warmup_steps", int_arg, "linear learning-rate warm-up steps (0: none)"),
+    ("--lr-schedule", "lr_schedule", str, "constant, or cosine decay to zero at --steps"),
+    ("--grad-clip", "grad_clip", float, "clip the global gradient norm to this (0: off)"),
+    ("--ema-decay", "ema_decay", float, "decay of the weight EMA used for sampling and targets"),
+    ("--seed", "seed", int_arg, "seed of initial weights, data order and noise"),
+]
+OBJECTIVE_FLAGS: list[tuple[str, str, Any, str]] = [
+    (
+        "--denoise-timesteps",
+        "denoise_timesteps",
+        int_arg,
+        "M: grid of t and smallest step 1/M, a power of two (default 128)",
+    ),
+    (
+        "--class-dropout-prob",
+        "class_dropout_prob",
+        float,
+        "probability of replacing a label by the null class, for CFG (default 0.1)",
+    ),
+    (
+        "--bootstrap-every",
+        "bootstrap_every",
+        int_arg,
+        "shortcut: 1 in this many rows of a batch gets self-consistency targets (default 8)",
+    ),
+    (
+        "--bootstrap-ema",
+        "bootstrap_ema",
+        argparse.BooleanOptionalAction,
+        "shortcut: compute self-consistency targets with the EMA weights (default on)",
+    ),
+    (
+        "--bootstrap-cfg",
+        "bootstrap_cfg",
+        argparse.BooleanOptionalAction,
+        "shortcut: apply CFG inside the finest-level targets, as the reference's bootstrap_cfg "
+        "(default off)",
+    ),
+    (
+        "--bootstrap-cfg-scale",
+        "bootstrap_cfg_scale",
+        float,
+        "shortcut: CFG scale used with --bootstrap-cfg (default 4.0)",
+    ),
+    (
+        "--reference-batch-split",
+        "reference_batch_split",
+        argparse.BooleanOptionalAction,
+        "shortcut: reuse the reference's overlapping bootstrap / flow split of the batch "
+        "(default off: disjoint rows)",
+    ),
+]
+BACKBONE_FLAGS: list[tuple[str, str, Any, str]] = [
+    ("--hidden-size", "hidden_size", int_arg, "backbone width (MLP default 128)"),
+    ("--depth", "depth", int_arg, "number of backbone blocks (MLP default 3)"),
+]
+
+
+def add_train_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a model",
+        description="Train a shortcut (or baseline) model; writes checkpoint.safetensors, "
+        "config.json and metrics.jsonl into --out.",
+        argument_default=argparse.SUPPRESS,
+    )
+    p.add_argument("--out", required=True, type=Path, help="run folder (created if missing)")
+    p.add_argument("--data", choices=dataset_names(), help=f"data set (default {DEFAULTS.data})")
+    p.add_argument(
+        "--objective",
+        choices=list(OBJECTIVES),
+        help=f"training objective (default {DEFAULTS.objective})",
+    )
+    p.add_argument("--backbone", help=f"network (default {DEFAULTS.backbone})")
+    for flag, field, kind, text in CONFIG_FLAGS:
+        p.add_argument(
+            flag, dest=field, type=kind, help=f"{text} (default {getattr(DEFAULTS, field)})"
+        )
+    for group in (OBJECTIVE_FLAGS, BACKBONE_FLAGS):
+        for flag, field, kind, text in group:
+            if kind is argparse.BooleanOptionalAction:
+                p.add_argument(flag, dest=field, action=kind, help=text)
+            else:
+                p.add_argument(flag, dest=field, type=kind, help=text)
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        default=False,
+        help="continue the checkpoint in --out exactly where it stopped",
+    )
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default auto)")
+    p.add_argument(
+        "--log-every",
+        type=positive_int,
+        default=100,
+        help="steps between metrics.jsonl records (default 100)",
+    )
+    p.add_argument(
+        "--save-every",
+        type=positive_int,
+        default=1000,
+        help="steps between checkpoints (default 1000)",
+    )
+    p.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        default=True,
+        help="hide the progress bar",
+    )
+    p.add_argument(
+        "--no-tensorboard",
+        dest="tensorboard",
+        action="store_false",
+        default=True,
+        help="do not write TensorBoard logs even if tensorboard is installed",
+    )
+    p.set_defaults(handler=cmd_train)
+
+
+def config_from_args(args: argparse.Namespace, base: TrainConfig | None) -> TrainConfig:
+    """The run's config: `base` (a resumed checkpoint's, or the defaults) overlaid with the
+    flags given on the command line."""
+    given = vars(args)
+    values = (base or TrainConfig()).to_dict()
+    for key in ("data", "objective", "backbone"):
+        if key in given:
+            values[key] = given[key]
+    for _, field, _, _ in CONFIG_FLAGS:
+        if field in given:
+            values[field] = given[field]
+    accepted = objective_options(values["objective"])
+    for flag, field, _, _ in OBJECTIVE_FLAGS:
+        if field in given:
+            if field not in accepted:
+                raise UsageError(f"{flag} does not apply to objective '{values['objective']}'")
+            values["objective_options"] = {**values["objective_options"], field: given[field]}
+    for _, field, _, _ in BACKBONE_FLAGS:
+        if field in given:
+            values["backbone_options"] = {**values["backbone_options"], field: given[field]}
+    return TrainConfig.from_dict(values)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from shortcut_models.checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from shortcut_models.train import RunOptions, Trainer
+
+    base = None
+    if args.resume and (args.out / CHECKPOINT_NAME).exists():
+        base = load_checkpoint(args.out / CHECKPOINT_NAME).config
+    config = config_from_args(args, base)
+    options = RunOptions(
+        out_dir=args.out,
+        device=args.device,
+        resume=args.resume,
+        log_every=args.log_every,
+        save_every=args.save_every,
+        progress=args.progress,
+        tensorboard=args.tensorboard,
+    )
+    trainer = Trainer(config, options)
+    result = trainer.run()
+    if result.status == "interrupted":
+        print(
+            f"stopped by signal {result.signal} at step {result.step}; saved {result.checkpoint}; "
+            f"continue with: shortcut train --out {args.out} --resume",
+            file=sys.stderr,
+        )
+        return 128 + int(result.signal or 0)
+    print(f"trained {result.step} steps; checkpoint: {result.checkpoint}")
+    return 0
+
+
+# -- sample and evaluate ----------------------------------------------------------------------
+
+
+def add_sampling_args(
+    p: argparse.ArgumentParser, default_steps: list[int], default_num: int
+) -> None:
+    p.add_argument(
+        "--steps",
+        nargs="+",
+        type=positive_int,
+        default=default_steps,
+        help=f"step budgets; a shortcut model takes powers of two up to M "
+        f"(default {' '.join(map(str, default_steps))})",
+    )
+    p.add_argument(
+        "--num",
+        type=positive_int,
+        default=default_num,
+        help=f"number of samples per step budget (default {default_num})",
+    )
+    p.add_argument(
+        "--seed",
+        type=int_arg,
+        default=0,
+        help="noise seed; every step budget gets the same noise (default 0)",
+    )
+    p.add_argument(
+        "--batch", type=positive_int, default=4096, help="samples per network call (default 4096)"
+    )
+    p.add_argument(
+        "--raw", action="store_true", help="use the raw training weights instead of the EMA weights"
+    )
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default auto)")
+
+
+def add_sample_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "sample",
+        help="draw samples from a checkpoint",
+        description="Sample a checkpoint at one or more step budgets. For 2-D data writes "
+        "samples.npz (one array per budget, key steps_N) and a scatter plot samples.png.",
+    )
+    p.add_argument("--ckpt", required=True, type=Path, help="run folder or checkpoint file")
+    p.add_argument("--out", required=True, type=Path, help="output folder (created if missing)")
+    add_sampling_args(p, [1, 4, 128], 2000)
+    p.set_defaults(handler=cmd_sample)
+
+
+def add_evaluate_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="score checkpoints at several step budgets",
+        description="Score one or more checkpoints at each step budget against fresh data. "
+        "For 2-D data: sliced Wasserstein-2 (512 random directions) and exact W2 (POT).",
+    )
+    p.add_argument(
+        "--ckpt", required=True, nargs="+", type=Path, help="run folders or checkpoint files"
+    )
+    p.add_argument("--json", type=Path, help="write {checkpoint: {steps: {metric: value}}} here")
+    p.add_argument(
+        "--no-exact",
+        dest="exact",
+        action="store_false",
+        help="skip the exact W2 (slow beyond a few thousand points)",
+    )
+    add_sampling_args(p, POWERS_OF_TWO, 2000)
+    p.set_defaults(handler=cmd_evaluate)
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from shortcut_models.checkpoint import load_model
+    from shortcut_models.evaluation import generate
+    from shortcut_models.sampling import check_steps
+    from shortcut_models.train import prepare_out_dir, resolve_device
+
+    model, objective, data, _ = load_model(args.ckpt, _weights(args), resolve_device(args.device))
+    for n in args.steps:
+        check_steps(n, objective.sampling_spec())
+    out = prepare_out_dir(args.out)
+    samples = {
+        n: generate(model, objective, data.shape, args.num, n, args.seed, args.batch)
+        for n in args.steps
+    }
+    arrays = {f"steps_{n}": x.numpy() for n, x in samples.items()}
+    from shortcut_models.checkpoint import atomic_write
+
+    def write_npz(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+
+    atomic_write(out / "samples.npz", write_npz)
+    from shortcut_models.plots import scatter_panels
+
+    scatter_panels(
+        {f"{n} step{'s' if n > 1 else ''}": x for n, x in samples.items()}, out / "samples.png"
+    )
+    print(f"wrote {out / 'samples.npz'} and {out / 'samples.png'}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from shortcut_models.checkpoint import load_model
+    from shortcut_models.evaluation import evaluate_vectors
+    from shortcut_models.report import markdown_table, write_json
+    from shortcut_models.train import prepare_out_dir, resolve_device
+
+    if args.json is not None:
+        prepare_out_dir(args.json.parent)
+    device = resolve_device(args.device)
+    loaded = [(str(path), load_model(path, _weights(args), device)) for path in args.ckpt]
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    rows = []
+    for name, (model, objective, data, _) in loaded:
+        scores = evaluate_vectors(
+            model, objective, data, args.steps, args.num, args.seed, args.exact
+        )
+        results[name] = {str(n): s for n, s in scores.items()}
+        for n, s in scores.items():
+            rows.append([name, n, s["sliced_w2"], s.get("w2", "-")])
+    print(markdown_table(["checkpoint", "steps", "sliced W2", "W2"], rows))
+    if args.json is not None:
+        write_json(args.json, results)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _weights(args: argparse.Namespace) -> str:
+    return "model" if args.raw else "ema"
+
+
+# -- entry point ------------------------------------------------------------------------------
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="shortcut",
+        description="Train, sample and evaluate shortcut models (Frans et al., 2024): one "
+        "network sampled in 1, 2, 4, ..., 128 steps.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    add_train_parser(subparsers)
+    add_sample_parser(subparsers)
+    add_evaluate_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except UsageError as exc:
+        print(f"shortcut {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except TrainingError as exc:
+        print(f"shortcut {args.command}: training failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"shortcut {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,81 @@
+"""Training configuration as plain values, saved as JSON beside every checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from shortcut_models.errors import UsageError
+
+LR_SCHEDULES = ("constant", "cosine")
+
+# Fields that may differ between a checkpoint and the run that resumes it.
+RESUMABLE_CHANGES = frozenset({"steps"})
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (not where or how fast it runs).
+
+    Defaults follow the reference: AdamW lr 1e-4, betas (0.9, 0.999), weight decay 0.1, EMA 0.999.
+    """
+
+    data: str = "checkerboard"
+    objective: str = "shortcut"
+    objective_options: dict[str, Any] = field(default_factory=dict)
+    backbone: str = "mlp"
+    backbone_options: dict[str, Any] = field(default_factory=dict)
+    steps: int = 5000
+    batch_size: int = 256
+    lr: float = 1e-4
+    beta1: float = 0.9
+    beta2: float = 0.999
+    weight_decay: float = 0.1
+    warmup_steps: int = 0
+    lr_schedule: str = "constant"  # or "cosine": decay to 0 at `steps` (the reference's use_cosine)
+    grad_clip: float = 0.0  # max global grad norm; 0 turns clipping off
+    ema_decay: float = 0.999
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        positive = {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr}
+        for name, value in positive.items():
+            if not value > 0:
+                raise UsageError(f"{name.replace('_', '-')} must be positive, got {value}")
+        non_negative = {
+            "weight_decay": self.weight_decay,
+            "warmup_steps": self.warmup_steps,
+            "grad_clip": self.grad_clip,
+            "seed": self.seed,
+        }
+        for name, value in non_negative.items():
+            if value < 0:
+                raise UsageError(f"{name.replace('_', '-')} must be >= 0, got {value}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise UsageError(
+                f"lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"
+            )
+        for name in ("beta1", "beta2", "ema_decay"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise UsageError(f"{name.replace('_', '-')} must be in [0, 1)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise UsageError(f"unknown config field(s): {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+    def differences(self, other: TrainConfig) -> list[str]:
+        """Names of the fields whose values differ."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return [name for name in mine if mine[name] != theirs[name]]

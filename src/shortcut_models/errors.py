@@ -1,0 +1,9 @@
+"""Errors that reach the user as one line instead of a traceback."""
+
+
+class UsageError(Exception):
+    """Bad input from the user (arguments, paths, files): the CLI prints it and exits 2."""
+
+
+class TrainingError(Exception):
+    """Training cannot go on (for example a non-finite loss): the CLI prints it and exits 1."""

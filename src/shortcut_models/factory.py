@@ -1,0 +1,38 @@
+"""Build the parts of a run (data, objective, network) from a TrainConfig."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from shortcut_models.backbones import BACKBONES, build_backbone
+from shortcut_models.config import TrainConfig
+from shortcut_models.data import DataSource, build_data
+from shortcut_models.errors import UsageError
+from shortcut_models.objectives import Objective, build_objective
+
+
+def build_objective_for(config: TrainConfig, data: DataSource) -> Objective:
+    return build_objective(
+        config.objective, num_classes=data.num_classes, **config.objective_options
+    )
+
+
+def build_model_for(config: TrainConfig, data: DataSource) -> nn.Module:
+    """The backbone with its data-dependent sizes filled in from the data source."""
+    if config.backbone not in BACKBONES:
+        build_backbone(config.backbone)  # raises the UsageError listing the choices
+    try:
+        fixed = BACKBONES[config.backbone].data_options(data.shape, data.num_classes)
+    except ValueError as exc:
+        raise UsageError(
+            f"backbone '{config.backbone}' cannot take data '{data.name}': {exc}"
+        ) from None
+    clash = set(fixed) & set(config.backbone_options)
+    if clash:
+        raise UsageError(f"backbone option(s) {', '.join(sorted(clash))} are set by the data")
+    return build_backbone(config.backbone, **fixed, **config.backbone_options)
+
+
+def build_parts(config: TrainConfig) -> tuple[DataSource, Objective, nn.Module]:
+    data = build_data(config.data)
+    return data, build_objective_for(config, data), build_model_for(config, data)

@@ -1,0 +1,35 @@
+"""Classifier-free guidance, shared by the sampler and the bootstrap targets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+Network = Callable[..., torch.Tensor]
+
+
+def guided_velocity(
+    model: Network,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    d: torch.Tensor,
+    y: torch.Tensor | None,
+    scale: float,
+    null_class: int,
+    num_guided: int | None = None,
+) -> torch.Tensor:
+    """v_uncond + scale * (v_cond - v_uncond) for the first `num_guided` samples (default: all).
+
+    The conditional and unconditional passes share one batched network call. Without labels, or
+    with scale 1, this is a single plain call.
+    """
+    n = x.shape[0] if num_guided is None else num_guided
+    if y is None or scale == 1.0 or n == 0:
+        return model(x, t, d, y)
+    null = torch.full_like(y[:n], null_class)
+    out = model(
+        torch.cat([x, x[:n]]), torch.cat([t, t[:n]]), torch.cat([d, d[:n]]), torch.cat([y, null])
+    )
+    cond, uncond = out[: x.shape[0]], out[x.shape[0] :]
+    return torch.cat([uncond + scale * (cond[:n] - uncond), cond[n:]])

@@ -1,0 +1,39 @@
+"""Training objectives. A new one is a file with an Objective subclass and a line below."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from shortcut_models.errors import UsageError
+from shortcut_models.objectives.base import Objective, TrainingBatch
+from shortcut_models.objectives.flow_matching import FlowMatching
+from shortcut_models.objectives.shortcut import Shortcut
+
+OBJECTIVES: dict[str, type[Objective]] = {
+    FlowMatching.name: FlowMatching,
+    Shortcut.name: Shortcut,
+}
+
+
+def objective_options(name: str) -> set[str]:
+    """The option names an objective accepts."""
+    return {f.name for f in dataclasses.fields(_lookup(name))}
+
+
+def build_objective(name: str, **options: Any) -> Objective:
+    """Instantiate a registered objective; unknown names or options are a UsageError."""
+    cls = _lookup(name)
+    unknown = set(options) - objective_options(name)
+    if unknown:
+        raise UsageError(f"objective '{name}' has no option(s): {', '.join(sorted(unknown))}")
+    return cls(**options)
+
+
+def _lookup(name: str) -> type[Objective]:
+    if name not in OBJECTIVES:
+        raise UsageError(f"unknown objective '{name}' (choose from: {', '.join(OBJECTIVES)})")
+    return OBJECTIVES[name]
+
+
+__all__ = ["OBJECTIVES", "Objective", "TrainingBatch", "build_objective", "objective_options"]

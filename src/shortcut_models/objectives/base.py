@@ -1,0 +1,110 @@
+"""The objective interface: turn a data batch into (network inputs, regression targets).
+
+An objective is a small dataclass of options with a pure `targets` method, so the trainer never
+knows which one it runs and each one can be checked against a hand-computed case.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from shortcut_models.errors import UsageError
+from shortcut_models.sampling import SamplingSpec
+
+# The reference's interpolation keeps a sliver of noise at t = 1: x_t = (1 - (1 - EPS) t) x0 + t x1.
+EPS = 1e-5
+
+
+@dataclass
+class TrainingBatch:
+    """Inputs for one network call and the velocity the network should output for them."""
+
+    x_t: torch.Tensor
+    t: torch.Tensor
+    d: torch.Tensor
+    y: torch.Tensor | None
+    target: torch.Tensor
+    parts: dict[str, slice] = field(default_factory=dict)  # named rows, for per-part losses
+
+
+def broadcast(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(N,) -> (N, 1, 1, ...) so per-sample scalars multiply samples of any shape."""
+    return values.reshape(-1, *([1] * (like.dim() - 1))).to(like.dtype)
+
+
+def interpolate(x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Point at time t on the straight path from noise x0 (t = 0) to data x1 (t = 1)."""
+    tb = broadcast(t, x1)
+    return (1 - (1 - EPS) * tb) * x0 + tb * x1
+
+
+def flow_velocity(x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+    """d x_t / d t of `interpolate`."""
+    return x1 - (1 - EPS) * x0
+
+
+def is_power_of_two(n: int) -> bool:
+    return isinstance(n, int) and n >= 1 and n & (n - 1) == 0
+
+
+@dataclass
+class Objective:
+    """Base class. Subclasses are dataclasses whose fields are their options."""
+
+    name: ClassVar[str] = ""
+
+    denoise_timesteps: int = 128  # M: the finest grid of t and the smallest step 1/M
+    class_dropout_prob: float = 0.1  # labels replaced by the null class, for CFG
+    num_classes: int = 0  # set from the data; 0 means unconditional
+
+    def __post_init__(self) -> None:
+        if not is_power_of_two(self.denoise_timesteps) or self.denoise_timesteps < 2:
+            raise UsageError(
+                f"denoise_timesteps must be a power of two >= 2, got {self.denoise_timesteps}"
+            )
+        if not 0.0 <= self.class_dropout_prob <= 1.0:
+            raise UsageError(f"class_dropout_prob must be in [0, 1], got {self.class_dropout_prob}")
+        if self.num_classes < 0:
+            raise UsageError(f"num_classes must be >= 0, got {self.num_classes}")
+
+    @property
+    def null_class(self) -> int:
+        return self.num_classes
+
+    def targets(
+        self,
+        model: nn.Module,
+        ema_model: nn.Module,
+        x1: torch.Tensor,
+        y: torch.Tensor | None,
+        generator: torch.Generator,
+    ) -> TrainingBatch:
+        raise NotImplementedError
+
+    def loss(
+        self, pred: torch.Tensor, batch: TrainingBatch
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Mean squared error per sample, averaged; also the mean of each named part."""
+        per_sample = (pred.float() - batch.target.float()).pow(2).flatten(1).mean(1)
+        info = {
+            f"loss_{name}": per_sample[rows].mean().detach()
+            for name, rows in batch.parts.items()
+            if rows.stop > rows.start
+        }
+        return per_sample.mean(), info
+
+    def sampling_spec(self) -> SamplingSpec:
+        raise NotImplementedError
+
+    def drop_labels(
+        self, y: torch.Tensor | None, generator: torch.Generator
+    ) -> torch.Tensor | None:
+        """Replace each label by the null class with probability class_dropout_prob."""
+        if y is None or self.num_classes == 0 or self.class_dropout_prob == 0:
+            return y
+        drop = torch.rand(y.shape, generator=generator, device=y.device) < self.class_dropout_prob
+        return torch.where(drop, torch.full_like(y, self.null_class), y)

@@ -1,0 +1,122 @@
+"""Shortcut models (Frans et al., 2024): flow matching plus self-consistency across step sizes.
+
+Where we deliberately differ from the reference implementation (kvfrans/shortcut-models):
+
+- Batch split. The reference builds the bootstrap part from the first B/b images and the
+  flow-matching part from the first B - B/b images, so the first B/b images are used twice and the
+  last B/b never. By default we give the bootstrap part the first B/b images and the flow part the
+  rest, so every image is used once; `reference_batch_split=True` restores the reference.
+- Noise and times of the two parts are drawn independently (the reference reuses its random keys
+  for both parts, with different shapes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from shortcut_models.errors import UsageError
+from shortcut_models.guidance import guided_velocity
+from shortcut_models.objectives.base import TrainingBatch, broadcast, interpolate
+from shortcut_models.objectives.flow_matching import FlowMatching
+from shortcut_models.sampling import SamplingSpec
+
+CLIP = 4.0  # the reference clips the intermediate point and the target to [-4, 4]
+
+
+def bootstrap_levels(num_bootstrap: int, denoise_timesteps: int) -> torch.Tensor:
+    """Step levels k (step size d = 2^-k) of the bootstrap rows, exactly as the reference spreads
+    them: levels log2(M)-1, ..., 0 in equal groups of num_bootstrap // log2(M), the remainder at 0.
+    """
+    num_levels = denoise_timesteps.bit_length() - 1
+    group = num_bootstrap // num_levels
+    levels = torch.arange(num_levels - 1, -1, -1).repeat_interleave(group)
+    return torch.cat([levels, torch.zeros(num_bootstrap - levels.numel(), dtype=levels.dtype)])
+
+
+@dataclass
+class Shortcut(FlowMatching):
+    """The first B // bootstrap_every rows get self-consistency targets, the rest flow matching.
+
+    A bootstrap row at level k (d = 2^-k) has t on the grid of d, and its target is the mean of two
+    half steps of the network itself at level k + 1, clipped, without gradient:
+        v1 = s(x_t, t, d/2);  x' = clip(x_t + d/2 v1);  v2 = s(x', t + d/2, d/2);
+        target = clip((v1 + v2) / 2).
+    """
+
+    name = "shortcut"
+
+    bootstrap_every: int = 8  # 1 / (fraction of the batch with bootstrap targets)
+    bootstrap_ema: bool = True  # compute the targets with the EMA weights, as the reference
+    bootstrap_cfg: bool = False  # CFG inside the targets of the finest-level group
+    bootstrap_cfg_scale: float = 4.0  # the reference's cfg_scale, used when bootstrap_cfg is on
+    reference_batch_split: bool = False  # reuse the reference's overlapping split (see above)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.bootstrap_every < 1:
+            raise UsageError(f"bootstrap_every must be >= 1, got {self.bootstrap_every}")
+
+    def targets(
+        self,
+        model: nn.Module,
+        ema_model: nn.Module,
+        x1: torch.Tensor,
+        y: torch.Tensor | None,
+        generator: torch.Generator,
+    ) -> TrainingBatch:
+        n = x1.shape[0]
+        nb = n // self.bootstrap_every
+        if nb == 0:
+            raise UsageError(
+                f"batch size {n} leaves no bootstrap rows "
+                f"with bootstrap_every={self.bootstrap_every}"
+            )
+        flow_rows = slice(0, n - nb) if self.reference_batch_split else slice(nb, n)
+        teacher = ema_model if self.bootstrap_ema else model
+        boot = self.bootstrap_part(teacher, x1[:nb], None if y is None else y[:nb], generator)
+        flow = self.flow_part(x1[flow_rows], None if y is None else y[flow_rows], generator)
+        return TrainingBatch(
+            x_t=torch.cat([boot.x_t, flow.x_t]),
+            t=torch.cat([boot.t, flow.t]),
+            d=torch.cat([boot.d, flow.d]),
+            y=None if y is None else torch.cat([boot.y, flow.y]),
+            target=torch.cat([boot.target, flow.target]),
+            parts={"bootstrap": slice(0, nb), "flow": slice(nb, n)},
+        )
+
+    @torch.no_grad()
+    def bootstrap_part(
+        self,
+        teacher: nn.Module,
+        x1: torch.Tensor,
+        y: torch.Tensor | None,
+        generator: torch.Generator,
+    ) -> TrainingBatch:
+        nb = x1.shape[0]
+        levels = bootstrap_levels(nb, self.denoise_timesteps).to(x1.device)
+        sections = torch.pow(2.0, levels.float())
+        t = torch.floor(torch.rand(nb, generator=generator, device=x1.device) * sections) / sections
+        d = 1.0 / sections
+        x0 = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
+        x_t = interpolate(x0, x1, t)
+
+        half = d / 2
+        use_cfg = self.bootstrap_cfg and y is not None and self.num_classes > 0
+        num_guided = nb // self.num_levels if use_cfg else 0
+
+        def velocity(x: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+            return guided_velocity(
+                teacher, x, at, half, y, self.bootstrap_cfg_scale, self.null_class, num_guided
+            ).to(x.dtype)
+
+        v1 = velocity(x_t, t)
+        x_mid = torch.clamp(x_t + broadcast(half, x_t) * v1, -CLIP, CLIP)
+        v2 = velocity(x_mid, t + half)
+        target = torch.clamp((v1 + v2) / 2, -CLIP, CLIP)
+        return TrainingBatch(x_t=x_t, t=t, d=d, y=y, target=target)
+
+    def sampling_spec(self) -> SamplingSpec:
+        return SamplingSpec(power_of_two=True, max_steps=self.denoise_timesteps, fixed_d=None)

@@ -1,0 +1,71 @@
+"""The n-step Euler sampler. It knows nothing about objectives beyond their SamplingSpec."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from shortcut_models.errors import UsageError
+from shortcut_models.guidance import guided_velocity
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    """What a trained model allows at sampling time.
+
+    power_of_two: step counts must be 1, 2, 4, ... (shortcut models know only those step sizes).
+    max_steps: the largest allowed step count (None: unlimited).
+    fixed_d: tell the network this step size whatever n is (a flow-matching model was only ever
+        trained at d = 1/M); None tells it the real step 1/n.
+    """
+
+    power_of_two: bool = False
+    max_steps: int | None = None
+    fixed_d: float | None = None
+
+
+def check_steps(steps: int, spec: SamplingSpec) -> None:
+    """Raise a UsageError if this model cannot be sampled in `steps` steps."""
+    if not isinstance(steps, int) or steps < 1:
+        raise UsageError(f"number of steps must be a positive integer, got {steps!r}")
+    if spec.power_of_two and steps & (steps - 1):
+        raise UsageError(f"this model samples in a power-of-two number of steps, got {steps}")
+    if spec.max_steps is not None and steps > spec.max_steps:
+        raise UsageError(f"this model samples in at most {spec.max_steps} steps, got {steps}")
+
+
+@torch.no_grad()
+def sample(
+    model: Callable[..., torch.Tensor],
+    noise: torch.Tensor,
+    steps: int,
+    spec: SamplingSpec = SamplingSpec(),
+    y: torch.Tensor | None = None,
+    cfg_scale: float = 1.0,
+    null_class: int = 0,
+) -> torch.Tensor:
+    """Integrate dx/dt = s(x, t, d, y) from t = 0 (noise) to t = 1 (data) in `steps` Euler steps.
+
+    Each step is one network call (with CFG, one call on a doubled batch), so steps = 1 is a
+    single forward pass.
+    """
+    check_steps(steps, spec)
+    x = noise
+    n = x.shape[0]
+    dt = 1.0 / steps
+    d = torch.full((n,), spec.fixed_d or dt, device=x.device, dtype=torch.float32)
+    for i in range(steps):
+        t = torch.full((n,), i * dt, device=x.device, dtype=torch.float32)
+        v = guided_velocity(model, x, t, d, y, cfg_scale, null_class)
+        x = x + dt * v.to(x.dtype)
+    return x
+
+
+def seeded_noise(
+    shape: tuple[int, ...], seed: int, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """Gaussian noise drawn on the CPU from `seed`, so every device gets the same samples."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=generator).to(device)

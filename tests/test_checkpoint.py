@@ -1,0 +1,70 @@
+"""Checkpoints: safetensors round trip, atomic writes, foreign files."""
+
+import pytest
+import torch
+from conftest import tiny_config, tiny_trainer
+from safetensors.torch import save_file
+
+from shortcut_models.checkpoint import atomic_write, load_checkpoint, load_model, save_checkpoint
+from shortcut_models.errors import UsageError
+
+
+def test_round_trip_restores_weights_ema_and_optimizer(run_dir):
+    trainer = tiny_trainer(run_dir, tiny_config(steps=3))
+    trainer.run()
+    checkpoint = load_checkpoint(run_dir)
+    assert checkpoint.step == 3 and checkpoint.config == trainer.config
+    fresh = tiny_trainer(run_dir, trainer.config, resume=True)
+    for a, b in zip(trainer.model.state_dict().values(), fresh.model.state_dict().values()):
+        assert torch.equal(a, b)
+    for a, b in zip(trainer.ema.state_dict().values(), fresh.ema.state_dict().values()):
+        assert torch.equal(a, b)
+    old, new = trainer.optimizer.state_dict()["state"], fresh.optimizer.state_dict()["state"]
+    assert old.keys() == new.keys()
+    for index in old:
+        for key in old[index]:
+            assert torch.equal(torch.as_tensor(old[index][key]), torch.as_tensor(new[index][key]))
+    # EMA and raw weights really differ, so loading the wrong one would be caught
+    model, _, _, _ = load_model(run_dir, "ema")
+    raw, _, _, _ = load_model(run_dir, "model")
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), raw.state_dict().values())
+    )
+
+
+def test_failed_write_keeps_the_previous_checkpoint(run_dir):
+    trainer = tiny_trainer(run_dir, tiny_config(steps=2))
+    trainer.run()
+    before = (run_dir / "checkpoint.safetensors").read_bytes()
+
+    def broken(tmp):
+        tmp.write_bytes(b"half a checkpoint")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        atomic_write(run_dir / "checkpoint.safetensors", broken)
+    assert (run_dir / "checkpoint.safetensors").read_bytes() == before
+    assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]
+    assert load_checkpoint(run_dir).step == 2
+
+
+def test_save_overwrites_atomically(run_dir):
+    trainer = tiny_trainer(run_dir, tiny_config(steps=2))
+    trainer.run()
+    trainer.step = 7
+    save_checkpoint(run_dir, trainer.config, 7, trainer.model, trainer.ema, trainer.optimizer)
+    assert load_checkpoint(run_dir).step == 7
+
+
+def test_foreign_and_corrupt_files_are_clear_errors(tmp_path):
+    foreign = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(2)}, str(foreign))
+    with pytest.raises(UsageError, match="not a shortcut-models checkpoint"):
+        load_checkpoint(foreign)
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x00" * 100)
+    with pytest.raises(UsageError, match="not a readable safetensors file"):
+        load_checkpoint(garbage)
+    with pytest.raises(UsageError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "missing")

@@ -1,0 +1,120 @@
+"""CLI: bad input ends as one line on stderr with exit code 2, never a traceback."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import tiny_config, tiny_trainer
+from safetensors.torch import save_file
+
+from shortcut_models.cli import main
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("cli") / "run"
+    tiny_trainer(run_dir, tiny_config(steps=3)).run()
+    return run_dir
+
+
+def run_main(argv, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse errors
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(code, err, expect):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert expect in lines[0], lines[0]
+
+
+def test_unknown_data_set(tmp_path, capsys):
+    code, _, err = run_main(["train", "--out", str(tmp_path / "r"), "--data", "nope"], capsys)
+    assert_one_line_error(code, err, "invalid choice")
+
+
+def test_negative_sizes(tmp_path, capsys):
+    code, _, err = run_main(["train", "--out", str(tmp_path / "r"), "--batch-size", "-4"], capsys)
+    assert_one_line_error(code, err, "batch-size must be positive")
+    code, _, err = run_main(["train", "--out", str(tmp_path / "r"), "--steps", "0"], capsys)
+    assert_one_line_error(code, err, "steps must be positive")
+
+
+def test_option_of_another_objective(tmp_path, capsys):
+    argv = ["train", "--out", str(tmp_path / "r"), "--objective", "flow_matching"]
+    code, _, err = run_main(argv + ["--bootstrap-every", "4"], capsys)
+    assert_one_line_error(code, err, "does not apply to objective 'flow_matching'")
+
+
+def test_bad_denoise_timesteps(tmp_path, capsys):
+    argv = ["train", "--out", str(tmp_path / "r"), "--denoise-timesteps", "100"]
+    code, _, err = run_main(argv, capsys)
+    assert_one_line_error(code, err, "power of two")
+
+
+def test_unwritable_output_folder(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, _, err = run_main(["train", "--out", str(blocker / "run")], capsys)
+    assert_one_line_error(code, err, "cannot write to output folder")
+
+
+def test_non_power_of_two_steps_for_a_shortcut_model(trained, tmp_path, capsys):
+    argv = ["sample", "--ckpt", str(trained), "--out", str(tmp_path / "s"), "--steps", "1", "3"]
+    code, _, err = run_main(argv, capsys)
+    assert_one_line_error(code, err, "power-of-two number of steps, got 3")
+    argv = ["evaluate", "--ckpt", str(trained), "--steps", "256", "--num", "10"]
+    code, _, err = run_main(argv, capsys)
+    assert_one_line_error(code, err, "at most 128 steps")
+
+
+def test_missing_and_foreign_checkpoints(tmp_path, capsys):
+    code, _, err = run_main(["evaluate", "--ckpt", str(tmp_path / "nothing")], capsys)
+    assert_one_line_error(code, err, "no checkpoint at")
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"weight": torch.zeros(3)}, str(foreign))
+    code, _, err = run_main(["sample", "--ckpt", str(foreign), "--out", str(tmp_path)], capsys)
+    assert_one_line_error(code, err, "not a shortcut-models checkpoint")
+
+
+def test_resume_without_checkpoint_and_with_changed_config(trained, tmp_path, capsys):
+    code, _, err = run_main(["train", "--out", str(tmp_path / "empty"), "--resume"], capsys)
+    assert_one_line_error(code, err, "nothing to resume")
+    argv = ["train", "--out", str(trained), "--resume", "--lr", "0.5", "--no-progress"]
+    code, _, err = run_main(argv, capsys)
+    assert_one_line_error(code, err, "different config (lr)")
+
+
+def test_sample_and_evaluate_write_their_files(trained, tmp_path, capsys):
+    argv = ["sample", "--ckpt", str(trained), "--out", str(tmp_path / "s"), "--num", "50"]
+    code, out, _ = run_main(argv + ["--steps", "1", "2"], capsys)
+    assert code == 0
+    import numpy as np
+
+    with np.load(tmp_path / "s" / "samples.npz") as arrays:
+        assert sorted(arrays) == ["steps_1", "steps_2"] and arrays["steps_1"].shape == (50, 2)
+    assert (tmp_path / "s" / "samples.png").stat().st_size > 0
+    argv = ["evaluate", "--ckpt", str(trained), "--steps", "1", "2", "--num", "64"]
+    code, out, _ = run_main(argv + ["--json", str(tmp_path / "e.json")], capsys)
+    assert code == 0 and "sliced W2" in out
+    import json
+
+    result = json.loads((tmp_path / "e.json").read_text())
+    assert set(result[str(trained)]) == {"1", "2"}
+    assert set(result[str(trained)]["1"]) == {"sliced_w2", "w2"}
+
+
+def test_module_entry_point_and_help():
+    done = subprocess.run(
+        [sys.executable, "-m", "shortcut_models", "train", "--help"], capture_output=True, text=True
+    )
+    assert done.returncode == 0
+    for flag in ("--bootstrap-every", "--bootstrap-ema", "--resume", "--denoise-timesteps"):
+        assert flag in done.stdout

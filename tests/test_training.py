@@ -1,0 +1,124 @@
+"""The trainer: exact resume, signals, non-finite losses, and that training helps."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import tiny_config, tiny_trainer
+
+from shortcut_models.checkpoint import load_checkpoint
+from shortcut_models.data import ToyData
+from shortcut_models.errors import TrainingError, UsageError
+from shortcut_models.evaluation import evaluate_vectors
+
+
+def losses(run_dir):
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    keys = ("step", "loss", "loss_flow", "loss_bootstrap", "grad_norm")
+    return [tuple(r.get(k) for k in keys) for r in map(json.loads, lines)]
+
+
+@pytest.mark.parametrize("objective", ["shortcut", "flow_matching"])
+def test_resume_continues_exactly(tmp_path, objective):
+    config = tiny_config(objective=objective, steps=12)
+    straight = tiny_trainer(tmp_path / "a", config)
+    straight.run()
+
+    first = tiny_trainer(tmp_path / "b", tiny_config(objective=objective, steps=5))
+    first.run()
+    resumed = tiny_trainer(tmp_path / "b", config, resume=True)
+    assert resumed.step == 5
+    resumed.run()
+
+    a, b = losses(tmp_path / "a"), losses(tmp_path / "b")
+    assert a == b and len(a) == 12
+    for p, q in zip(straight.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(p, q)
+    for p, q in zip(straight.ema.parameters(), resumed.ema.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_resume_rejects_a_changed_config(run_dir):
+    tiny_trainer(run_dir, tiny_config(steps=2)).run()
+    with pytest.raises(UsageError, match="different config.*lr"):
+        tiny_trainer(run_dir, tiny_config(steps=4, lr=0.5), resume=True)
+    with pytest.raises(UsageError, match="already holds a checkpoint"):
+        tiny_trainer(run_dir, tiny_config(steps=4))
+
+
+class PoisonedData(ToyData):
+    """Checkerboard, but batch number `bad` is NaN."""
+
+    def __init__(self, bad):
+        super().__init__("checkerboard")
+        self.bad = bad
+
+    def batch(self, step, batch_size, seed):
+        x, y = super().batch(step, batch_size, seed)
+        return (x * float("nan"), y) if step == self.bad else (x, y)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(run_dir):
+    trainer = tiny_trainer(run_dir, tiny_config(steps=10), save_every=2)
+    trainer.data = PoisonedData(bad=4)  # the fifth step
+    with pytest.raises(TrainingError, match="at step 5.*step 4"):
+        trainer.run()
+    assert load_checkpoint(run_dir).step == 4
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+def test_sigterm_saves_a_loadable_checkpoint(run_dir):
+    command = [
+        sys.executable, "-m", "shortcut_models", "train", "--out", str(run_dir),
+        "--steps", "1000000", "--batch-size", "32", "--hidden-size", "16", "--depth", "1",
+        "--log-every", "1", "--save-every", "1000000", "--no-progress", "--no-tensorboard",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.time() + 120
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+        assert time.time() < deadline and process.poll() is None, process.stderr.read()
+        time.sleep(0.1)
+    os.kill(process.pid, signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM
+    assert "Traceback" not in stderr and "--resume" in stderr
+    checkpoint = load_checkpoint(run_dir)
+    assert checkpoint.step >= 3
+    resumed = tiny_trainer(run_dir, checkpoint.config, resume=True)
+    assert resumed.step == checkpoint.step
+
+
+def test_training_beats_an_untrained_model(run_dir):
+    config = tiny_config(
+        data="8gaussians",
+        steps=1500,
+        batch_size=256,
+        lr=3e-3,
+        lr_schedule="cosine",
+        ema_decay=0.95,
+        backbone_options={"hidden_size": 64, "depth": 2},
+    )
+    trainer = tiny_trainer(run_dir, config, log_every=100)
+    data, objective = trainer.data, trainer.objective
+    before = evaluate_vectors(trainer.ema, objective, data, [1, 8], num=500, exact=False)
+    trainer.run()
+    after = evaluate_vectors(trainer.ema, objective, data, [1, 8], num=500, exact=False)
+    for steps in (1, 8):
+        assert after[steps]["sliced_w2"] < 0.5 * before[steps]["sliced_w2"], (before, after)
+
+
+def test_same_seed_same_run(tmp_path):
+    a = tiny_trainer(tmp_path / "a", tiny_config(steps=4))
+    b = tiny_trainer(tmp_path / "b", tiny_config(steps=4))
+    a.run()
+    b.run()
+    assert losses(tmp_path / "a") == losses(tmp_path / "b")
+    c = tiny_trainer(tmp_path / "c", tiny_config(steps=4, seed=1))
+    c.run()
+    assert losses(tmp_path / "a") != losses(tmp_path / "c")
