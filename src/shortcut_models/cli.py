@@ -264,11 +264,30 @@ def add_sample_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "sample",
         help="draw samples from a checkpoint",
-        description="Sample a checkpoint at one or more step budgets. For 2-D data writes "
+        description="Sample a checkpoint at one or more step budgets. Images: PNG files in "
+        "steps_N/, a 10x10 grid_steps_N.png and, with --npz, a uint8 .npz per budget. 2-D data: "
         "samples.npz (one array per budget, key steps_N) and a scatter plot samples.png.",
     )
     p.add_argument("--ckpt", required=True, type=Path, help="run folder or checkpoint file")
     p.add_argument("--out", required=True, type=Path, help="output folder (created if missing)")
+    p.add_argument(
+        "--cfg",
+        type=float,
+        default=1.0,
+        help="classifier-free guidance scale for conditional models (default 1: none)",
+    )
+    p.add_argument(
+        "--class",
+        dest="classes",
+        type=int_arg,
+        nargs="+",
+        help="class labels to sample, cycled (default: all classes in turn)",
+    )
+    p.add_argument(
+        "--npz",
+        action="store_true",
+        help="images: also write samples_steps_N.npz (uint8 NHWC, key arr_0) for FID tools",
+    )
     add_sampling_args(p, [1, 4, 128], 2000)
     p.set_defaults(handler=cmd_sample)
 
@@ -295,8 +314,6 @@ def add_evaluate_parser(subparsers: Any) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from shortcut_models.checkpoint import load_model
     from shortcut_models.evaluation import generate
     from shortcut_models.sampling import check_steps
@@ -305,26 +322,69 @@ def cmd_sample(args: argparse.Namespace) -> int:
     model, objective, data, _ = load_model(args.ckpt, _weights(args), resolve_device(args.device))
     for n in args.steps:
         check_steps(n, objective.sampling_spec())
+    labels = _labels(args, data.num_classes)
     out = prepare_out_dir(args.out)
     samples = {
-        n: generate(model, objective, data.shape, args.num, n, args.seed, args.batch)
+        n: generate(
+            model, objective, data.shape, args.num, n, args.seed, args.batch, labels, args.cfg
+        )
         for n in args.steps
     }
-    arrays = {f"steps_{n}": x.numpy() for n, x in samples.items()}
+    if data.kind == "image":
+        _write_images(samples, out, args.npz)
+    else:
+        _write_points(samples, out)
+    return 0
+
+
+def _labels(args: argparse.Namespace, num_classes: int):
+    """Class labels for conditional models: --class values cycled, else 0, 1, ..., cycled."""
+    import torch
+
+    if num_classes == 0:
+        if args.classes or args.cfg != 1.0:
+            raise UsageError("this model is unconditional: --class and --cfg do not apply")
+        return None
+    classes = args.classes or list(range(num_classes))
+    bad = [c for c in classes if not 0 <= c < num_classes]
+    if bad:
+        raise UsageError(f"--class must be in 0..{num_classes - 1}, got {bad[0]}")
+    return torch.tensor(classes).repeat(args.num // len(classes) + 1)[: args.num]
+
+
+def _write_images(samples: dict, out: Path, npz: bool) -> None:
+    from shortcut_models.data.images import to_uint8
+    from shortcut_models.image_io import grid, save_npz, save_png
+
+    for n, x in samples.items():
+        images = to_uint8(x)
+        folder = out / f"steps_{n:03d}"
+        folder.mkdir(exist_ok=True)
+        for i, image in enumerate(images):
+            save_png(image.permute(1, 2, 0).numpy(), folder / f"{i:06d}.png")
+        save_png(grid(images[:100], ncol=10), out / f"grid_steps_{n:03d}.png")
+        if npz:
+            save_npz(images, out / f"samples_steps_{n:03d}.npz")
+    print(f"wrote {len(samples)} step budget(s) of images to {out}")
+
+
+def _write_points(samples: dict, out: Path) -> None:
+    import numpy as np
+
     from shortcut_models.checkpoint import atomic_write
+    from shortcut_models.plots import scatter_panels
+
+    arrays = {f"steps_{n}": x.numpy() for n, x in samples.items()}
 
     def write_npz(tmp: Path) -> None:
         with open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
 
     atomic_write(out / "samples.npz", write_npz)
-    from shortcut_models.plots import scatter_panels
-
     scatter_panels(
         {f"{n} step{'s' if n > 1 else ''}": x for n, x in samples.items()}, out / "samples.png"
     )
     print(f"wrote {out / 'samples.npz'} and {out / 'samples.png'}")
-    return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -360,6 +420,65 @@ def _weights(args: argparse.Namespace) -> str:
 # -- entry point ------------------------------------------------------------------------------
 
 
+def add_demo_parser(subparsers: Any) -> None:
+    from shortcut_models.demo import DemoOptions
+
+    d = DemoOptions(out=Path("."))
+    p = subparsers.add_parser(
+        "demo",
+        help="train a small shortcut DiT on MNIST and show 1 to 128 steps",
+        description="Train a class-conditional shortcut DiT (DiT-T/4) on MNIST, then write a PNG "
+        "grid per step budget (1, 2, ..., 128 steps; same noise and labels), all_steps.png side "
+        "by side, metrics.md / metrics.json and the checkpoint (OUT/run). Run it again to resume.",
+    )
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument(
+        "--data",
+        default=d.data,
+        choices=["mnist", "fashion-mnist"],
+        help=f"data set (default {d.data})",
+    )
+    p.add_argument(
+        "--backbone", default=d.backbone, help=f"DiT preset, e.g. DiT-S/2 (default {d.backbone})"
+    )
+    p.add_argument(
+        "--steps", type=positive_int, default=d.steps, help=f"training steps (default {d.steps})"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=d.batch_size,
+        help=f"images per step (default {d.batch_size})",
+    )
+    p.add_argument("--lr", type=float, default=d.lr, help=f"learning rate (default {d.lr})")
+    p.add_argument(
+        "--ema-decay", type=float, default=d.ema_decay, help=f"EMA decay (default {d.ema_decay})"
+    )
+    p.add_argument(
+        "--cfg",
+        type=float,
+        default=d.cfg,
+        help=f"classifier-free guidance scale at sampling (default {d.cfg})",
+    )
+    p.add_argument(
+        "--num", type=positive_int, default=d.num, help=f"samples per step budget (default {d.num})"
+    )
+    p.add_argument("--seed", type=int_arg, default=d.seed, help=f"seed (default {d.seed})")
+    p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:N or auto (default auto)")
+    p.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="hide the progress bar"
+    )
+    p.set_defaults(handler=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from shortcut_models.demo import DemoOptions, run_demo
+
+    fields = {k: v for k, v in vars(args).items() if k not in ("handler", "command")}
+    metrics = run_demo(DemoOptions(**fields))
+    return 0 if metrics else 128 + 15
+
+
 def build_parser() -> Parser:
     parser = Parser(
         prog="shortcut",
@@ -370,6 +489,7 @@ def build_parser() -> Parser:
     add_train_parser(subparsers)
     add_sample_parser(subparsers)
     add_evaluate_parser(subparsers)
+    add_demo_parser(subparsers)
     return parser
 
 

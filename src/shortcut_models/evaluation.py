@@ -59,6 +59,8 @@ def evaluate_vectors(
     spec = objective.sampling_spec()
     for n in steps:
         check_steps(n, spec)
+    if data.kind != "vector":
+        raise UsageError(f"'{data.name}' holds images: the 2-D distances do not apply")
     reference = data.sample(num, derive_seed(seed, EVALUATION))
     results: dict[int, dict[str, float]] = {}
     for n in steps:

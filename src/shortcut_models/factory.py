@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from shortcut_models.backbones import BACKBONES, build_backbone
+from shortcut_models.backbones import build_backbone, resolve_backbone
 from shortcut_models.config import TrainConfig
 from shortcut_models.data import DataSource, build_data
 from shortcut_models.errors import UsageError
@@ -19,10 +19,9 @@ def build_objective_for(config: TrainConfig, data: DataSource) -> Objective:
 
 def build_model_for(config: TrainConfig, data: DataSource) -> nn.Module:
     """The backbone with its data-dependent sizes filled in from the data source."""
-    if config.backbone not in BACKBONES:
-        build_backbone(config.backbone)  # raises the UsageError listing the choices
+    cls, _ = resolve_backbone(config.backbone)
     try:
-        fixed = BACKBONES[config.backbone].data_options(data.shape, data.num_classes)
+        fixed = cls.data_options(data.shape, data.num_classes)
     except ValueError as exc:
         raise UsageError(
             f"backbone '{config.backbone}' cannot take data '{data.name}': {exc}"

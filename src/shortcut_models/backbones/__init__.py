@@ -1,4 +1,8 @@
-"""Backbones: networks s(x, t, d, y) -> velocity. Add one with a file and a registry line."""
+"""Backbones: networks s(x, t, d, y) -> velocity. Add one with a file and a registry line.
+
+Each backbone class has `data_options(shape, num_classes)`: the constructor arguments the data
+fixes. Preset names (`DiT-B/2`, ...) expand to a class plus size options.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +10,33 @@ from typing import Any
 
 from torch import nn
 
+from shortcut_models.backbones.dit import DIT_PRESETS, DiT, dit_preset
 from shortcut_models.backbones.mlp import MLP
 from shortcut_models.errors import UsageError
 
 BACKBONES: dict[str, type[nn.Module]] = {
     "mlp": MLP,
+    "dit": DiT,
 }
 
 
+def backbone_names() -> list[str]:
+    return [*BACKBONES, *DIT_PRESETS]
+
+
+def resolve_backbone(name: str) -> tuple[type[nn.Module], dict[str, Any]]:
+    """A backbone name or preset -> (class, preset options)."""
+    if name in BACKBONES:
+        return BACKBONES[name], {}
+    if name in DIT_PRESETS:
+        return DiT, dit_preset(name)
+    raise UsageError(f"unknown backbone '{name}' (choose from: {', '.join(backbone_names())})")
+
+
 def build_backbone(name: str, **options: Any) -> nn.Module:
-    """Instantiate a registered backbone; unknown names or options are a UsageError."""
-    if name not in BACKBONES:
-        raise UsageError(f"unknown backbone '{name}' (choose from: {', '.join(sorted(BACKBONES))})")
+    """Instantiate a backbone or preset; unknown names or bad options are a UsageError."""
+    cls, preset = resolve_backbone(name)
     try:
-        return BACKBONES[name](**options)
-    except TypeError as exc:
+        return cls(**{**preset, **options})
+    except (TypeError, ValueError) as exc:
         raise UsageError(f"bad options for backbone '{name}': {exc}") from None

@@ -1,0 +1,156 @@
+"""DiT (Peebles & Xie, 2023) as the shortcut reference uses it: patch embedding, fixed 2-D sin-cos
+positions, adaLN-Zero blocks conditioned on c = embed(t) + embed(d) + embed(y), attention through
+scaled_dot_product_attention (flash / memory-efficient kernels on GPU), zero-initialised output.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from shortcut_models.backbones.embeddings import Conditioning
+from shortcut_models.backbones.mlp import modulate
+
+# name -> (hidden size, depth, heads); the patch size is the part after the slash.
+DIT_SIZES: dict[str, tuple[int, int, int]] = {
+    "T": (128, 4, 4),  # tiny: DiT-T/4 trains on 2 CPU cores at ~280 MNIST images/s
+    "S": (384, 12, 6),
+    "B": (768, 12, 12),
+    "L": (1024, 24, 16),
+    "XL": (1152, 28, 16),
+}
+DIT_PRESETS = [f"DiT-{size}/{patch}" for size in DIT_SIZES for patch in (2, 4, 8)]
+
+
+def sincos_2d(dim: int, grid: int) -> torch.Tensor:
+    """(grid*grid, dim) fixed position embeddings: half for rows, half for columns."""
+    if dim % 4:
+        raise ValueError(f"hidden size must be a multiple of 4 for 2-D positions, got {dim}")
+    omega = 1.0 / 10000 ** (np.arange(dim // 4, dtype=np.float64) / (dim / 4.0))
+    coords = np.arange(grid, dtype=np.float64)
+    rows, cols = np.meshgrid(coords, coords, indexing="ij")
+
+    def embed(pos: np.ndarray) -> np.ndarray:
+        args = pos.reshape(-1)[:, None] * omega[None]
+        return np.concatenate([np.sin(args), np.cos(args)], axis=1)
+
+    return torch.from_numpy(np.concatenate([embed(rows), embed(cols)], axis=1)).float()
+
+
+class Attention(nn.Module):
+    def __init__(self, hidden_size: int, num_heads: int) -> None:
+        super().__init__()
+        if hidden_size % num_heads:
+            raise ValueError(f"hidden size {hidden_size} is not divisible by {num_heads} heads")
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
+        self.proj = nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+
+
+class DiTBlock(nn.Module):
+    """Attention and MLP, each behind LayerNorm + (shift, scale) and a zero-initialised gate."""
+
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(hidden_size, num_heads)
+        self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        inner = int(hidden_size * mlp_ratio)
+        self.mlp = nn.Sequential(
+            nn.Linear(hidden_size, inner),
+            nn.GELU(approximate="tanh"),
+            nn.Linear(inner, hidden_size),
+        )
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        s1, sc1, g1, s2, sc2, g2 = self.ada(c)[:, None].chunk(6, dim=-1)
+        x = x + g1 * self.attn(modulate(self.norm1(x), s1, sc1))
+        return x + g2 * self.mlp(modulate(self.norm2(x), s2, sc2))
+
+
+class DiT(nn.Module):
+    """Velocity network s(x, t, d, y) on (N, C, H, W) images or latents."""
+
+    def __init__(
+        self,
+        input_size: int = 32,
+        in_channels: int = 4,
+        patch_size: int = 2,
+        hidden_size: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        num_classes: int = 0,
+    ) -> None:
+        super().__init__()
+        if input_size % patch_size:
+            raise ValueError(f"input size {input_size} is not divisible by patch size {patch_size}")
+        self.input_size, self.in_channels, self.patch_size = input_size, in_channels, patch_size
+        self.num_classes = num_classes
+        self.grid = input_size // patch_size
+        self.patch = nn.Conv2d(in_channels, hidden_size, patch_size, stride=patch_size)
+        self.register_buffer("pos", sincos_2d(hidden_size, self.grid)[None], persistent=False)
+        self.cond = Conditioning(hidden_size, num_classes)
+        self.blocks = nn.ModuleList(
+            DiTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth)
+        )
+        self.norm_out = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
+        self.out = nn.Linear(hidden_size, patch_size * patch_size * in_channels)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        w = self.patch.weight
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.zeros_(self.patch.bias)
+        self.cond.reset_parameters()
+        for block in self.blocks:
+            nn.init.zeros_(block.ada[1].weight)
+            nn.init.zeros_(block.ada[1].bias)
+        for layer in (self.ada_out[1], self.out):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    @staticmethod
+    def data_options(shape: tuple[int, ...], num_classes: int) -> dict[str, int]:
+        if len(shape) != 3 or shape[1] != shape[2]:
+            raise ValueError(f"DiT takes square (C, H, W) images, got samples of shape {shape}")
+        return {"in_channels": shape[0], "input_size": shape[1], "num_classes": num_classes}
+
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, d: torch.Tensor, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        c = self.cond(t, d, y)
+        h = self.patch(x).flatten(2).transpose(1, 2) + self.pos.to(x.dtype)
+        for block in self.blocks:
+            h = block(h, c)
+        shift, scale = self.ada_out(c)[:, None].chunk(2, dim=-1)
+        h = self.out(modulate(self.norm_out(h), shift, scale))
+        return self.unpatchify(h)
+
+    def unpatchify(self, h: torch.Tensor) -> torch.Tensor:
+        """(N, grid*grid, p*p*C) -> (N, C, H, W)."""
+        n, g, p, c = h.shape[0], self.grid, self.patch_size, self.in_channels
+        h = h.reshape(n, g, g, p, p, c).permute(0, 5, 1, 3, 2, 4)
+        return h.reshape(n, c, g * p, g * p)
+
+
+def dit_preset(name: str) -> dict[str, int]:
+    """'DiT-B/2' -> {'hidden_size': 768, 'depth': 12, 'num_heads': 12, 'patch_size': 2}."""
+    size, patch = name.removeprefix("DiT-").split("/")
+    hidden, depth, heads = DIT_SIZES[size]
+    return {"hidden_size": hidden, "depth": depth, "num_heads": heads, "patch_size": int(patch)}

@@ -1,0 +1,44 @@
+"""Writing images: sample grids and per-sample PNG files (Pillow), uint8 .npz for FID tools."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from shortcut_models.checkpoint import atomic_write
+
+
+def grid(images: torch.Tensor, ncol: int | None = None, pad: int = 2) -> np.ndarray:
+    """uint8 (N, C, H, W) -> one uint8 (H', W', C) mosaic with `pad` pixels of white between."""
+    n, c, h, w = images.shape
+    ncol = ncol or math.ceil(math.sqrt(n))
+    nrow = math.ceil(n / ncol)
+    canvas = np.full((nrow * (h + pad) + pad, ncol * (w + pad) + pad, c), 255, dtype=np.uint8)
+    hwc = images.permute(0, 2, 3, 1).cpu().numpy()
+    for i in range(n):
+        r, q = divmod(i, ncol)
+        top, left = pad + r * (h + pad), pad + q * (w + pad)
+        canvas[top : top + h, left : left + w] = hwc[i]
+    return canvas
+
+
+def save_png(array: np.ndarray, path: Path) -> None:
+    """Save an (H, W, C) uint8 array as PNG, atomically."""
+    from PIL import Image
+
+    image = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+    atomic_write(Path(path), lambda tmp: image.save(tmp, format="PNG"))
+
+
+def save_npz(images: torch.Tensor, path: Path) -> None:
+    """uint8 (N, H, W, C) under key arr_0: the layout FID tools (e.g. ADM's evaluator) read."""
+    array = images.permute(0, 2, 3, 1).cpu().numpy()
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, arr_0=array)
+
+    atomic_write(Path(path), write)

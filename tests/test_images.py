@@ -1,0 +1,89 @@
+"""Image data, image sampling and the demo, at tiny sizes."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_trainer
+
+from shortcut_models.cli import main
+from shortcut_models.config import TrainConfig
+from shortcut_models.data import build_data
+from shortcut_models.data import mnist as mnist_module
+from shortcut_models.data.images import ImageData, to_uint8
+from shortcut_models.demo import DemoOptions, run_demo
+from shortcut_models.errors import UsageError
+
+TINY_DIT = {"hidden_size": 32, "depth": 1, "num_heads": 2, "patch_size": 8}
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    return build_data("mnist")
+
+
+def test_mnist_shape_range_and_labels(mnist):
+    assert len(mnist) == 60000 and mnist.shape == (1, 32, 32) and mnist.num_classes == 10
+    x, y = mnist.batch(0, 128, seed=0)
+    assert x.shape == (128, 1, 32, 32) and x.dtype == torch.float32
+    assert x.min() == -1.0 and x.max() == 1.0
+    assert torch.all(x[:, :, :2] == -1) and torch.all(x[:, :, :, -2:] == -1)  # padding
+    assert set(y.tolist()) <= set(range(10)) and len(set(y.tolist())) > 5
+    test = mnist_module.digit_data("mnist", "test")
+    assert len(test) == 10000
+
+
+def test_image_batches_cover_an_epoch_once_and_are_deterministic():
+    images = torch.arange(10, dtype=torch.uint8).reshape(10, 1, 1, 1).repeat(1, 1, 2, 2)
+    data = ImageData("ten", images, torch.arange(10), num_classes=10)
+    seen = torch.cat([data.batch(k, 3, seed=1)[1] for k in range(3)])
+    assert len(set(seen.tolist())) == 9  # 3 batches of 3 from one permutation, last image dropped
+    assert torch.equal(data.batch(4, 3, seed=1)[1], data.batch(4, 3, seed=1)[1])
+    assert not torch.equal(data.batch(0, 3, seed=1)[1], data.batch(3, 3, seed=1)[1])
+
+
+def test_missing_fashion_mnist_says_how_to_install(tmp_path, monkeypatch):
+    monkeypatch.setattr(mnist_module, "FASHION_DIR", tmp_path)
+    with pytest.raises(UsageError, match="apt-get install dataset-fashion-mnist"):
+        build_data("fashion-mnist")
+
+
+def test_uint8_round_trip():
+    x = torch.randint(0, 256, (4, 1, 5, 5), dtype=torch.uint8)
+    assert torch.equal(to_uint8(x.float() / 127.5 - 1), x)
+
+
+def test_class_conditional_image_training_and_sampling(tmp_path, capsys):
+    config = TrainConfig(
+        data="mnist", backbone="dit", steps=2, batch_size=16, backbone_options=dict(TINY_DIT)
+    )
+    assert config.objective == "shortcut"
+    trainer = tiny_trainer(tmp_path / "run", config)
+    trainer.run()
+    argv = ["sample", "--ckpt", str(tmp_path / "run"), "--out", str(tmp_path / "s"), "--num", "12"]
+    assert main(argv + ["--steps", "1", "2", "--cfg", "2", "--class", "3", "--npz"]) == 0
+    assert len(list((tmp_path / "s" / "steps_001").glob("*.png"))) == 12
+    assert (tmp_path / "s" / "grid_steps_002.png").exists()
+    with np.load(tmp_path / "s" / "samples_steps_001.npz") as f:
+        assert f["arr_0"].shape == (12, 32, 32, 1) and f["arr_0"].dtype == np.uint8
+    code = main(argv + ["--class", "12"])
+    assert code == 2 and "--class must be in 0..9" in capsys.readouterr().err
+
+
+def test_demo_end_to_end(tmp_path):
+    options = DemoOptions(
+        out=tmp_path / "demo", backbone="DiT-T/8", steps=2, batch_size=8, num=10, progress=False
+    )
+    metrics = run_demo(options)
+    assert set(metrics) == {"1", "2", "4", "8", "16", "32", "64", "128"}
+    for name in (
+        "all_steps.png",
+        "steps_001.png",
+        "steps_128.png",
+        "metrics.md",
+        "run/config.json",
+    ):
+        assert (tmp_path / "demo" / name).exists(), name
+    saved = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    assert saved["1"]["sliced_w2_pixels"] > 0
