@@ -12,7 +12,7 @@ import torch
 from shortcut_models.checkpoint import CHECKPOINT_NAME
 from shortcut_models.config import TrainConfig
 from shortcut_models.data import IMAGE_DATASETS
-from shortcut_models.data.images import to_uint8
+from shortcut_models.data.images import to_uint8, to_unit_range
 from shortcut_models.data.mnist import digit_data
 from shortcut_models.errors import UsageError
 from shortcut_models.evaluation import generate
@@ -84,7 +84,7 @@ def run_demo(options: DemoOptions) -> dict[str, dict[str, float]]:
         images = to_uint8(x)
         save_png(grid(images[:100], ncol=10), out / f"steps_{n:03d}.png")
         first_ten.append(images[:10])
-        distance = sliced_wasserstein(images.float() / 127.5 - 1, reference.float() / 127.5 - 1)
+        distance = sliced_wasserstein(to_unit_range(images), to_unit_range(reference))
         metrics[str(n)] = {"sliced_w2_pixels": distance, "sample_seconds": seconds}
         rows.append([n, distance, seconds])
     save_png(grid(torch.cat(first_ten), ncol=10), out / "all_steps.png")
