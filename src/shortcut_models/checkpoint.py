@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from shortcut_models.config import TrainConfig
+from shortcut_models.data.spec import DataSpec
 from shortcut_models.errors import UsageError
 
 FORMAT = "shortcut-models/1"
@@ -57,6 +58,7 @@ def save_checkpoint(
     model: nn.Module,
     ema: nn.Module,
     optimizer: torch.optim.Optimizer,
+    data: DataSpec | None = None,
 ) -> Path:
     """Write run_dir/checkpoint.safetensors and run_dir/config.json; return the checkpoint path."""
     run_dir = Path(run_dir)
@@ -68,6 +70,8 @@ def save_checkpoint(
         for key, value in state.items():
             tensors[f"optimizer.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
     metadata = {"format": FORMAT, "step": str(step), "config": config.to_json()}
+    if data is not None:
+        metadata["data"] = data.to_json()
     path = run_dir / CHECKPOINT_NAME
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
     atomic_write_text(run_dir / CONFIG_NAME, config.to_json() + "\n")
@@ -79,6 +83,7 @@ class Checkpoint:
     path: Path
     config: TrainConfig
     step: int
+    data: DataSpec | None = None  # None in checkpoints written before it was stored
 
     def tensors(self, prefix: str, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
         """All tensors stored under `prefix.`, with the prefix removed."""
@@ -131,18 +136,22 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     try:
         config = TrainConfig.from_dict(json.loads(metadata["config"]))
         step = int(metadata["step"])
+        data = DataSpec.from_json(metadata["data"]) if "data" in metadata else None
     except (KeyError, ValueError, TypeError) as exc:
         raise UsageError(f"{path} has a damaged config ({exc})") from None
-    return Checkpoint(path=path, config=config, step=step)
+    return Checkpoint(path=path, config=config, step=step, data=data)
 
 
 def load_model(path: str | Path, weights: str = "ema", device: torch.device | str = "cpu"):
-    """(network in eval mode, objective, data source, checkpoint) ready for sampling."""
-    from shortcut_models.factory import build_parts
+    """(network in eval mode, objective, DataSpec, checkpoint) ready for sampling; the data
+    itself is not opened."""
+    from shortcut_models.factory import build_data, build_model_for, build_objective_for
 
     if weights not in ("ema", "model"):
         raise UsageError(f"weights must be 'ema' or 'model', got {weights!r}")
     checkpoint = load_checkpoint(path)
-    data, objective, model = build_parts(checkpoint.config)
+    config = checkpoint.config
+    data = checkpoint.data or DataSpec.of(build_data(config.data, config.data_options))
+    objective, model = build_objective_for(config, data), build_model_for(config, data)
     checkpoint.load_weights(model, weights)
     return model.to(device).eval(), objective, data, checkpoint

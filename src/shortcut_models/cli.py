@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from shortcut_models.config import TrainConfig
-from shortcut_models.data import dataset_names
+from shortcut_models.data import FOLDER, IMAGE_DATASETS, dataset_names
 from shortcut_models.errors import TrainingError, UsageError
 from shortcut_models.objectives import OBJECTIVES, objective_options
 
 DEFAULTS = TrainConfig()
+IMAGE_SOURCES = (*IMAGE_DATASETS, FOLDER)
 POWERS_OF_TWO = [1, 2, 4, 8, 16, 32, 64, 128]
 
 
@@ -104,10 +105,55 @@ OBJECTIVE_FLAGS: list[tuple[str, str, Any, str]] = [
         "(default off: disjoint rows)",
     ),
 ]
+DATA_FLAGS: list[tuple[str, str, Any, str]] = [
+    ("--data-path", "path", str, "folder / latents: the image folder or the latent shard folder"),
+    (
+        "--resolution",
+        "resolution",
+        positive_int,
+        "folder: side of the square images after center crop and resize (default 64)",
+    ),
+    ("--channels", "channels", int_arg, "folder: 3 for RGB, 1 for grey (default 3)"),
+    (
+        "--flip",
+        "flip",
+        argparse.BooleanOptionalAction,
+        "folder / latents: random horizontal flips (latents: the stored mirror) (default off)",
+    ),
+    (
+        "--skip-bad",
+        "skip_bad",
+        argparse.BooleanOptionalAction,
+        "folder: skip unreadable image files with a warning instead of stopping (default off)",
+    ),
+    (
+        "--unconditional",
+        "unconditional",
+        argparse.BooleanOptionalAction,
+        "folder: ignore class subfolders and train without labels (default off)",
+    ),
+]
 BACKBONE_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--hidden-size", "hidden_size", int_arg, "backbone width (MLP default 128)"),
     ("--depth", "depth", int_arg, "number of backbone blocks (MLP default 3)"),
 ]
+
+
+def add_flags(p: argparse.ArgumentParser, group: list[tuple[str, str, Any, str]]) -> None:
+    """Options without defaults (absent unless given), so a config knows what the user set."""
+    for flag, field, kind, text in group:
+        if kind is argparse.BooleanOptionalAction:
+            p.add_argument(flag, dest=field, action=kind, default=argparse.SUPPRESS, help=text)
+        else:
+            p.add_argument(flag, dest=field, type=kind, default=argparse.SUPPRESS, help=text)
+
+
+def data_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    given = vars(args)
+    options = {field: given[field] for _, field, _, _ in DATA_FLAGS if field in given}
+    if "path" in options:
+        options["path"] = str(Path(options["path"]).expanduser().resolve())
+    return options
 
 
 def add_train_parser(subparsers: Any) -> None:
@@ -130,12 +176,8 @@ def add_train_parser(subparsers: Any) -> None:
         p.add_argument(
             flag, dest=field, type=kind, help=f"{text} (default {getattr(DEFAULTS, field)})"
         )
-    for group in (OBJECTIVE_FLAGS, BACKBONE_FLAGS):
-        for flag, field, kind, text in group:
-            if kind is argparse.BooleanOptionalAction:
-                p.add_argument(flag, dest=field, action=kind, help=text)
-            else:
-                p.add_argument(flag, dest=field, type=kind, help=text)
+    for group in (DATA_FLAGS, OBJECTIVE_FLAGS, BACKBONE_FLAGS):
+        add_flags(p, group)
     p.add_argument(
         "--resume",
         action="store_true",
@@ -180,6 +222,9 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None) -> Trai
     for key in ("data", "objective", "backbone"):
         if key in given:
             values[key] = given[key]
+    if "data" in given and base is not None and given["data"] != base.data:
+        values["data_options"] = {}
+    values["data_options"] = {**values["data_options"], **data_options_from_args(args)}
     for _, field, _, _ in CONFIG_FLAGS:
         if field in given:
             values[field] = given[field]
@@ -288,6 +333,12 @@ def add_sample_parser(subparsers: Any) -> None:
         action="store_true",
         help="images: also write samples_steps_N.npz (uint8 NHWC, key arr_0) for FID tools",
     )
+    p.add_argument(
+        "--vae",
+        type=Path,
+        help="latent models: the AutoencoderKL that decodes samples (default: the one the "
+        "latent shards were encoded with)",
+    )
     add_sampling_args(p, [1, 4, 128], 2000)
     p.set_defaults(handler=cmd_sample)
 
@@ -318,19 +369,24 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from shortcut_models.evaluation import generate
     from shortcut_models.sampling import check_steps
     from shortcut_models.train import prepare_out_dir, resolve_device
+    from shortcut_models.vae import decode_batched, decoder_for
 
-    model, objective, data, _ = load_model(args.ckpt, _weights(args), resolve_device(args.device))
+    device = resolve_device(args.device)
+    model, objective, data, _ = load_model(args.ckpt, _weights(args), device)
     for n in args.steps:
         check_steps(n, objective.sampling_spec())
+    if args.vae is not None and data.kind != "latent":
+        raise UsageError("--vae applies only to models trained on latents")
+    codec = decoder_for(data, args.vae, device) if data.kind == "latent" else None
     labels = _labels(args, data.num_classes)
     out = prepare_out_dir(args.out)
-    samples = {
-        n: generate(
+    samples = {}
+    for n in args.steps:
+        x = generate(
             model, objective, data.shape, args.num, n, args.seed, args.batch, labels, args.cfg
         )
-        for n in args.steps
-    }
-    if data.kind == "image":
+        samples[n] = x if codec is None else decode_batched(codec, x, min(args.batch, 64))
+    if data.kind in ("image", "latent"):
         _write_images(samples, out, args.npz)
     else:
         _write_points(samples, out)
@@ -389,6 +445,7 @@ def _write_points(samples: dict, out: Path) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from shortcut_models.checkpoint import load_model
+    from shortcut_models.data import build_data
     from shortcut_models.evaluation import evaluate_vectors
     from shortcut_models.report import markdown_table, write_json
     from shortcut_models.train import prepare_out_dir, resolve_device
@@ -399,7 +456,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     loaded = [(str(path), load_model(path, _weights(args), device)) for path in args.ckpt]
     results: dict[str, dict[str, dict[str, float]]] = {}
     rows = []
-    for name, (model, objective, data, _) in loaded:
+    for name, (model, objective, spec, checkpoint) in loaded:
+        if spec.kind != "vector":
+            raise UsageError(f"{name} is an image model: the 2-D distances do not apply")
+        data = build_data(checkpoint.config.data, checkpoint.config.data_options)
         scores = evaluate_vectors(
             model, objective, data, args.steps, args.num, args.seed, args.exact
         )
@@ -415,6 +475,53 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _weights(args: argparse.Namespace) -> str:
     return "model" if args.raw else "ema"
+
+
+# -- encode -----------------------------------------------------------------------------------
+
+
+def add_encode_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "encode",
+        help="encode an image set into latent shards once, for latent-mode training",
+        description="Encode every image of a data set, and its horizontal mirror, with a local "
+        "diffusers AutoencoderKL (posterior mean x scaling factor) into float16 shards in --out. "
+        "Interrupted runs resume. Then train with: shortcut train --data latents --data-path OUT.",
+    )
+    p.add_argument("--data", required=True, choices=[*IMAGE_SOURCES], help="image data set")
+    add_flags(p, [f for f in DATA_FLAGS if f[1] not in ("flip",)])
+    p.add_argument("--vae", type=Path, help="AutoencoderKL folder (diffusers layout) or file")
+    p.add_argument("--out", required=True, type=Path, help="shard folder (created if missing)")
+    p.add_argument(
+        "--batch", type=positive_int, default=32, help="images per VAE call (default 32)"
+    )
+    p.add_argument(
+        "--shard-size", type=positive_int, default=4096, help="images per shard (default 4096)"
+    )
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default auto)")
+    p.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="hide the progress bar"
+    )
+    p.set_defaults(handler=cmd_encode)
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    from shortcut_models.encode import encode_dataset
+    from shortcut_models.train import resolve_device
+
+    meta = encode_dataset(
+        args.data,
+        data_options_from_args(args),
+        args.vae,
+        args.out,
+        args.batch,
+        args.shard_size,
+        resolve_device(args.device),
+        args.progress,
+    )
+    shape = "x".join(map(str, meta["shape"]))
+    print(f"encoded {meta['count']} images (+ mirrors) as {shape} latents in {args.out}")
+    return 0
 
 
 # -- entry point ------------------------------------------------------------------------------
@@ -489,6 +596,7 @@ def build_parser() -> Parser:
     add_train_parser(subparsers)
     add_sample_parser(subparsers)
     add_evaluate_parser(subparsers)
+    add_encode_parser(subparsers)
     add_demo_parser(subparsers)
     return parser
 

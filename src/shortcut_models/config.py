@@ -23,6 +23,7 @@ class TrainConfig:
     """
 
     data: str = "checkerboard"
+    data_options: dict[str, Any] = field(default_factory=dict)  # e.g. a folder's path
     objective: str = "shortcut"
     objective_options: dict[str, Any] = field(default_factory=dict)
     backbone: str = "mlp"

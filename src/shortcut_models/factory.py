@@ -33,5 +33,5 @@ def build_model_for(config: TrainConfig, data: DataSource) -> nn.Module:
 
 
 def build_parts(config: TrainConfig) -> tuple[DataSource, Objective, nn.Module]:
-    data = build_data(config.data)
+    data = build_data(config.data, config.data_options)
     return data, build_objective_for(config, data), build_model_for(config, data)

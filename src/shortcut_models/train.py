@@ -23,6 +23,7 @@ from shortcut_models.checkpoint import (
 )
 from shortcut_models.config import RESUMABLE_CHANGES, TrainConfig
 from shortcut_models.data import DataSource
+from shortcut_models.data.spec import DataSpec
 from shortcut_models.ema import make_ema, update_ema
 from shortcut_models.errors import TrainingError, UsageError
 from shortcut_models.factory import build_data, build_model_for, build_objective_for
@@ -113,7 +114,7 @@ class Trainer:
                 "or choose another --out"
             )
         self.config = config
-        self.data = data if data is not None else build_data(config.data)
+        self.data = data if data is not None else build_data(config.data, config.data_options)
         self.objective = build_objective_for(config, self.data)
         with torch.random.fork_rng(devices=[]):  # seed the initial weights, leave global RNG alone
             torch.manual_seed(config.seed)
@@ -188,7 +189,13 @@ class Trainer:
 
     def save(self) -> Path:
         path = save_checkpoint(
-            self.out_dir, self.config, self.step, self.model, self.ema, self.optimizer
+            self.out_dir,
+            self.config,
+            self.step,
+            self.model,
+            self.ema,
+            self.optimizer,
+            DataSpec.of(self.data),
         )
         self.saved_step = self.step
         return path
