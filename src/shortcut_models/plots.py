@@ -29,3 +29,29 @@ def scatter_panels(panels: dict[str, torch.Tensor], path: Path, limit: float = 3
     fig.tight_layout()
     atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
+
+
+def metric_vs_steps(
+    curves: dict[str, dict[int, float]], metric: str, path: Path, title: str = ""
+) -> None:
+    """One line per model: `metric` against the number of sampling steps, log-2 x axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for label, values in curves.items():
+        steps = sorted(values)
+        ax.plot(steps, [values[n] for n in steps], marker="o", label=label)
+    ax.set_xscale("log", base=2)
+    all_steps = sorted({n for values in curves.values() for n in values})
+    ax.set_xticks(all_steps, [str(n) for n in all_steps])
+    ax.set_xlabel("sampling steps")
+    ax.set_ylabel(metric)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    plt.close(fig)

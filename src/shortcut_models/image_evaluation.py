@@ -1,0 +1,163 @@
+"""Score image models at several step budgets: FID (Inception) or FD-digits, precision / recall,
+and for FD-digits the classifier's class coverage.
+
+Reference features come from a data set's training split, an image folder, an .npz of uint8
+images (`arr_0`, NHWC, as FID tools write them), or only statistics from an .npz with `mu` and
+`sigma` (then precision and recall, which need features, are left out). Features of named data
+sets and folders are cached per feature network, source and count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from shortcut_models.data import FOLDER, IMAGE_DATASETS
+from shortcut_models.data.images import to_uint8
+from shortcut_models.errors import UsageError
+from shortcut_models.evaluation import generate
+from shortcut_models.metrics.digits import cache_dir
+from shortcut_models.metrics.frechet import FeatureStats, frechet_distance
+from shortcut_models.metrics.precision_recall import precision_recall
+from shortcut_models.objectives import Objective
+from shortcut_models.seeding import EVALUATION, derive_seed
+
+METRICS = ("fid", "fd-digits")
+PR_LIMIT = 10000  # precision / recall on at most this many points per set (k-NN is quadratic)
+
+
+class Reference:
+    """Statistics of the reference set, and its features when they are known."""
+
+    def __init__(self, stats: FeatureStats, features: np.ndarray | None, description: str):
+        self.stats, self.features, self.description = stats, features, description
+
+
+def build_extractor(
+    metric: str,
+    data_name: str,
+    inception: str | Path | None = None,
+    device: torch.device | str = "cpu",
+    batch: int = 64,
+):
+    if metric == "fid":
+        from shortcut_models.metrics.inception import InceptionFeatures
+
+        return InceptionFeatures(inception, device, batch)
+    if metric == "fd-digits":
+        from shortcut_models.metrics.digits import DigitFeatures
+
+        return DigitFeatures.for_dataset(data_name)
+    raise UsageError(f"unknown metric '{metric}' (choose from: {', '.join(METRICS)})")
+
+
+def _images_from_npz(path: Path) -> torch.Tensor | None:
+    """uint8 NCHW images from an .npz holding `arr_0` (NHWC), or None for a statistics file."""
+    try:
+        with np.load(path) as data:
+            if "mu" in data and "sigma" in data:
+                return None
+            if "arr_0" not in data:
+                raise UsageError(f"{path} holds neither 'arr_0' images nor 'mu' / 'sigma'")
+            images = data["arr_0"]
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read {path} ({exc})") from None
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise UsageError(f"{path}: arr_0 must be uint8 (N, H, W, 1 or 3), got {images.shape}")
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+
+
+def _reference_images(ref: str, resolution: int, channels: int, num: int, seed: int):
+    """(uint8 images, cache key or None) of a data set name or an image folder."""
+    if ref in IMAGE_DATASETS:
+        from shortcut_models.data.mnist import digit_data
+
+        data = digit_data(ref, "train")
+        return data.sample(num, seed), f"{ref}-train"
+    from shortcut_models.data import build_data
+
+    options = {"path": ref, "resolution": resolution, "channels": channels}
+    data = build_data(FOLDER, options)
+    digest = hashlib.sha1(str(Path(ref).resolve()).encode()).hexdigest()[:10]
+    return data.sample(num, seed), f"folder-{Path(ref).name}-{digest}-{resolution}px{channels}"
+
+
+def load_reference(
+    ref: str, extractor: Any, shape: tuple[int, ...], num: int, seed: int = 0
+) -> Reference:
+    """Reference statistics (and features) from a name, folder or .npz; cached where derived."""
+    path = Path(ref)
+    if path.suffix == ".npz" and path.is_file():
+        images = _images_from_npz(path)
+        if images is None:
+            return Reference(FeatureStats.load(path), None, f"statistics {path}")
+        return Reference(*_stats(extractor(images)), f"{len(images)} images of {path}")
+    if ref not in IMAGE_DATASETS and not path.is_dir():
+        raise UsageError(
+            f"--ref {ref}: not a data set ({', '.join(IMAGE_DATASETS)}), image folder or .npz"
+        )
+    images, key = _reference_images(ref, shape[-1], shape[0], num, seed)
+    cache = cache_dir() / f"ref-{extractor.identity}-{key}-n{len(images)}-seed{seed}.npz"
+    if cache.is_file():
+        with np.load(cache) as data:
+            features = data["features"]
+    else:
+        print(f"computing reference features of {ref} ({len(images)} images)", file=sys.stderr)
+        features = extractor(images)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        FeatureStats.of(features).save(cache, features=features.astype(np.float32))
+    return Reference(FeatureStats.of(features), features, f"{len(images)} images of {ref}")
+
+
+def _stats(features: np.ndarray) -> tuple[FeatureStats, np.ndarray]:
+    return FeatureStats.of(features), features
+
+
+def score_images(images: torch.Tensor, extractor: Any, reference: Reference) -> dict[str, float]:
+    """The metric (under the extractor's key), precision / recall, and class scores if any."""
+    features = extractor(images)
+    scores = {extractor.key: frechet_distance(FeatureStats.of(features), reference.stats)}
+    if reference.features is not None:
+        scores.update(precision_recall(reference.features[:PR_LIMIT], features[:PR_LIMIT]))
+    if hasattr(extractor, "class_scores"):
+        scores.update(extractor.class_scores(images))
+    return scores
+
+
+def evaluate_images(
+    model: nn.Module,
+    objective: Objective,
+    spec: Any,
+    steps: Sequence[int],
+    num: int,
+    extractor: Any,
+    reference: Reference,
+    seed: int = 0,
+    batch: int = 256,
+    cfg: float = 1.0,
+    codec: Any = None,
+    progress: bool = True,
+) -> dict[int, dict[str, float]]:
+    """Generate `num` images per step budget (same noise, classes in turn) and score them."""
+    from tqdm import tqdm
+
+    from shortcut_models.vae import decode_batched
+
+    labels = None
+    if spec.num_classes:
+        labels = torch.arange(num) % spec.num_classes
+    results = {}
+    noise_seed = derive_seed(seed, EVALUATION)
+    for n in tqdm(steps, desc="step budgets", disable=not progress):
+        x = generate(model, objective, spec.shape, num, n, noise_seed, batch, labels, cfg)
+        if codec is not None:
+            x = decode_batched(codec, x, min(batch, 64))
+        results[n] = score_images(to_uint8(x), extractor, reference)
+    return results

