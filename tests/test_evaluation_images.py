@@ -167,3 +167,19 @@ def test_shipped_inception_weights_when_installed():
     extractor = inception.InceptionFeatures(batch=2)  # verifies the SHA-1
     features = extractor(torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8))
     assert features.shape == (2, 2048) and np.isfinite(features).all()
+
+
+def test_stats_command_writes_a_common_layout_file(tmp_path, tiny_digits, monkeypatch, capsys):
+    from shortcut_models import image_evaluation
+
+    monkeypatch.setattr(image_evaluation, "build_extractor", lambda *a, **k: tiny_digits)
+    images = digit_data("mnist", "test").sample(40, seed=0).permute(0, 2, 3, 1).numpy()
+    np.savez(tmp_path / "imgs.npz", arr_0=images)
+    out = tmp_path / "stats" / "mnist.npz"
+    argv = ["stats", "--ref", str(tmp_path / "imgs.npz"), "--metric", "fd-digits"]
+    code, _, err = run_main([*argv, "--out", str(out)], capsys)
+    assert code == 0, err
+    stats = FeatureStats.load(out)
+    assert stats.mu.shape == (128,) and stats.sigma.shape == (128, 128)
+    direct = FeatureStats.of(tiny_digits(torch.from_numpy(images).permute(0, 3, 1, 2)))
+    assert frechet_distance(stats, direct) < 1e-8

@@ -59,6 +59,7 @@ def save_checkpoint(
     ema: nn.Module,
     optimizer: torch.optim.Optimizer,
     data: DataSpec | None = None,
+    objective_state: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write run_dir/checkpoint.safetensors and run_dir/config.json; return the checkpoint path."""
     run_dir = Path(run_dir)
@@ -69,6 +70,8 @@ def save_checkpoint(
     for index, state in optimizer.state_dict()["state"].items():
         for key, value in state.items():
             tensors[f"optimizer.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    for key, value in (objective_state or {}).items():
+        tensors[f"objective.{key}"] = value.detach().cpu().contiguous()
     metadata = {"format": FORMAT, "step": str(step), "config": config.to_json()}
     if data is not None:
         metadata["data"] = data.to_json()

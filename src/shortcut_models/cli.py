@@ -78,7 +78,8 @@ OBJECTIVE_FLAGS: list[tuple[str, str, Any, str]] = [
         "--bootstrap-every",
         "bootstrap_every",
         int_arg,
-        "shortcut: 1 in this many rows of a batch gets self-consistency targets (default 8)",
+        "shortcut / live_reflow: 1 in this many rows of a batch gets self-consistency "
+        "(reflow) targets (default 8)",
     ),
     (
         "--bootstrap-ema",
@@ -98,6 +99,25 @@ OBJECTIVE_FLAGS: list[tuple[str, str, Any, str]] = [
         "bootstrap_cfg_scale",
         float,
         "shortcut: CFG scale used with --bootstrap-cfg (default 4.0)",
+    ),
+    (
+        "--teacher",
+        "teacher",
+        str,
+        "progressive_distillation / consistency_distillation: the flow-matching teacher run",
+    ),
+    ("--pairs", "pairs", str, "reflow: the folder written by `shortcut pairs`"),
+    (
+        "--init-from-teacher",
+        "init_from_teacher",
+        argparse.BooleanOptionalAction,
+        "reflow: start from the weights of the model that made the pairs (default on)",
+    ),
+    (
+        "--reflow-cfg-scale",
+        "reflow_cfg_scale",
+        float,
+        "live_reflow: CFG scale while generating the reflow targets (default 1: none)",
     ),
     (
         "--reference-batch-split",
@@ -139,6 +159,13 @@ BACKBONE_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--hidden-size", "hidden_size", int_arg, "backbone width (MLP default 128)"),
     ("--depth", "depth", int_arg, "number of backbone blocks (MLP default 3)"),
 ]
+
+
+def add_device_and_progress(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default auto)")
+    p.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="hide progress bars"
+    )
 
 
 def add_flags(p: argparse.ArgumentParser, group: list[tuple[str, str, Any, str]]) -> None:
@@ -235,7 +262,10 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None) -> Trai
         if field in given:
             if field not in accepted:
                 raise UsageError(f"{flag} does not apply to objective '{values['objective']}'")
-            values["objective_options"] = {**values["objective_options"], field: given[field]}
+            value = given[field]
+            if field in ("teacher", "pairs"):
+                value = str(Path(value).expanduser().resolve())
+            values["objective_options"] = {**values["objective_options"], field: value}
     for _, field, _, _ in BACKBONE_FLAGS:
         if field in given:
             values["backbone_options"] = {**values["backbone_options"], field: given[field]}
@@ -578,6 +608,48 @@ def _weights(args: argparse.Namespace) -> str:
     return "model" if args.raw else "ema"
 
 
+def add_stats_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "stats",
+        help="compute reference statistics (mu, sigma) of an image set for FID",
+        description="Compute the feature mean and covariance of a data set (its training split), "
+        "an image folder or an .npz of uint8 images and save them as an .npz with mu and sigma, "
+        "the layout pytorch-fid and ADM use; pass it to evaluate --ref.",
+    )
+    p.add_argument("--ref", required=True, help="data set name, image folder or .npz of images")
+    p.add_argument("--out", required=True, type=Path, help="statistics file to write (.npz)")
+    p.add_argument("--metric", choices=METRICS, default="fid", help="feature network (fid)")
+    p.add_argument(
+        "--ref-num", type=positive_int, default=50000, help="images to use at most (50000)"
+    )
+    p.add_argument(
+        "--resolution",
+        type=positive_int,
+        default=32,
+        help="image folders: side of the center-cropped square (default 32)",
+    )
+    p.add_argument("--channels", type=int_arg, default=3, help="image folders: 1 or 3 (3)")
+    p.add_argument("--inception", type=Path, help="fid: TorchScript Inception weights path")
+    p.add_argument("--batch", type=positive_int, default=64, help="images per call (64)")
+    p.add_argument("--seed", type=int_arg, default=0, help="which images are drawn (0)")
+    add_device_and_progress(p)
+    p.set_defaults(handler=cmd_stats)
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from shortcut_models.image_evaluation import build_extractor, load_reference
+    from shortcut_models.train import prepare_out_dir, resolve_device
+
+    prepare_out_dir(args.out.parent)
+    device = resolve_device(args.device)
+    extractor = build_extractor(args.metric, args.ref, args.inception, device, args.batch)
+    shape = (args.channels, args.resolution, args.resolution)
+    reference = load_reference(args.ref, extractor, shape, args.ref_num, args.seed)
+    reference.stats.save(args.out)
+    print(f"wrote {args.out}: {extractor.name} statistics of {reference.description}")
+    return 0
+
+
 # -- encode -----------------------------------------------------------------------------------
 
 
@@ -599,10 +671,7 @@ def add_encode_parser(subparsers: Any) -> None:
     p.add_argument(
         "--shard-size", type=positive_int, default=4096, help="images per shard (default 4096)"
     )
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default auto)")
-    p.add_argument(
-        "--no-progress", dest="progress", action="store_false", help="hide the progress bar"
-    )
+    add_device_and_progress(p)
     p.set_defaults(handler=cmd_encode)
 
 
@@ -622,6 +691,136 @@ def cmd_encode(args: argparse.Namespace) -> int:
     )
     shape = "x".join(map(str, meta["shape"]))
     print(f"encoded {meta['count']} images (+ mirrors) as {shape} latents in {args.out}")
+    return 0
+
+
+# -- pairs ------------------------------------------------------------------------------------
+
+
+def add_pairs_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "pairs",
+        help="reflow stage 1: couple noise with a trained flow's samples",
+        description="Sample a trained flow (the teacher) from seeded noise and store the (noise, "
+        "sample, label) triples in --out, chunk by chunk; an interrupted run resumes. Then train "
+        "with: shortcut train --objective reflow --pairs OUT.",
+    )
+    p.add_argument("--ckpt", required=True, type=Path, help="the teacher run or checkpoint")
+    p.add_argument("--out", required=True, type=Path, help="pairs folder (created if missing)")
+    p.add_argument("--num", type=positive_int, default=50000, help="pairs (default 50000)")
+    p.add_argument(
+        "--steps", type=positive_int, default=32, help="teacher sampling steps (default 32)"
+    )
+    p.add_argument("--cfg", type=float, default=1.0, help="teacher CFG scale (default 1)")
+    p.add_argument("--chunk", type=positive_int, default=1024, help="pairs per file (default 1024)")
+    p.add_argument("--seed", type=int_arg, default=0, help="noise seed (default 0)")
+    add_device_and_progress(p)
+    p.set_defaults(handler=cmd_pairs)
+
+
+def cmd_pairs(args: argparse.Namespace) -> int:
+    from shortcut_models.objectives.reflow import generate_pairs
+    from shortcut_models.train import resolve_device
+
+    meta = generate_pairs(
+        args.ckpt, args.out, args.num, args.steps, args.seed, args.chunk, args.cfg,
+        resolve_device(args.device), args.progress,
+    )  # fmt: skip
+    print(f"{meta['num']} reflow pairs ({meta['steps']}-step teacher samples) in {args.out}")
+    return 0
+
+
+# -- compare ----------------------------------------------------------------------------------
+
+# Per kind of data: backbone, steps, batch size, lr (EMA 0.99 and cosine decay for both).
+COMPARE_DEFAULTS = {"vector": ("mlp", 4000, 256, 1e-3), "image": ("DiT-T/4", 2500, 64, 1e-3)}
+
+
+def add_compare_parser(subparsers: Any) -> None:
+    from shortcut_models.compare import EVAL_STEPS, PAPER_ORDER
+
+    p = subparsers.add_parser(
+        "compare",
+        help="train the paper's methods with one budget and compare them across step counts",
+        description="Train flow matching, progressive and consistency distillation, consistency "
+        "training, reflow, live reflow and shortcut with the same backbone, data, seed and "
+        "number of optimizer steps (a teacher's steps count in a distillation method's budget), "
+        "evaluate each at 1, 2, 4, ..., 128 steps (sliced W2 for 2-D data, FD-digits for MNIST, "
+        "FID otherwise), and write OUT/compare.md, OUT/compare.png and --json. Resumable.",
+    )
+    p.add_argument("--data", required=True, choices=dataset_names(), help="data set")
+    add_flags(p, DATA_FLAGS)
+    p.add_argument("--json", type=Path, help="write {objective: {steps: value}} here")
+    p.add_argument("--out", type=Path, help="run folders (default runs/compare-DATA)")
+    p.add_argument(
+        "--objectives", nargs="+", default=list(PAPER_ORDER), choices=list(PAPER_ORDER),
+        help="methods to train (default: all)",
+    )  # fmt: skip
+    p.add_argument("--backbone", help="network (default mlp for 2-D data, DiT-T/4 for images)")
+    p.add_argument(
+        "--steps", type=positive_int, help="optimizer steps per method (default 4000 / 2500)"
+    )
+    p.add_argument("--batch-size", type=positive_int, help="default 256 for 2-D, 64 for images")
+    p.add_argument("--lr", type=float, help="AdamW learning rate (default 1e-3)")
+    p.add_argument("--ema-decay", type=float, default=0.99, help="EMA decay (default 0.99)")
+    p.add_argument("--seed", type=int_arg, default=0, help="seed (default 0)")
+    p.add_argument(
+        "--eval-steps", nargs="+", type=positive_int, default=list(EVAL_STEPS),
+        help="sampling step budgets evaluated, where a method allows them",
+    )  # fmt: skip
+    p.add_argument(
+        "--num", type=positive_int, default=2000, help="samples per evaluation (default 2000)"
+    )
+    p.add_argument(
+        "--metric", choices=["auto", *METRICS], default="auto", help="images: metric (auto)"
+    )
+    p.add_argument("--inception", help="fid: TorchScript Inception weights path")
+    p.add_argument(
+        "--pairs-num", type=positive_int, default=10000, help="reflow pairs (default 10000)"
+    )
+    p.add_argument(
+        "--pairs-steps", type=positive_int, default=32, help="teacher steps per pair (default 32)"
+    )
+    add_device_and_progress(p)
+    p.set_defaults(handler=cmd_compare)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from shortcut_models.compare import CompareOptions, run_compare
+    from shortcut_models.data import TOY_DATASETS
+
+    kind = "vector" if args.data in TOY_DATASETS else "image"
+    backbone, steps, batch, lr = COMPARE_DEFAULTS[kind]
+    base = TrainConfig(
+        data=args.data,
+        data_options=data_options_from_args(args),
+        backbone=args.backbone or backbone,
+        steps=args.steps or steps,
+        batch_size=args.batch_size or batch,
+        lr=args.lr or lr,
+        ema_decay=args.ema_decay,
+        lr_schedule="cosine",
+        seed=args.seed,
+    )
+    options = CompareOptions(
+        base=base,
+        out=args.out or Path("runs") / f"compare-{args.data}",
+        objectives=tuple(args.objectives),
+        eval_steps=tuple(args.eval_steps),
+        num=args.num,
+        metric=args.metric,
+        pairs_num=args.pairs_num,
+        pairs_steps=args.pairs_steps,
+        device=args.device,
+        progress=args.progress,
+        inception=args.inception,
+    )
+    results = run_compare(options)
+    if args.json is not None:
+        from shortcut_models.report import write_json
+
+        write_json(args.json, results)
+        print(f"wrote {args.json}")
     return 0
 
 
@@ -697,7 +896,10 @@ def build_parser() -> Parser:
     add_train_parser(subparsers)
     add_sample_parser(subparsers)
     add_evaluate_parser(subparsers)
+    add_stats_parser(subparsers)
     add_encode_parser(subparsers)
+    add_pairs_parser(subparsers)
+    add_compare_parser(subparsers)
     add_demo_parser(subparsers)
     return parser
 

@@ -39,8 +39,9 @@ def generate(
     for start in range(0, num, batch_size):
         chunk = noise[start : start + batch_size].to(device)
         y = None if labels is None else labels[start : start + batch_size].to(device)
+        generator = torch.Generator().manual_seed(derive_seed(seed, start))  # renoising samplers
         x = sample(
-            model, chunk, steps, spec, y=y, cfg_scale=cfg_scale, null_class=objective.null_class
+            model, chunk, steps, spec, y, cfg_scale, objective.null_class, generator=generator
         )
         out.append(x.float().cpu())
     return torch.cat(out)

@@ -19,11 +19,14 @@ class SamplingSpec:
     max_steps: the largest allowed step count (None: unlimited).
     fixed_d: tell the network this step size whatever n is (a flow-matching model was only ever
         trained at d = 1/M); None tells it the real step 1/n.
+    renoise: multistep consistency sampling: each step predicts the data point
+        x1_hat = x + (1 - t) v and moves to t + 1/n on the path from fresh noise to x1_hat.
     """
 
     power_of_two: bool = False
     max_steps: int | None = None
     fixed_d: float | None = None
+    renoise: bool = False
 
 
 def check_steps(steps: int, spec: SamplingSpec) -> None:
@@ -45,11 +48,12 @@ def sample(
     y: torch.Tensor | None = None,
     cfg_scale: float = 1.0,
     null_class: int = 0,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Integrate dx/dt = s(x, t, d, y) from t = 0 (noise) to t = 1 (data) in `steps` Euler steps.
 
     Each step is one network call (with CFG, one call on a doubled batch), so steps = 1 is a
-    single forward pass.
+    single forward pass. `generator` (CPU) draws the fresh noise of renoising samplers.
     """
     check_steps(steps, spec)
     x = noise
@@ -58,8 +62,13 @@ def sample(
     d = torch.full((n,), spec.fixed_d or dt, device=x.device, dtype=torch.float32)
     for i in range(steps):
         t = torch.full((n,), i * dt, device=x.device, dtype=torch.float32)
-        v = guided_velocity(model, x, t, d, y, cfg_scale, null_class)
-        x = x + dt * v.to(x.dtype)
+        v = guided_velocity(model, x, t, d, y, cfg_scale, null_class).to(x.dtype)
+        if spec.renoise and i < steps - 1:
+            x1_hat = x + (1 - i * dt) * v
+            eps = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
+            x = x1_hat * ((i + 1) * dt) + eps * (1 - (i + 1) * dt)
+        else:
+            x = x + dt * v
     return x
 
 

@@ -27,6 +27,7 @@ from shortcut_models.data.spec import DataSpec
 from shortcut_models.ema import make_ema, update_ema
 from shortcut_models.errors import TrainingError, UsageError
 from shortcut_models.factory import build_data, build_model_for, build_objective_for
+from shortcut_models.objectives.base import AttachContext
 from shortcut_models.seeding import OBJECTIVE, step_generator
 
 METRICS_NAME = "metrics.jsonl"
@@ -133,6 +134,12 @@ class Trainer:
             checkpoint.load_weights(self.ema, "ema")
             checkpoint.load_optimizer(self.optimizer)
             self.step = self.saved_step = checkpoint.step
+        context = AttachContext(
+            self.model, self.ema, config, self.data, self.device, fresh=checkpoint is None
+        )
+        self.objective.attach(context)
+        if checkpoint is not None:
+            self.objective.load_state_tensors(checkpoint.tensors("objective", self.device))
             self._truncate_metrics(self.step)
         self._stop_signal: int | None = None
 
@@ -149,6 +156,7 @@ class Trainer:
             group["lr"] = self.learning_rate(self.step)
 
         self.model.train()
+        self.objective.set_step(self.step, config.steps)
         batch = self.objective.targets(self.model, self.ema, x1, y, generator)
         pred = self.model(batch.x_t, batch.t, batch.d, batch.y)
         loss, info = self.objective.loss(pred, batch)
@@ -196,6 +204,7 @@ class Trainer:
             self.ema,
             self.optimizer,
             DataSpec.of(self.data),
+            self.objective.state_tensors(),
         )
         self.saved_step = self.step
         return path

@@ -7,18 +7,31 @@ from typing import Any
 
 from shortcut_models.errors import UsageError
 from shortcut_models.objectives.base import Objective, TrainingBatch
+from shortcut_models.objectives.consistency_distillation import ConsistencyDistillation
+from shortcut_models.objectives.consistency_training import ConsistencyTraining
 from shortcut_models.objectives.flow_matching import FlowMatching
+from shortcut_models.objectives.live_reflow import LiveReflow
+from shortcut_models.objectives.progressive_distillation import ProgressiveDistillation
+from shortcut_models.objectives.reflow import Reflow
 from shortcut_models.objectives.shortcut import Shortcut
 
 OBJECTIVES: dict[str, type[Objective]] = {
-    FlowMatching.name: FlowMatching,
-    Shortcut.name: Shortcut,
+    cls.name: cls
+    for cls in (
+        FlowMatching,
+        Shortcut,
+        ProgressiveDistillation,
+        ConsistencyDistillation,
+        ConsistencyTraining,
+        Reflow,
+        LiveReflow,
+    )
 }
 
 
 def objective_options(name: str) -> set[str]:
     """The option names an objective accepts."""
-    return {f.name for f in dataclasses.fields(_lookup(name))}
+    return {f.name for f in dataclasses.fields(_lookup(name)) if f.init}
 
 
 def build_objective(name: str, **options: Any) -> Objective:

@@ -7,7 +7,7 @@ knows which one it runs and each one can be checked against a hand-computed case
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -47,6 +47,36 @@ def flow_velocity(x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
     return x1 - (1 - EPS) * x0
 
 
+def consistency_velocity(
+    x_t: torch.Tensor, t: torch.Tensor, x_t2: torch.Tensor, t2: torch.Tensor, v2: torch.Tensor
+) -> torch.Tensor:
+    """The velocity from (x_t, t) straight to the data point predicted at (x_t2, t2):
+    x1_hat = x_t2 + (1 - t2) v2, target = (x1_hat - x_t) / (1 - t) (the reference's v-form)."""
+    x1_hat = x_t2 + broadcast(1 - t2, x_t2) * v2
+    return (x1_hat - x_t) / broadcast(1 - t, x_t)
+
+
+def grid_times(
+    n: int, sections: torch.Tensor | int, generator: torch.Generator, device: torch.device
+) -> torch.Tensor:
+    """t = k / sections, k uniform in 0 .. sections - 1 (`sections` may differ per row)."""
+    sections = torch.as_tensor(sections, dtype=torch.float32, device=device).expand(n)
+    return torch.floor(torch.rand(n, generator=generator, device=device) * sections) / sections
+
+
+@dataclass
+class AttachContext:
+    """What an objective may need beyond a batch: the networks, the run's config and data,
+    and whether the run starts fresh (not resumed)."""
+
+    model: nn.Module
+    ema_model: nn.Module
+    config: Any
+    data: Any
+    device: torch.device
+    fresh: bool
+
+
 def is_power_of_two(n: int) -> bool:
     return isinstance(n, int) and n >= 1 and n & (n - 1) == 0
 
@@ -60,6 +90,10 @@ class Objective:
     denoise_timesteps: int = 128  # M: the finest grid of t and the smallest step 1/M
     class_dropout_prob: float = 0.1  # labels replaced by the null class, for CFG
     num_classes: int = 0  # set from the data; 0 means unconditional
+
+    # training progress, set by the trainer before each step (curricula and phases read it)
+    step: int = field(default=0, init=False, repr=False)
+    total_steps: int = field(default=1, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not is_power_of_two(self.denoise_timesteps) or self.denoise_timesteps < 2:
@@ -99,6 +133,22 @@ class Objective:
 
     def sampling_spec(self) -> SamplingSpec:
         raise NotImplementedError
+
+    # -- hooks for objectives that need more than a batch (all no-ops by default) -------------
+
+    def attach(self, context: AttachContext) -> None:
+        """Called once the trainer has built (or restored) the networks: load a teacher,
+        initialise the student from it, check files."""
+
+    def set_step(self, step: int, total_steps: int) -> None:
+        self.step, self.total_steps = step, total_steps
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Tensors a resumed run needs back (saved in the checkpoint under `objective.`)."""
+        return {}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore what `state_tensors` returned."""
 
     def drop_labels(
         self, y: torch.Tensor | None, generator: torch.Generator

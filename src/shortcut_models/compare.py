@@ -1,0 +1,197 @@
+"""`shortcut compare`: the paper's comparison on your data, with one backbone, seed and budget.
+
+Every method gets the same number of optimizer steps S. Methods that need a teacher (progressive
+and consistency distillation, reflow) spend S/2 of them training a flow-matching teacher and S/2
+on the student, and the table says so; reflow additionally pays for sampling its pairs. Every run
+folder resumes, so an interrupted comparison continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shortcut_models.checkpoint import CHECKPOINT_NAME, load_model
+from shortcut_models.config import TrainConfig
+from shortcut_models.errors import UsageError
+from shortcut_models.objectives import OBJECTIVES
+from shortcut_models.report import markdown_table, write_json
+from shortcut_models.sampling import check_steps
+from shortcut_models.train import RunOptions, Trainer, prepare_out_dir
+
+PAPER_ORDER = (
+    "flow_matching",
+    "progressive_distillation",
+    "consistency_distillation",
+    "consistency_training",
+    "reflow",
+    "live_reflow",
+    "shortcut",
+)
+NEEDS_TEACHER = ("progressive_distillation", "consistency_distillation", "reflow")
+EVAL_STEPS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+@dataclass
+class CompareOptions:
+    base: TrainConfig  # data, backbone, steps (the budget S), batch, lr, EMA, seed
+    out: Path
+    objectives: tuple[str, ...] = PAPER_ORDER
+    eval_steps: tuple[int, ...] = EVAL_STEPS
+    num: int = 2000
+    metric: str = "auto"  # sliced W2 for 2-D data, fd-digits for MNIST-like, else fid
+    pairs_num: int = 10000
+    pairs_steps: int = 32
+    device: str = "auto"
+    progress: bool = True
+    inception: str | None = None
+    objective_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _train(config: TrainConfig, run_dir: Path, options: CompareOptions) -> float:
+    """Train (or finish) one run; returns the seconds spent now."""
+    resume = (run_dir / CHECKPOINT_NAME).exists()
+    run = RunOptions(
+        out_dir=run_dir, device=options.device, resume=resume, progress=options.progress,
+        save_every=max(500, config.steps // 4), tensorboard=False,
+    )  # fmt: skip
+    tick = time.perf_counter()
+    result = Trainer(config, run).run()
+    if result.status == "interrupted":
+        raise KeyboardInterrupt
+    return time.perf_counter() - tick
+
+
+def _budget_note(name: str, options: CompareOptions) -> str:
+    s = options.base.steps
+    if name in ("progressive_distillation", "consistency_distillation"):
+        return f"{s // 2} teacher + {s - s // 2} student steps"
+    if name == "reflow":
+        return (
+            f"{s // 2} teacher + {s - s // 2} reflow steps, "
+            f"+ {options.pairs_num} pairs x {options.pairs_steps} teacher steps"
+        )
+    return f"{s} steps"
+
+
+def _evaluator(options: CompareOptions, data_kind: str, data_name: str):
+    """(metric label, key, score(run_dir, steps) -> {steps: value})."""
+    from shortcut_models.data import build_data
+    from shortcut_models.evaluation import evaluate_vectors
+
+    base = options.base
+    if data_kind == "vector":
+        data = build_data(base.data, base.data_options)
+
+        def score_points(run_dir: Path, steps: list[int]) -> dict[int, float]:
+            model, objective, _, _ = load_model(run_dir, "ema", _device(options))
+            scores = evaluate_vectors(model, objective, data, steps, options.num, base.seed, False)
+            return {n: s["sliced_w2"] for n, s in scores.items()}
+
+        return "sliced W2", "sliced_w2", score_points
+
+    from shortcut_models.image_evaluation import build_extractor, evaluate_images, load_reference
+
+    metric = options.metric
+    if metric == "auto":
+        metric = "fd-digits" if data_name in ("mnist", "fashion-mnist") else "fid"
+    extractor = build_extractor(metric, data_name, options.inception, _device(options))
+    ref = base.data_options.get("path") if base.data == "folder" else base.data
+    cache: dict[str, Any] = {}
+
+    def score_images(run_dir: Path, steps: list[int]) -> dict[int, float]:
+        model, objective, spec, _ = load_model(run_dir, "ema", _device(options))
+        if spec.kind == "latent":
+            raise UsageError("compare runs on pixel data; evaluate latent models with evaluate")
+        if "reference" not in cache:
+            cache["reference"] = load_reference(ref, extractor, spec.shape, 10000, base.seed)
+        scores = evaluate_images(
+            model, objective, spec, steps, options.num, extractor, cache["reference"],
+            base.seed, 256, 1.0, None, options.progress,
+        )  # fmt: skip
+        return {n: s[extractor.key] for n, s in scores.items()}
+
+    return extractor.name, extractor.key, score_images
+
+
+def _device(options: CompareOptions):
+    from shortcut_models.train import resolve_device
+
+    return resolve_device(options.device)
+
+
+def run_compare(options: CompareOptions) -> dict[str, Any]:
+    """Train every objective, evaluate each at the allowed step budgets, write table/JSON/plot."""
+    from shortcut_models.data import build_data
+    from shortcut_models.objectives.reflow import generate_pairs
+    from shortcut_models.plots import metric_vs_steps
+
+    unknown = [o for o in options.objectives if o not in OBJECTIVES]
+    if unknown:
+        raise UsageError(f"unknown objective(s): {', '.join(unknown)}")
+    if options.base.steps < 2:
+        raise UsageError("the budget (--steps) must be at least 2")
+    out = prepare_out_dir(options.out)
+    data = build_data(options.base.data, options.base.data_options)
+    label, _, score = _evaluator(options, data.kind, options.base.data)
+    half = options.base.steps // 2
+    seconds: dict[str, float] = {}
+    teacher_dir = out / "teacher_flow_matching"
+    if any(o in NEEDS_TEACHER for o in options.objectives):
+        teacher = dataclasses.replace(options.base, objective="flow_matching", steps=half)
+        print(f"== teacher: flow_matching, {half} steps", file=sys.stderr)
+        seconds["teacher"] = _train(teacher, teacher_dir, options)
+    results: dict[str, dict[str, float]] = {}
+    rows = []
+    for name in options.objectives:
+        extra = dict(options.objective_options.get(name, {}))
+        steps = options.base.steps
+        if name in ("progressive_distillation", "consistency_distillation"):
+            extra["teacher"] = str(teacher_dir.resolve())
+            steps = options.base.steps - half
+        if name == "reflow":
+            tick = time.perf_counter()
+            generate_pairs(
+                teacher_dir, out / "reflow_pairs", options.pairs_num, options.pairs_steps,
+                options.base.seed, device=_device(options), progress=options.progress,
+            )  # fmt: skip
+            seconds["reflow_pairs"] = time.perf_counter() - tick
+            extra["pairs"] = str((out / "reflow_pairs").resolve())
+            steps = options.base.steps - half
+        config = dataclasses.replace(
+            options.base, objective=name, objective_options=extra, steps=steps
+        )
+        print(f"== {name}: {steps} steps", file=sys.stderr)
+        seconds[name] = _train(config, out / name, options)
+        _, objective, _, _ = load_model(out / name, "ema", "cpu")
+        allowed = [n for n in options.eval_steps if _allowed(n, objective)]
+        values = score(out / name, allowed)
+        results[name] = {str(n): v for n, v in values.items()}
+        rows.append(
+            [name, _budget_note(name, options), *(values.get(n, "-") for n in options.eval_steps)]
+        )
+    table = markdown_table(["objective", "training", *map(str, options.eval_steps)], rows)
+    header = (
+        f"# {label} by number of sampling steps (lower is better)\n\n"
+        f"data {options.base.data}, backbone {options.base.backbone}, budget "
+        f"{options.base.steps} steps x batch {options.base.batch_size}, seed {options.base.seed}, "
+        f"{options.num} samples per entry\n\n"
+    )
+    (out / "compare.md").write_text(header + table + "\n")
+    curves = {name: {int(n): v for n, v in r.items()} for name, r in results.items()}
+    metric_vs_steps(curves, label, out / "compare.png", f"{options.base.data}: {label} vs steps")
+    write_json(out / "compare.meta.json", {"seconds": seconds, "config": options.base.to_dict()})
+    print(table)
+    return results
+
+
+def _allowed(steps: int, objective: Any) -> bool:
+    try:
+        check_steps(steps, objective.sampling_spec())
+    except UsageError:
+        return False
+    return True

@@ -1,0 +1,50 @@
+"""Consistency training (Song et al., 2023) without a teacher, as the reference runs it.
+
+Both points come from the same (noise, data) pair, x_t and x_{t+dt} on the straight path, and
+the target is the velocity from x_t to the EMA student's data prediction at t + dt. The step dt
+follows the reference's curriculum: training is cut into log2(M) equal stages and stage s uses
+dt = 2^-s (t on the grid of dt), from one big step towards fine ones. The network is told the
+constant d = 1/M (the reference's ignores d); sampling is multistep consistency sampling: predict
+the data point, move to t + 1/n on the path from fresh noise to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from shortcut_models.objectives.base import (
+    Objective,
+    TrainingBatch,
+    consistency_velocity,
+    grid_times,
+    interpolate,
+)
+from shortcut_models.sampling import SamplingSpec
+
+
+@dataclass
+class ConsistencyTraining(Objective):
+    name = "consistency_training"
+
+    def stage(self) -> int:
+        """0, 1, ..., log2(M) - 1 over training: the curriculum's level, dt = 2^-stage."""
+        stages = self.denoise_timesteps.bit_length() - 1
+        return min(stages - 1, self.step * stages // max(1, self.total_steps))
+
+    @torch.no_grad()
+    def targets(self, model, ema_model, x1, y, generator) -> TrainingBatch:
+        n = x1.shape[0]
+        sections = 2 ** self.stage()
+        t = grid_times(n, sections, generator, x1.device)
+        t2 = t + 1.0 / sections
+        x0 = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
+        x_t, x_t2 = interpolate(x0, x1, t), interpolate(x0, x1, t2)
+        d = torch.full((n,), 1.0 / self.denoise_timesteps, device=x1.device)
+        y = self.drop_labels(y, generator)
+        target = consistency_velocity(x_t, t, x_t2, t2, ema_model(x_t2, t2, d, y))
+        return TrainingBatch(x_t=x_t, t=t, d=d, y=y, target=target, parts={"ct": slice(0, n)})
+
+    def sampling_spec(self) -> SamplingSpec:
+        return SamplingSpec(fixed_d=1.0 / self.denoise_timesteps, renoise=True)

@@ -1,0 +1,64 @@
+"""Live reflow, the reference's on-the-fly reflow baseline.
+
+1/bootstrap_every of each batch gets reflow targets: the current network generates data from
+fresh noise in 8 Euler steps (no gradient; with CFG when reflow_cfg_scale != 1), and these rows
+learn the straight path from that noise to that output with d = 1 (one step). The other rows are
+plain flow matching at d = 1/M. Sampling tells the network the real step 1/n, as shortcut.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from shortcut_models.errors import UsageError
+from shortcut_models.guidance import guided_velocity
+from shortcut_models.objectives.base import TrainingBatch, grid_times, interpolate
+from shortcut_models.objectives.flow_matching import FlowMatching
+from shortcut_models.sampling import SamplingSpec
+
+GENERATION_STEPS = 8
+
+
+@dataclass
+class LiveReflow(FlowMatching):
+    name = "live_reflow"
+
+    bootstrap_every: int = 8  # 1 / (fraction of the batch with reflow targets)
+    reflow_cfg_scale: float = 1.0  # CFG while generating the reflow targets (1: none)
+
+    def targets(self, model, ema_model, x1, y, generator) -> TrainingBatch:
+        n = x1.shape[0]
+        nb = n // self.bootstrap_every
+        if nb == 0:
+            raise UsageError(
+                f"batch size {n} leaves no reflow rows with bootstrap_every={self.bootstrap_every}"
+            )
+        x0, generated = self.generate(model, x1[:nb], None if y is None else y[:nb], generator)
+        t = grid_times(nb, self.denoise_timesteps, generator, x1.device)
+        flow = self.flow_part(x1[nb:], None if y is None else y[nb:], generator)
+        return TrainingBatch(
+            x_t=torch.cat([interpolate(x0, generated, t), flow.x_t]),
+            t=torch.cat([t, flow.t]),
+            d=torch.cat([torch.ones(nb, device=x1.device), flow.d]),
+            y=None if y is None else torch.cat([y[:nb], flow.y]),
+            target=torch.cat([generated - x0, flow.target]),
+            parts={"reflow": slice(0, nb), "flow": slice(nb, n)},
+        )
+
+    @torch.no_grad()
+    def generate(self, model, like, y, generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(noise, the network's 8-step Euler sample from it), with d = 1/M."""
+        nb = like.shape[0]
+        x0 = torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+        d = torch.full((nb,), 1.0 / self.denoise_timesteps, device=like.device)
+        x = x0
+        for i in range(GENERATION_STEPS):
+            t = torch.full((nb,), i / GENERATION_STEPS, device=like.device)
+            v = guided_velocity(model, x, t, d, y, self.reflow_cfg_scale, self.null_class)
+            x = x + v.to(x.dtype) / GENERATION_STEPS
+        return x0, x
+
+    def sampling_spec(self) -> SamplingSpec:
+        return SamplingSpec(power_of_two=True, max_steps=self.denoise_timesteps)

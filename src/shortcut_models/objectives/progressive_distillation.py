@@ -1,0 +1,93 @@
+"""Progressive distillation (Salimans & Ho, 2022) of a flow-matching teacher, as the reference.
+
+Training is cut into log2(M) equal phases. In phase p the student learns steps of
+d = 2^(p+1) / M from two steps of d / 2 by the teacher (the mean of their velocities, clipped as
+shortcut's targets), and at the start of every phase the teacher becomes a frozen copy of the
+student's EMA, so the number of sampling steps halves each phase: M/2, M/4, ..., 1. The student
+starts from the teacher checkpoint; the network is told the phase's d. The phase teacher is saved
+in the checkpoint, so a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from shortcut_models.objectives.base import (
+    AttachContext,
+    Objective,
+    TrainingBatch,
+    broadcast,
+    interpolate,
+)
+from shortcut_models.objectives.teacher import (
+    copy_weights,
+    frozen_copy,
+    initialise_student,
+    load_teacher,
+)
+from shortcut_models.sampling import SamplingSpec
+
+CLIP = 4.0
+
+
+@dataclass
+class ProgressiveDistillation(Objective):
+    name = "progressive_distillation"
+
+    teacher: str = ""  # run folder or checkpoint of the flow-matching teacher
+    teacher_network: nn.Module | None = field(default=None, init=False, repr=False)
+    teacher_phase: int = field(default=-1, init=False, repr=False)
+    student_ema: nn.Module | None = field(default=None, init=False, repr=False)
+
+    def phase(self) -> int:
+        phases = self.denoise_timesteps.bit_length() - 1
+        return min(phases - 1, self.step * phases // max(1, self.total_steps))
+
+    def student_steps(self) -> int:
+        """Sampling steps the student learns in the current phase: M/2, M/4, ..., 1."""
+        return self.denoise_timesteps >> (self.phase() + 1)
+
+    def attach(self, context: AttachContext) -> None:
+        loaded = load_teacher(self.teacher, context, self.name)
+        initialise_student(context, loaded)
+        self.teacher_network = frozen_copy(loaded)
+        self.student_ema = context.ema_model
+        self.teacher_phase = 0
+
+    def set_step(self, step: int, total_steps: int) -> None:
+        super().set_step(step, total_steps)
+        if self.teacher_network is not None and self.phase() != self.teacher_phase:
+            copy_weights(self.teacher_network, self.student_ema)  # the new phase's teacher
+            self.teacher_phase = self.phase()
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        state = {f"teacher.{k}": v for k, v in self.teacher_network.state_dict().items()}
+        return {**state, "phase": torch.tensor(self.teacher_phase)}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        teacher = {k[len("teacher.") :]: v for k, v in tensors.items() if k.startswith("teacher.")}
+        if teacher:
+            self.teacher_network.load_state_dict(teacher)
+            self.teacher_phase = int(tensors["phase"])
+
+    @torch.no_grad()
+    def targets(self, model, ema_model, x1, y, generator) -> TrainingBatch:
+        n = x1.shape[0]
+        steps = self.student_steps()
+        t = torch.randint(0, steps, (n,), generator=generator, device=x1.device).float() / steps
+        x0 = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
+        x_t = interpolate(x0, x1, t)
+        d = torch.full((n,), 1.0 / steps, device=x1.device)
+        half = d / 2
+        y = self.drop_labels(y, generator)
+        v1 = self.teacher_network(x_t, t, half, y)
+        x_mid = torch.clamp(x_t + broadcast(half, x_t) * v1, -CLIP, CLIP)
+        v2 = self.teacher_network(x_mid, t + half, half, y)
+        target = torch.clamp((v1 + v2) / 2, -CLIP, CLIP)
+        return TrainingBatch(x_t=x_t, t=t, d=d, y=y, target=target, parts={"pd": slice(0, n)})
+
+    def sampling_spec(self) -> SamplingSpec:
+        return SamplingSpec(power_of_two=True, max_steps=self.denoise_timesteps)
