@@ -35,7 +35,7 @@ class DemoOptions:
     batch_size: int = 64
     lr: float = 1e-3
     ema_decay: float = 0.99
-    cfg: float = 1.0
+    cfg: float = 3.0  # measured: FD-digits at 1 step 759 (CFG 1) -> 567 (2) -> 482 (3)
     num: int = 200
     seed: int = 0
     device: str = "auto"
