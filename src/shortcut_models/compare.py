@@ -18,6 +18,7 @@ from typing import Any
 from shortcut_models.checkpoint import CHECKPOINT_NAME, load_model
 from shortcut_models.config import TrainConfig
 from shortcut_models.errors import UsageError
+from shortcut_models.factory import build_objective_for
 from shortcut_models.objectives import OBJECTIVES
 from shortcut_models.report import markdown_table, write_json
 from shortcut_models.sampling import check_steps
@@ -52,15 +53,15 @@ class CompareOptions:
     objective_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def _train(config: TrainConfig, run_dir: Path, options: CompareOptions) -> float:
-    """Train (or finish) one run; returns the seconds spent now."""
+def _train(config: TrainConfig, run_dir: Path, options: CompareOptions, data: Any) -> float:
+    """Train (or finish) one run on the shared data source; returns the seconds spent now."""
     resume = (run_dir / CHECKPOINT_NAME).exists()
     run = RunOptions(
         out_dir=run_dir, device=options.device, resume=resume, progress=options.progress,
         save_every=max(500, config.steps // 4), tensorboard=False,
     )  # fmt: skip
     tick = time.perf_counter()
-    result = Trainer(config, run).run()
+    result = Trainer(config, run, data).run()
     if result.status == "interrupted":
         raise KeyboardInterrupt
     return time.perf_counter() - tick
@@ -78,28 +79,26 @@ def _budget_note(name: str, options: CompareOptions) -> str:
     return f"{s} steps"
 
 
-def _evaluator(options: CompareOptions, data_kind: str, data_name: str):
-    """(metric label, key, score(run_dir, steps) -> {steps: value})."""
-    from shortcut_models.data import build_data
+def _evaluator(options: CompareOptions, data: Any):
+    """(metric label, score(run_dir, steps) -> {steps: value}) for the run's data source."""
     from shortcut_models.evaluation import evaluate_vectors
 
     base = options.base
-    if data_kind == "vector":
-        data = build_data(base.data, base.data_options)
+    if data.kind == "vector":
 
         def score_points(run_dir: Path, steps: list[int]) -> dict[int, float]:
             model, objective, _, _ = load_model(run_dir, "ema", _device(options))
             scores = evaluate_vectors(model, objective, data, steps, options.num, base.seed, False)
             return {n: s["sliced_w2"] for n, s in scores.items()}
 
-        return "sliced W2", "sliced_w2", score_points
+        return "sliced W2", score_points
 
     from shortcut_models.image_evaluation import build_extractor, evaluate_images, load_reference
 
     metric = options.metric
     if metric == "auto":
-        metric = "fd-digits" if data_name in ("mnist", "fashion-mnist") else "fid"
-    extractor = build_extractor(metric, data_name, options.inception, _device(options))
+        metric = "fd-digits" if base.data in ("mnist", "fashion-mnist") else "fid"
+    extractor = build_extractor(metric, base.data, options.inception, _device(options))
     ref = base.data_options.get("path") if base.data == "folder" else base.data
     cache: dict[str, Any] = {}
 
@@ -115,7 +114,7 @@ def _evaluator(options: CompareOptions, data_kind: str, data_name: str):
         )  # fmt: skip
         return {n: s[extractor.key] for n, s in scores.items()}
 
-    return extractor.name, extractor.key, score_images
+    return extractor.name, score_images
 
 
 def _device(options: CompareOptions):
@@ -137,14 +136,14 @@ def run_compare(options: CompareOptions) -> dict[str, Any]:
         raise UsageError("the budget (--steps) must be at least 2")
     out = prepare_out_dir(options.out)
     data = build_data(options.base.data, options.base.data_options)
-    label, _, score = _evaluator(options, data.kind, options.base.data)
+    label, score = _evaluator(options, data)
     half = options.base.steps // 2
     seconds: dict[str, float] = {}
     teacher_dir = out / "teacher_flow_matching"
     if any(o in NEEDS_TEACHER for o in options.objectives):
         teacher = dataclasses.replace(options.base, objective="flow_matching", steps=half)
         print(f"== teacher: flow_matching, {half} steps", file=sys.stderr)
-        seconds["teacher"] = _train(teacher, teacher_dir, options)
+        seconds["teacher"] = _train(teacher, teacher_dir, options, data)
     results: dict[str, dict[str, float]] = {}
     rows = []
     for name in options.objectives:
@@ -166,8 +165,8 @@ def run_compare(options: CompareOptions) -> dict[str, Any]:
             options.base, objective=name, objective_options=extra, steps=steps
         )
         print(f"== {name}: {steps} steps", file=sys.stderr)
-        seconds[name] = _train(config, out / name, options)
-        _, objective, _, _ = load_model(out / name, "ema", "cpu")
+        seconds[name] = _train(config, out / name, options, data)
+        objective = build_objective_for(config, data)
         allowed = [n for n in options.eval_steps if _allowed(n, objective)]
         values = score(out / name, allowed)
         results[name] = {str(n): v for n, v in values.items()}
