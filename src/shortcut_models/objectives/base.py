@@ -134,6 +134,25 @@ class Objective:
     def sampling_spec(self) -> SamplingSpec:
         raise NotImplementedError
 
+    def straight_batch(
+        self,
+        x0: torch.Tensor,
+        x1: torch.Tensor,
+        t: torch.Tensor,
+        y: torch.Tensor | None,
+        generator: torch.Generator,
+    ) -> TrainingBatch:
+        """Flow-matching rows for the straight path x0 -> x1 at times t, told d = 1/M, labels
+        dropped for CFG (flow matching draws (x0, x1) from noise and data, reflow from pairs)."""
+        d = torch.full((x1.shape[0],), 1.0 / self.denoise_timesteps, device=x1.device)
+        return TrainingBatch(
+            x_t=interpolate(x0, x1, t),
+            t=t,
+            d=d,
+            y=self.drop_labels(y, generator),
+            target=flow_velocity(x0, x1),
+        )
+
     # -- hooks for objectives that need more than a batch (all no-ops by default) -------------
 
     def attach(self, context: AttachContext) -> None:

@@ -11,8 +11,6 @@ from torch import nn
 from shortcut_models.objectives.base import (
     Objective,
     TrainingBatch,
-    flow_velocity,
-    interpolate,
 )
 from shortcut_models.sampling import SamplingSpec
 
@@ -45,14 +43,7 @@ class FlowMatching(Objective):
         n, m = x1.shape[0], self.denoise_timesteps
         t = torch.randint(0, m, (n,), generator=generator, device=x1.device).float() / m
         x0 = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
-        d = torch.full((n,), 1.0 / m, device=x1.device)
-        return TrainingBatch(
-            x_t=interpolate(x0, x1, t),
-            t=t,
-            d=d,
-            y=self.drop_labels(y, generator),
-            target=flow_velocity(x0, x1),
-        )
+        return self.straight_batch(x0, x1, t, y, generator)
 
     def sampling_spec(self) -> SamplingSpec:
         return SamplingSpec(

@@ -24,9 +24,7 @@ from shortcut_models.objectives.base import (
     AttachContext,
     Objective,
     TrainingBatch,
-    flow_velocity,
     grid_times,
-    interpolate,
 )
 from shortcut_models.objectives.teacher import initialise_student, load_teacher
 from shortcut_models.sampling import SamplingSpec
@@ -130,15 +128,9 @@ class Reflow(Objective):
         x0, x1 = self.stored["x0"][index], self.stored["x1"][index]
         y = self.stored["y"][index] if "y" in self.stored else None
         t = grid_times(n, self.denoise_timesteps, generator, x1.device)
-        d = torch.full((n,), 1.0 / self.denoise_timesteps, device=x1.device)
-        return TrainingBatch(
-            x_t=interpolate(x0, x1, t),
-            t=t,
-            d=d,
-            y=self.drop_labels(y, generator),
-            target=flow_velocity(x0, x1),
-            parts={"reflow": slice(0, n)},
-        )
+        batch = self.straight_batch(x0, x1, t, y, generator)
+        batch.parts = {"reflow": slice(0, n)}
+        return batch
 
     def sampling_spec(self) -> SamplingSpec:
         return SamplingSpec(fixed_d=1.0 / self.denoise_timesteps)
