@@ -74,19 +74,19 @@ def _images_from_npz(path: Path) -> torch.Tensor | None:
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
 
 
-def _reference_images(ref: str, resolution: int, channels: int, num: int, seed: int):
-    """(uint8 images, cache key or None) of a data set name or an image folder."""
+def _reference_source(ref: str, resolution: int, channels: int) -> tuple[str, Any]:
+    """(cache key, loader of the data source) of a data set name or an image folder; the data
+    is only opened when the features are not cached."""
     if ref in IMAGE_DATASETS:
         from shortcut_models.data.mnist import digit_data
 
-        data = digit_data(ref, "train")
-        return data.sample(num, seed), f"{ref}-train"
+        return f"{ref}-train", lambda: digit_data(ref, "train")
     from shortcut_models.data import build_data
 
     options = {"path": ref, "resolution": resolution, "channels": channels}
-    data = build_data(FOLDER, options)
     digest = hashlib.sha1(str(Path(ref).resolve()).encode()).hexdigest()[:10]
-    return data.sample(num, seed), f"folder-{Path(ref).name}-{digest}-{resolution}px{channels}"
+    key = f"folder-{Path(ref).name}-{digest}-{resolution}px{channels}"
+    return key, lambda: build_data(FOLDER, options)
 
 
 def load_reference(
@@ -98,26 +98,26 @@ def load_reference(
         images = _images_from_npz(path)
         if images is None:
             return Reference(FeatureStats.load(path), None, f"statistics {path}")
-        return Reference(*_stats(extractor(images)), f"{len(images)} images of {path}")
+        features = extractor(images)
+        return Reference(FeatureStats.of(features), features, f"{len(images)} images of {path}")
     if ref not in IMAGE_DATASETS and not path.is_dir():
         raise UsageError(
             f"--ref {ref}: not a data set ({', '.join(IMAGE_DATASETS)}), image folder or .npz"
         )
-    images, key = _reference_images(ref, shape[-1], shape[0], num, seed)
-    cache = cache_dir() / f"ref-{extractor.identity}-{key}-n{len(images)}-seed{seed}.npz"
+    key, open_data = _reference_source(ref, shape[-1], shape[0])
+    cache = cache_dir() / f"ref-{extractor.identity}-{key}-n{num}-seed{seed}.npz"
     if cache.is_file():
         with np.load(cache) as data:
             features = data["features"]
+        stats = FeatureStats.of(features)
     else:
+        images = open_data().sample(num, seed)
         print(f"computing reference features of {ref} ({len(images)} images)", file=sys.stderr)
         features = extractor(images)
+        stats = FeatureStats.of(features)
         cache.parent.mkdir(parents=True, exist_ok=True)
-        FeatureStats.of(features).save(cache, features=features.astype(np.float32))
-    return Reference(FeatureStats.of(features), features, f"{len(images)} images of {ref}")
-
-
-def _stats(features: np.ndarray) -> tuple[FeatureStats, np.ndarray]:
-    return FeatureStats.of(features), features
+        stats.save(cache, features=features.astype(np.float32))
+    return Reference(stats, features, f"{len(features)} images of {ref}")
 
 
 def score_images(images: torch.Tensor, extractor: Any, reference: Reference) -> dict[str, float]:
