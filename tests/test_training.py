@@ -58,8 +58,8 @@ class PoisonedData(ToyData):
         super().__init__("checkerboard")
         self.bad = bad
 
-    def batch(self, step, batch_size, seed):
-        x, y = super().batch(step, batch_size, seed)
+    def batch(self, step, batch_size, seed, rows=None):
+        x, y = super().batch(step, batch_size, seed, rows)
         return (x * float("nan"), y) if step == self.bad else (x, y)
 
 

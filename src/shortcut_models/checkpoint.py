@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,19 +55,25 @@ def save_checkpoint(
     run_dir: Path,
     config: TrainConfig,
     step: int,
-    model: nn.Module,
-    ema: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    model: nn.Module | Mapping[str, torch.Tensor],
+    ema: nn.Module | Mapping[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer | Mapping,
     data: DataSpec | None = None,
     objective_state: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write run_dir/checkpoint.safetensors and run_dir/config.json; return the checkpoint path."""
+    """Write run_dir/checkpoint.safetensors and run_dir/config.json; return the checkpoint path.
+
+    Networks and optimizer may be given as modules or as their (full, gathered) state dicts; the
+    optimizer state is stored by parameter index, so any world size can load it.
+    """
     run_dir = Path(run_dir)
     tensors: dict[str, torch.Tensor] = {}
     for prefix, module in (("model", model), ("ema", ema)):
-        for key, value in module.state_dict().items():
+        state = module if isinstance(module, Mapping) else module.state_dict()
+        for key, value in state.items():
             tensors[f"{prefix}.{key}"] = value.detach().cpu().contiguous()
-    for index, state in optimizer.state_dict()["state"].items():
+    optimizer_state = optimizer if isinstance(optimizer, Mapping) else optimizer.state_dict()
+    for index, state in optimizer_state["state"].items():
         for key, value in state.items():
             tensors[f"optimizer.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
     for key, value in (objective_state or {}).items():
@@ -106,14 +112,17 @@ class Checkpoint:
                 f"{self.path}: weights do not fit the model of its config ({first})"
             ) from None
 
-    def load_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+    def optimizer_state(self) -> dict[int, dict[str, torch.Tensor]]:
+        """The stored optimizer state, {parameter index: {name: tensor}}."""
         state: dict[int, dict[str, torch.Tensor]] = {}
         for key, value in self.tensors("optimizer").items():
             index, name = key.split(".", 1)
             state.setdefault(int(index), {})[name] = value
-        optimizer.load_state_dict(
-            {"state": state, "param_groups": optimizer.state_dict()["param_groups"]}
-        )
+        return state
+
+    def load_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        groups = optimizer.state_dict()["param_groups"]
+        optimizer.load_state_dict({"state": self.optimizer_state(), "param_groups": groups})
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

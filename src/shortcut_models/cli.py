@@ -240,6 +240,34 @@ def add_train_parser(subparsers: Any) -> None:
         default=True,
         help="do not write TensorBoard logs even if tensorboard is installed",
     )
+    speed = p.add_argument_group(
+        "speed and scale", "GPU options; for several GPUs launch with torchrun --nproc_per_node N"
+    )
+    speed.add_argument(
+        "--precision", choices=["auto", "fp32", "bf16"], default="auto",
+        help="bf16 autocast; auto: bf16 on a GPU that supports it, fp32 on CPU",
+    )  # fmt: skip
+    speed.add_argument(
+        "--compile", action="store_true", default=False,
+        help="torch.compile the network (the no-grad target passes too)",
+    )  # fmt: skip
+    speed.add_argument(
+        "--grad-accum", type=positive_int, default=1,
+        help="micro-batches per process per step; the global --batch-size is split into "
+        "processes x grad-accum micro-batches (default 1)",
+    )  # fmt: skip
+    speed.add_argument(
+        "--workers", type=int_arg, default=None,
+        help="data-loading processes (default 4 on GPU, 0 on CPU)",
+    )  # fmt: skip
+    speed.add_argument(
+        "--activation-checkpointing", action="store_true", default=False,
+        help="recompute DiT blocks in the backward pass (less memory, ~30%% more time)",
+    )  # fmt: skip
+    speed.add_argument(
+        "--fsdp", action="store_true", default=False,
+        help="shard weights, gradients and optimizer state across processes (large DiTs)",
+    )  # fmt: skip
     p.set_defaults(handler=cmd_train)
 
 
@@ -288,9 +316,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         save_every=args.save_every,
         progress=args.progress,
         tensorboard=args.tensorboard,
+        precision=args.precision,
+        compile=args.compile,
+        grad_accum=args.grad_accum,
+        workers=args.workers,
+        activation_checkpointing=args.activation_checkpointing,
+        fsdp=args.fsdp,
     )
     trainer = Trainer(config, options)
-    result = trainer.run()
+    try:
+        result = trainer.run()
+    finally:
+        trainer.close()
+    if not trainer.dist.is_main:
+        return 0
     if result.status == "interrupted":
         print(
             f"stopped by signal {result.signal} at step {result.step}; saved {result.checkpoint}; "

@@ -17,8 +17,13 @@ def make_ema(model: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    """ema <- decay * ema + (1 - decay) * model; buffers are copied."""
-    ema_params = list(ema.parameters())
-    torch._foreach_lerp_(ema_params, [p.detach() for p in model.parameters()], 1.0 - decay)
+    """ema <- decay * ema + (1 - decay) * model; buffers are copied. Under FSDP both are sharded
+    alike and each process averages its own shards."""
+    ema_params = [_local(p) for p in ema.parameters()]
+    torch._foreach_lerp_(ema_params, [_local(p.detach()) for p in model.parameters()], 1.0 - decay)
     for ema_buffer, buffer in zip(ema.buffers(), model.buffers(), strict=True):
         ema_buffer.copy_(buffer)
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor  # a DTensor's shard

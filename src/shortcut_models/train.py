@@ -1,20 +1,31 @@
-"""The training loop: AdamW, EMA, atomic checkpoints, exact resume, clean stop on signals.
+"""The training loop: AdamW, EMA, atomic checkpoints, exact resume, clean stop on signals; on
+GPUs bf16 autocast, torch.compile, fused AdamW, TF32, data in worker processes; several processes
+through torchrun (DDP, or FSDP for large models).
 
 It calls `objective.targets` and `objective.loss` and never asks which objective it runs.
+
+A step's global batch is split into world_size x grad_accum micro-batches, and micro-batch j draws
+its noise and times from its own generator (seed, step, j). So the numbers depend on the global
+batch and the number of micro-batches, not on how they are spread over processes: 2 processes
+train exactly as 1 process accumulating 2 micro-batches (tested), up to float summation order.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from shortcut_models import distributed, parallel
 from shortcut_models.checkpoint import (
     CHECKPOINT_NAME,
     atomic_write_text,
@@ -24,6 +35,7 @@ from shortcut_models.checkpoint import (
 from shortcut_models.config import RESUMABLE_CHANGES, TrainConfig
 from shortcut_models.data import DataSource
 from shortcut_models.data.spec import DataSpec
+from shortcut_models.distributed import Dist
 from shortcut_models.ema import make_ema, update_ema
 from shortcut_models.errors import TrainingError, UsageError
 from shortcut_models.factory import build_data, build_model_for, build_objective_for
@@ -35,7 +47,9 @@ METRICS_NAME = "metrics.jsonl"
 
 @dataclass
 class RunOptions:
-    """How and where a run executes; none of it changes the numbers it produces on CPU."""
+    """How and where a run executes. On CPU with the defaults none of it changes the numbers;
+    grad_accum x world size sets how the batch is split (see the module docstring), and bf16
+    rounds differently from fp32."""
 
     out_dir: Path
     device: str = "auto"
@@ -44,6 +58,12 @@ class RunOptions:
     save_every: int = 1000
     progress: bool = True
     tensorboard: bool = True
+    precision: str = "auto"  # "fp32", "bf16" (autocast), or "auto": bf16 on a GPU that has it
+    compile: bool = False  # torch.compile the network, the no-grad target passes included
+    grad_accum: int = 1  # micro-batches per process per optimizer step
+    workers: int | None = None  # data-loading processes (None: 4 on GPU, 0 on CPU)
+    activation_checkpointing: bool = False  # recompute DiT blocks in backward to save memory
+    fsdp: bool = False  # shard weights, gradients and optimizer state (under torchrun)
 
 
 @dataclass
@@ -67,6 +87,18 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for plain fp32."""
+    if name == "auto":
+        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if bf16 else None
+    if name == "bf16":
+        return torch.bfloat16
+    if name == "fp32":
+        return None
+    raise UsageError(f"precision must be auto, fp32 or bf16, got {name!r}")
+
+
 def prepare_out_dir(out_dir: Path) -> Path:
     """Create the run folder and prove it is writable, or raise a UsageError."""
     out_dir = Path(out_dir)
@@ -82,18 +114,43 @@ def prepare_out_dir(out_dir: Path) -> Path:
     return out_dir
 
 
+class _StepBatches(torch.utils.data.Dataset):
+    """Item k: this process's rows of global batch k (what the data-loading workers produce)."""
+
+    def __init__(self, data: DataSource, batch_size: int, seed: int, rows: slice) -> None:
+        self.data, self.batch_size, self.seed, self.rows = data, batch_size, seed, rows
+
+    def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.data.batch(step, self.batch_size, self.seed, self.rows)
+
+
 class Trainer:
     """Owns the network, its EMA copy and the optimizer for one run folder."""
 
     def __init__(
         self, config: TrainConfig, options: RunOptions, data: DataSource | None = None
     ) -> None:
-        for name in ("log_every", "save_every"):
+        for name in ("log_every", "save_every", "grad_accum"):
             if getattr(options, name) < 1:
                 raise UsageError(f"{name.replace('_', '-')} must be >= 1")
+        if options.workers is not None and options.workers < 0:
+            raise UsageError(f"workers must be >= 0, got {options.workers}")
         self.options = options
         self.out_dir = prepare_out_dir(options.out_dir)
-        self.device = resolve_device(options.device)
+        device = resolve_device(options.device)
+        self.dist: Dist = distributed.setup(device)
+        self.device = distributed.local_device(device, self.dist)
+        self.autocast_dtype = resolve_precision(options.precision, self.device)
+        parts = self.dist.world_size * options.grad_accum
+        if config.batch_size % parts:
+            raise UsageError(
+                f"batch size {config.batch_size} does not split into {parts} equal micro-batches "
+                f"({self.dist.world_size} processes x grad-accum {options.grad_accum})"
+            )
+        self.micro_batch = config.batch_size // parts
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
         checkpoint_path = self.out_dir / CHECKPOINT_NAME
         checkpoint = None
         if options.resume:
@@ -117,70 +174,140 @@ class Trainer:
         self.config = config
         self.data = data if data is not None else build_data(config.data, config.data_options)
         self.objective = build_objective_for(config, self.data)
+        if options.fsdp and not self.objective.shards_with_fsdp:
+            raise UsageError(f"{config.objective} does not run under --fsdp; use DDP")
         with torch.random.fork_rng(devices=[]):  # seed the initial weights, leave global RNG alone
             torch.manual_seed(config.seed)
             self.model = build_model_for(config, self.data).to(self.device)
+        if options.activation_checkpointing:
+            if not hasattr(self.model, "checkpoint_activations"):
+                raise UsageError(f"activation checkpointing needs a DiT, not {config.backbone}")
+            self.model.checkpoint_activations = True
         self.ema = make_ema(self.model)
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(),
-            lr=config.lr,
-            betas=(config.beta1, config.beta2),
-            weight_decay=config.weight_decay,
-        )
         self.step = 0
         self.saved_step: int | None = None
         if checkpoint is not None:
             checkpoint.load_weights(self.model, "model")
             checkpoint.load_weights(self.ema, "ema")
-            checkpoint.load_optimizer(self.optimizer)
             self.step = self.saved_step = checkpoint.step
         context = AttachContext(
             self.model, self.ema, config, self.data, self.device, fresh=checkpoint is None
         )
         self.objective.attach(context)
+        # what the step runs through: DDP / FSDP wrappers, then torch.compile
+        self.net = parallel.distribute(self.model, self.ema, self.dist, self.device, options.fsdp)
+        self.target_net = self.ema
+        if options.compile:
+            self.net, self.target_net = torch.compile(self.net), torch.compile(self.ema)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(),
+            lr=config.lr,
+            betas=(config.beta1, config.beta2),
+            weight_decay=config.weight_decay,
+            fused=True if self.device.type == "cuda" else None,
+        )
         if checkpoint is not None:
+            state = checkpoint.optimizer_state()
+            parallel.load_optimizer_state(self.model, self.optimizer, state, options.fsdp)
             self.objective.load_state_tensors(checkpoint.tensors("objective", self.device))
-            self._truncate_metrics(self.step)
+            if self.dist.is_main:
+                self._truncate_metrics(self.step)
         self._stop_signal: int | None = None
+
+    def close(self) -> None:
+        """Leave the process group (a no-op in a single process)."""
+        distributed.teardown()
 
     # -- one step ---------------------------------------------------------------------------
 
-    def train_step(self) -> dict[str, float]:
-        """One optimizer step on batch number self.step; returns its loss terms as floats."""
-        config = self.config
-        x1, y = self.data.batch(self.step, config.batch_size, config.seed)
-        x1 = x1.to(self.device, non_blocking=True)
-        y = None if y is None else y.to(self.device, non_blocking=True)
-        generator = step_generator(config.seed, self.step, OBJECTIVE, self.device)
+    @property
+    def rows(self) -> slice:
+        """This process's rows of the global batch."""
+        per_rank = self.micro_batch * self.options.grad_accum
+        return slice(self.dist.rank * per_rank, (self.dist.rank + 1) * per_rank)
+
+    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """This process's rows of batches self.step, self.step + 1, ..., read ahead by workers."""
+        workers = self.options.workers
+        if workers is None:
+            workers = min(4, os.cpu_count() or 1) if self.device.type == "cuda" else 0
+        dataset = _StepBatches(self.data, self.config.batch_size, self.config.seed, self.rows)
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_size=None,
+            sampler=range(self.step, self.config.steps),
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            prefetch_factor=4 if workers else None,
+        )
+        return iter(loader)
+
+    def train_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor | None] | None = None
+    ) -> dict[str, float]:
+        """One optimizer step on batch number self.step (this process's rows of it, fetched now
+        unless given); returns its loss terms, averaged over micro-batches and processes."""
+        config, accum = self.config, self.options.grad_accum
+        x_rows, y_rows = batch or self.data.batch(
+            self.step, config.batch_size, config.seed, self.rows
+        )
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate(self.step)
-
         self.model.train()
         self.objective.set_step(self.step, config.steps)
-        batch = self.objective.targets(self.model, self.ema, x1, y, generator)
-        pred = self.model(batch.x_t, batch.t, batch.d, batch.y)
-        loss, info = self.objective.loss(pred, batch)
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):
+        self.optimizer.zero_grad(set_to_none=True)
+        totals: dict[str, torch.Tensor] = {}
+        for a in range(accum):
+            part = self.dist.rank * accum + a  # the micro-batch's number within the global batch
+            rows = slice(a * self.micro_batch, (a + 1) * self.micro_batch)
+            x1 = x_rows[rows].to(self.device, non_blocking=True)
+            y = None if y_rows is None else y_rows[rows].to(self.device, non_blocking=True)
+            generator = step_generator(config.seed, self.step, OBJECTIVE, self.device, part)
+            with self._gradient_sync(a == accum - 1), self._autocast():
+                batch_ = self.objective.targets(self.net, self.target_net, x1, y, generator)
+                pred = self.net(batch_.x_t, batch_.t, batch_.d, batch_.y)
+                loss, info = self.objective.loss(pred, batch_)
+                (loss / accum).backward()
+            for key, value in {"loss": loss.detach(), **info}.items():
+                totals[key] = totals.get(key, 0) + value.detach().float() / accum
+        keys = sorted(totals)
+        values = distributed.all_mean(torch.stack([totals[k] for k in keys]), self.dist).tolist()
+        terms = dict(zip(keys, values, strict=True))
+        if not math.isfinite(terms["loss"]):
+            self.optimizer.zero_grad(set_to_none=True)
             if self.saved_step is not None:
                 where = f"the last good checkpoint is {self.out_dir / CHECKPOINT_NAME}"
                 where += f" (step {self.saved_step})"
             else:
                 where = "no checkpoint had been written yet"
             raise TrainingError(
-                f"loss is {loss_value} at step {self.step + 1}; "
+                f"loss is {terms['loss']} at step {self.step + 1}; "
                 f"training stopped without saving, {where}"
             )
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
         max_norm = config.grad_clip if config.grad_clip > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP
+            grad_norm = grad_norm.full_tensor()
         self.optimizer.step()
+        if self.options.fsdp:
+            self.ema.reshard()  # a no-grad forward leaves the root's weights gathered
         update_ema(self.ema, self.model, config.ema_decay)
         self.step += 1
-        out = {"loss": loss_value, "grad_norm": float(grad_norm)}
-        out.update({key: float(value) for key, value in info.items()})
-        return out
+        return {"loss": terms.pop("loss"), "grad_norm": float(grad_norm), **terms}
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _gradient_sync(self, sync: bool) -> contextlib.AbstractContextManager:
+        """Skip the gradient all-reduce on all but the last micro-batch of a step."""
+        if sync or not self.dist.enabled:
+            return contextlib.nullcontext()
+        if self.options.fsdp:
+            self.model.set_requires_gradient_sync(False)
+            return _restore_sync(self.model)
+        return getattr(self.net, "_orig_mod", self.net).no_sync()  # DDP, maybe under compile
 
     def learning_rate(self, step: int) -> float:
         """Linear warm-up, then constant or cosine decay to zero at config.steps."""
@@ -196,16 +323,24 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------------------
 
     def save(self) -> Path:
-        path = save_checkpoint(
-            self.out_dir,
-            self.config,
-            self.step,
-            self.model,
-            self.ema,
-            self.optimizer,
-            DataSpec.of(self.data),
-            self.objective.state_tensors(),
-        )
+        """Every process calls it (gathering FSDP weights is collective); rank 0 writes."""
+        fsdp = self.options.fsdp
+        model = parallel.full_state(self.model, fsdp)
+        ema = parallel.full_state(self.ema, fsdp)
+        optimizer = parallel.full_optimizer_state(self.model, self.optimizer, fsdp)
+        path = self.out_dir / CHECKPOINT_NAME
+        if self.dist.is_main:
+            save_checkpoint(
+                self.out_dir,
+                self.config,
+                self.step,
+                model,
+                ema,
+                optimizer,
+                DataSpec.of(self.data),
+                self.objective.state_tensors(),
+            )
+        distributed.barrier(self.dist)
         self.saved_step = self.step
         return path
 
@@ -214,19 +349,25 @@ class Trainer:
         previous = {
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
         }
-        writer = self._tensorboard()
+        main = self.dist.is_main
+        writer = self._tensorboard() if main else None
         bar = tqdm(
             total=self.config.steps,
             initial=self.step,
-            disable=not self.options.progress,
+            disable=not (self.options.progress and main),
             dynamic_ncols=True,
             desc=f"{self.config.objective} on {self.config.data}",
         )
         sums: dict[str, float] = {}
-        count, tick, last_loss = 0, time.perf_counter(), None
+        count, tick, last_loss, stopped = 0, time.perf_counter(), None, False
+        batches = self.batches()
         try:
-            while self.step < self.config.steps and self._stop_signal is None:
-                terms = self.train_step()
+            while self.step < self.config.steps:
+                signalled = self._stop_signal is not None
+                stopped = distributed.any_rank(signalled, self.dist, self.device)
+                if stopped:
+                    break
+                terms = self.train_step(next(batches))
                 last_loss = terms["loss"]
                 for key, value in terms.items():
                     sums[key] = sums.get(key, 0.0) + value
@@ -237,7 +378,8 @@ class Trainer:
                     record = {"step": self.step, **{k: v / count for k, v in sums.items()}}
                     record["lr"] = self.learning_rate(self.step - 1)
                     record["samples_per_s"] = count * self.config.batch_size / max(elapsed, 1e-9)
-                    self._log(record, writer)
+                    if main:
+                        self._log(record, writer)
                     bar.set_postfix(
                         loss=f"{record['loss']:.4f}", samples_per_s=f"{record['samples_per_s']:.0f}"
                     )
@@ -245,13 +387,14 @@ class Trainer:
                 if self.step % self.options.save_every == 0:
                     self.save()
         finally:
+            del batches  # stops the data-loading workers
             bar.close()
             if writer is not None:
                 writer.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         path = self.save() if self.saved_step != self.step else self.out_dir / CHECKPOINT_NAME
-        status = "interrupted" if self._stop_signal is not None else "completed"
+        status = "interrupted" if stopped else "completed"
         return TrainResult(self.step, status, path, self._stop_signal, last_loss)
 
     def _on_signal(self, signum: int, frame: object) -> None:
@@ -282,3 +425,11 @@ class Trainer:
         lines = path.read_text().splitlines()
         kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
         atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+@contextlib.contextmanager
+def _restore_sync(model: torch.nn.Module) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        model.set_requires_gradient_sync(True)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from shortcut_models.backbones.embeddings import Conditioning
 from shortcut_models.backbones.mlp import modulate
@@ -79,7 +80,13 @@ class DiTBlock(nn.Module):
 
 
 class DiT(nn.Module):
-    """Velocity network s(x, t, d, y) on (N, C, H, W) images or latents."""
+    """Velocity network s(x, t, d, y) on (N, C, H, W) images or latents.
+
+    `checkpoint_activations = True` recomputes each block's activations in the backward pass
+    instead of storing them (less memory for large presets, about one more forward in time).
+    """
+
+    checkpoint_activations: bool = False
 
     def __init__(
         self,
@@ -136,8 +143,9 @@ class DiT(nn.Module):
     ) -> torch.Tensor:
         c = self.cond(t, d, y)
         h = self.patch(x).flatten(2).transpose(1, 2) + self.pos.to(x.dtype)
+        recompute = self.checkpoint_activations and self.training and torch.is_grad_enabled()
         for block in self.blocks:
-            h = block(h, c)
+            h = checkpoint(block, h, c, use_reentrant=False) if recompute else block(h, c)
         shift, scale = self.ada_out(c)[:, None].chunk(2, dim=-1)
         h = self.out(modulate(self.norm_out(h), shift, scale))
         return self.unpatchify(h)

@@ -22,7 +22,7 @@ class DataSource(Protocol):
     kind: str
 
     def batch(
-        self, step: int, batch_size: int, seed: int
+        self, step: int, batch_size: int, seed: int, rows: slice | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]: ...
 
 

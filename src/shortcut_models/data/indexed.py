@@ -2,6 +2,7 @@
 
 Batch k is a pure function of (seed, k): epoch e = k // batches_per_epoch is a permutation drawn
 from (seed, e), so resuming needs no loader state. Horizontal flips, when on, come from (seed, k).
+A process of a distributed job reads only its rows of the global batch.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ class IndexedData:
         return self._epoch[2]
 
     def batch(
-        self, step: int, batch_size: int, seed: int
+        self, step: int, batch_size: int, seed: int, rows: slice | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Global batch number `step`, or only its `rows` (what one rank of several reads)."""
         per_epoch = len(self) // batch_size
         if per_epoch == 0:
             raise UsageError(f"batch size {batch_size} is larger than {self.name} ({len(self)})")
@@ -45,4 +47,6 @@ class IndexedData:
         flips = None
         if self.flip:
             flips = torch.rand(batch_size, generator=step_generator(seed, step, DATA)) < 0.5
+        if rows is not None:
+            index, flips = index[rows], None if flips is None else flips[rows]
         return self.fetch(index, flips), None if self.labels is None else self.labels[index]

@@ -66,8 +66,11 @@ class ToyData:
         self.name = name
         self.sampler = TOY_DATASETS[name]
 
-    def batch(self, step: int, batch_size: int, seed: int) -> tuple[torch.Tensor, None]:
-        return self.sampler(batch_size, step_generator(seed, step, DATA)), None
+    def batch(
+        self, step: int, batch_size: int, seed: int, rows: slice | None = None
+    ) -> tuple[torch.Tensor, None]:
+        x = self.sampler(batch_size, step_generator(seed, step, DATA))
+        return (x if rows is None else x[rows]), None
 
     def sample(self, n: int, seed: int) -> torch.Tensor:
         """n fresh points from their own seed (for reference sets in evaluation)."""

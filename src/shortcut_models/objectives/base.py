@@ -86,6 +86,7 @@ class Objective:
     """Base class. Subclasses are dataclasses whose fields are their options."""
 
     name: ClassVar[str] = ""
+    shards_with_fsdp: ClassVar[bool] = True  # False where the objective copies whole networks
 
     denoise_timesteps: int = 128  # M: the finest grid of t and the smallest step 1/M
     class_dropout_prob: float = 0.1  # labels replaced by the null class, for CFG

@@ -36,6 +36,7 @@ CLIP = 4.0
 @dataclass
 class ProgressiveDistillation(Objective):
     name = "progressive_distillation"
+    shards_with_fsdp = False  # each phase copies the (sharded) student EMA into its teacher
 
     teacher: str = ""  # run folder or checkpoint of the flow-matching teacher
     teacher_network: nn.Module | None = field(default=None, init=False, repr=False)

@@ -1,0 +1,110 @@
+"""Several processes through `torchrun`: who am I, and the few collectives the library needs.
+
+Outside torchrun (no WORLD_SIZE in the environment) everything here is a no-op for a single
+process, so the same code path serves a laptop and a cluster.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from shortcut_models.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in the job."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def launched_world_size() -> int:
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        raise UsageError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not a number") from None
+
+
+def setup(device: torch.device) -> Dist:
+    """Join the process group torchrun set up the environment for (NCCL on GPUs, gloo on CPU).
+
+    Under torchrun each process uses cuda:LOCAL_RANK; a plain run returns the one-process Dist.
+    """
+    world = launched_world_size()
+    if world <= 1:
+        return Dist()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30))
+    return Dist(rank=rank, world_size=dist.get_world_size(), local_rank=local_rank)
+
+
+def local_device(device: torch.device, info: Dist) -> torch.device:
+    """Under torchrun, 'cuda' means this process's own GPU."""
+    if info.enabled and device.type == "cuda" and device.index is None:
+        return torch.device("cuda", info.local_rank)
+    return device
+
+
+def teardown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(info: Dist) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+def all_mean(values: torch.Tensor, info: Dist) -> torch.Tensor:
+    """Mean of a tensor over ranks (a copy; the input is left alone)."""
+    if not info.enabled:
+        return values
+    out = values.clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out / info.world_size
+
+
+def any_rank(flag: bool, info: Dist, device: torch.device) -> bool:
+    """True on every rank when it is true on some rank (a stop signal, a bad loss)."""
+    if not info.enabled:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def shard_chunks(
+    num: int, chunk: int, info: Dist, make: Callable[[int, int], torch.Tensor]
+) -> torch.Tensor:
+    """cat(make(start, stop) for consecutive chunks of `chunk` rows), chunks dealt round-robin to
+    ranks and gathered in order on every rank: the same tensor as one process computing them all."""
+    starts = list(range(0, num, chunk))
+    mine = {s: make(s, min(s + chunk, num)).cpu() for s in starts[info.rank :: info.world_size]}
+    if not info.enabled:
+        return torch.cat([mine[s] for s in starts])
+    gathered: list[dict[int, torch.Tensor] | None] = [None] * info.world_size
+    dist.all_gather_object(gathered, mine)
+    found: dict[int, torch.Tensor] = {}
+    for part in gathered:
+        found.update(part or {})
+    return torch.cat([found[s] for s in starts])

@@ -1,0 +1,95 @@
+"""Two processes through torchrun (gloo, CPU) train exactly as one process with the same global
+batch split into the same micro-batches; their checkpoints load anywhere."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from shortcut_models.checkpoint import load_checkpoint, load_model
+from shortcut_models.errors import UsageError
+from shortcut_models.train import RunOptions, Trainer
+
+TRAIN = [
+    "--data", "checkerboard", "--objective", "shortcut", "--steps", "6", "--batch-size", "64",
+    "--lr", "1e-3", "--hidden-size", "32", "--depth", "1", "--log-every", "1",
+    "--no-progress", "--no-tensorboard", "--device", "cpu",
+]  # fmt: skip
+
+
+def torchrun(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "shortcut_models", "train", *args,
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def single(out, steps=6, resume=False, **options) -> Trainer:
+    config = tiny_config(steps=steps, batch_size=64)
+    run = RunOptions(
+        out_dir=out, device="cpu", progress=False, tensorboard=False, log_every=1, resume=resume,
+        **options,
+    )  # fmt: skip
+    trainer = Trainer(config, run)
+    trainer.run()
+    return trainer
+
+
+def losses(run_dir) -> list[float]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line)["loss"] for line in lines]
+
+
+def assert_same_weights(a, b, atol=1e-5):
+    for which in ("model", "ema"):
+        ta, tb = load_checkpoint(a).tensors(which), load_checkpoint(b).tensors(which)
+        assert ta.keys() == tb.keys()
+        for key in ta:
+            torch.testing.assert_close(ta[key], tb[key], atol=atol, rtol=1e-4, msg=key)
+
+
+@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
+def test_two_processes_train_as_one_process_accumulating_two_micro_batches(tmp_path, sharding):
+    flags = ["--fsdp"] if sharding == "fsdp" else []
+    torchrun("--out", str(tmp_path / "two"), *TRAIN, *flags)
+    single(tmp_path / "one", grad_accum=2)
+    assert load_checkpoint(tmp_path / "two").step == 6
+    assert_same_weights(tmp_path / "two", tmp_path / "one")
+    assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=1e-4)
+    # the split matters, not the processes: one unsplit batch draws other noise and times
+    single(tmp_path / "unsplit")
+    assert losses(tmp_path / "unsplit")[0] != pytest.approx(losses(tmp_path / "one")[0], rel=1e-4)
+
+    # a checkpoint saved by two processes samples and resumes in one (optimizer state included)
+    model, _, _, _ = load_model(tmp_path / "two")
+    assert sum(p.numel() for p in model.parameters()) > 0
+    single(tmp_path / "two", steps=8, resume=True, grad_accum=2)
+    single(tmp_path / "one", steps=8, resume=True, grad_accum=2)
+    assert_same_weights(tmp_path / "two", tmp_path / "one")
+
+
+def test_a_one_process_checkpoint_resumes_on_two_processes_under_fsdp(tmp_path):
+    single(tmp_path / "a", grad_accum=2)
+    single(tmp_path / "b", grad_accum=2)
+    torchrun("--out", str(tmp_path / "a"), *TRAIN, "--steps", "8", "--resume", "--fsdp")
+    single(tmp_path / "b", steps=8, resume=True, grad_accum=2)
+    assert load_checkpoint(tmp_path / "a").step == 8
+    assert_same_weights(tmp_path / "a", tmp_path / "b")
+
+
+def test_batch_that_does_not_split_is_a_clear_error(tmp_path):
+    with pytest.raises(UsageError, match="does not split into 3 equal micro-batches"):
+        single(tmp_path / "x", grad_accum=3)
+
+
+def test_fsdp_needs_several_processes(tmp_path):
+    with pytest.raises(UsageError, match="launch with torchrun"):
+        single(tmp_path / "x", fsdp=True)
