@@ -6,11 +6,13 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from conftest import tiny_config
 
 from shortcut_models.checkpoint import load_checkpoint, load_model
+from shortcut_models.cli import main
 from shortcut_models.errors import UsageError
 from shortcut_models.train import RunOptions, Trainer
 
@@ -25,7 +27,7 @@ def torchrun(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "shortcut_models", "train", *args,
+        "-m", "shortcut_models", *args,
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -59,7 +61,7 @@ def assert_same_weights(a, b, atol=1e-5):
 @pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
 def test_two_processes_train_as_one_process_accumulating_two_micro_batches(tmp_path, sharding):
     flags = ["--fsdp"] if sharding == "fsdp" else []
-    torchrun("--out", str(tmp_path / "two"), *TRAIN, *flags)
+    torchrun("train", "--out", str(tmp_path / "two"), *TRAIN, *flags)
     single(tmp_path / "one", grad_accum=2)
     assert load_checkpoint(tmp_path / "two").step == 6
     assert_same_weights(tmp_path / "two", tmp_path / "one")
@@ -79,7 +81,7 @@ def test_two_processes_train_as_one_process_accumulating_two_micro_batches(tmp_p
 def test_a_one_process_checkpoint_resumes_on_two_processes_under_fsdp(tmp_path):
     single(tmp_path / "a", grad_accum=2)
     single(tmp_path / "b", grad_accum=2)
-    torchrun("--out", str(tmp_path / "a"), *TRAIN, "--steps", "8", "--resume", "--fsdp")
+    torchrun("train", "--out", str(tmp_path / "a"), *TRAIN, "--steps", "8", "--resume", "--fsdp")
     single(tmp_path / "b", steps=8, resume=True, grad_accum=2)
     assert load_checkpoint(tmp_path / "a").step == 8
     assert_same_weights(tmp_path / "a", tmp_path / "b")
@@ -93,3 +95,34 @@ def test_batch_that_does_not_split_is_a_clear_error(tmp_path):
 def test_fsdp_needs_several_processes(tmp_path):
     with pytest.raises(UsageError, match="launch with torchrun"):
         single(tmp_path / "x", fsdp=True)
+
+
+def test_sampling_and_evaluation_split_over_two_processes_match_one(tmp_path):
+    single(tmp_path / "run")
+    common = [
+        "--ckpt",
+        str(tmp_path / "run"),
+        "--steps",
+        "1",
+        "4",
+        "--num-samples",
+        "50",
+        "--batch",
+        "8",
+    ]
+    torchrun("sample", *common, "--out", str(tmp_path / "two"), "--device", "cpu")
+    assert main(["sample", *common, "--out", str(tmp_path / "one")]) == 0
+    with (
+        np.load(tmp_path / "two" / "samples.npz") as two,
+        np.load(tmp_path / "one/samples.npz") as one,
+    ):
+        assert sorted(two.files) == ["steps_1", "steps_4"]
+        for key in two.files:
+            np.testing.assert_allclose(two[key], one[key], atol=1e-6)
+    torchrun("evaluate", *common, "--json", str(tmp_path / "two.json"), "--device", "cpu")
+    assert main(["evaluate", *common, "--json", str(tmp_path / "one.json")]) == 0
+    two, one = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("two", "one"))
+    assert two.keys() == one.keys()
+    for ckpt in one:
+        for steps, scores in one[ckpt].items():
+            assert two[ckpt][steps] == pytest.approx(scores, rel=1e-5)

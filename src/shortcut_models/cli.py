@@ -324,10 +324,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         fsdp=args.fsdp,
     )
     trainer = Trainer(config, options)
-    try:
-        result = trainer.run()
-    finally:
-        trainer.close()
+    result = trainer.run()
     if not trainer.dist.is_main:
         return 0
     if result.status == "interrupted":
@@ -357,6 +354,8 @@ def add_sampling_args(
     )
     p.add_argument(
         "--num",
+        "--num-samples",  # the spelling torchrun's own parser does not mistake for --numa-binding
+        dest="num",
         type=positive_int,
         default=default_num,
         help=f"number of samples per step budget (default {default_num})",
@@ -476,10 +475,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from shortcut_models.checkpoint import load_model
     from shortcut_models.evaluation import generate
     from shortcut_models.sampling import check_steps
-    from shortcut_models.train import prepare_out_dir, resolve_device
+    from shortcut_models.train import prepare_out_dir
     from shortcut_models.vae import decode_batched, decoder_for
 
-    device = resolve_device(args.device)
+    device, info = _join(args)
     model, objective, data, _ = load_model(args.ckpt, _weights(args), device)
     for n in args.steps:
         check_steps(n, objective.sampling_spec())
@@ -491,14 +490,27 @@ def cmd_sample(args: argparse.Namespace) -> int:
     samples = {}
     for n in args.steps:
         x = generate(
-            model, objective, data.shape, args.num, n, args.seed, args.batch, labels, args.cfg
-        )
+            model, objective, data.shape, args.num, n, args.seed, args.batch, labels, args.cfg,
+            info,
+        )  # fmt: skip
         samples[n] = x if codec is None else decode_batched(codec, x, min(args.batch, 64))
+    if not info.is_main:
+        return 0
     if data.kind in ("image", "latent"):
         _write_images(samples, out, args.npz)
     else:
         _write_points(samples, out)
     return 0
+
+
+def _join(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(this process's device, its place in the job): under torchrun, join the process group."""
+    from shortcut_models import distributed
+    from shortcut_models.train import resolve_device
+
+    device = resolve_device(args.device)
+    info = distributed.setup(device)
+    return distributed.local_device(device, info), info
 
 
 def _labels(args: argparse.Namespace, num_classes: int):
@@ -553,12 +565,12 @@ def _write_points(samples: dict, out: Path) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from shortcut_models.checkpoint import load_model
-    from shortcut_models.train import prepare_out_dir, resolve_device
+    from shortcut_models.train import prepare_out_dir
 
     for path in (args.json, args.plot):
         if path is not None:
             prepare_out_dir(path.parent)
-    device = resolve_device(args.device)
+    device, info = _join(args)
     loaded = [(str(path), load_model(path, _weights(args), device)) for path in args.ckpt]
     kinds = {spec.kind == "vector" for _, (_, _, spec, _) in loaded}
     if len(kinds) > 1:
@@ -567,9 +579,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         for n in args.steps:
             check_steps(n, objective.sampling_spec())
     if kinds == {True}:
-        results, table = _evaluate_points(args, loaded)
+        results, table = _evaluate_points(args, loaded, info)
     else:
-        results, table = _evaluate_images(args, loaded, device)
+        results, table = _evaluate_images(args, loaded, device, info)
+    if not info.is_main:
+        return 0
     print(table)
     if args.json is not None:
         from shortcut_models.report import write_json
@@ -579,7 +593,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate_points(args: argparse.Namespace, loaded: list) -> tuple[dict, str]:
+def _evaluate_points(args: argparse.Namespace, loaded: list, info: Any) -> tuple[dict, str]:
     from shortcut_models.data import build_data
     from shortcut_models.evaluation import evaluate_vectors
     from shortcut_models.report import markdown_table
@@ -589,7 +603,7 @@ def _evaluate_points(args: argparse.Namespace, loaded: list) -> tuple[dict, str]
     for name, (model, objective, _, checkpoint) in loaded:
         data = build_data(checkpoint.config.data, checkpoint.config.data_options)
         scores = evaluate_vectors(
-            model, objective, data, args.steps, args.num, args.seed, args.exact
+            model, objective, data, args.steps, args.num, args.seed, args.exact, info
         )
         results[name] = {str(n): s for n, s in scores.items()}
         for n, s in scores.items():
@@ -597,9 +611,12 @@ def _evaluate_points(args: argparse.Namespace, loaded: list) -> tuple[dict, str]
     return results, markdown_table(["checkpoint", "steps", "sliced W2", "W2"], rows)
 
 
-def _evaluate_images(args: argparse.Namespace, loaded: list, device: Any) -> tuple[dict, str]:
+def _evaluate_images(
+    args: argparse.Namespace, loaded: list, device: Any, info: Any
+) -> tuple[dict, str]:
     import torch
 
+    from shortcut_models.distributed import main_first
     from shortcut_models.image_evaluation import build_extractor, evaluate_images, load_reference
     from shortcut_models.plots import metric_vs_steps
     from shortcut_models.report import markdown_table
@@ -611,7 +628,9 @@ def _evaluate_images(args: argparse.Namespace, loaded: list, device: Any) -> tup
     if ref is None or ref == "latents":
         raise UsageError("pass --ref: a data set name, image folder or .npz of images / stats")
     data_name = ref if args.metric == "fd-digits" else first.data
-    extractor = build_extractor(args.metric, data_name, args.inception, device, args.batch)
+    extractor = main_first(
+        info, lambda: build_extractor(args.metric, data_name, args.inception, device, args.batch)
+    )
     references: dict[tuple, Any] = {}
     results: dict[str, dict[str, dict[str, float]]] = {}
     rows, curves = [], {}
@@ -621,10 +640,13 @@ def _evaluate_images(args: argparse.Namespace, loaded: list, device: Any) -> tup
         if codec is not None:
             shape = tuple(codec.decode(torch.zeros(1, *spec.shape)).shape[1:])
         if shape not in references:
-            references[shape] = load_reference(ref, extractor, shape, args.ref_num, args.seed)
+            references[shape] = main_first(
+                info,
+                lambda shape=shape: load_reference(ref, extractor, shape, args.ref_num, args.seed),
+            )
         scores = evaluate_images(
             model, objective, spec, args.steps, args.num, extractor, references[shape],
-            args.seed, min(args.batch, 4096), args.cfg, codec, args.progress,
+            args.seed, min(args.batch, 4096), args.cfg, codec, args.progress, info,
         )  # fmt: skip
         results[name] = {str(n): s for n, s in scores.items()}
         curves[name] = {n: s[extractor.key] for n, s in scores.items()}
@@ -633,7 +655,7 @@ def _evaluate_images(args: argparse.Namespace, loaded: list, device: Any) -> tup
     headers = ["checkpoint", "steps", extractor.name, "precision", "recall"]
     headers += ["confident", "class coverage"]
     plot = args.plot or (args.json.with_suffix(".png") if args.json else None)
-    if plot is not None:
+    if plot is not None and info.is_main:
         title = f"{extractor.name} vs {next(iter(references.values())).description}, cfg {args.cfg}"
         metric_vs_steps(curves, extractor.name, plot, title)
         print(f"wrote {plot}")
@@ -944,6 +966,8 @@ def build_parser() -> Parser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from shortcut_models.distributed import teardown
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args))
@@ -956,3 +980,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"shortcut {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        teardown()  # leave the torchrun process group, if any

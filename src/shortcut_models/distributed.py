@@ -10,11 +10,14 @@ import datetime
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
 from shortcut_models.errors import UsageError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,9 @@ class Dist:
         return self.rank == 0
 
 
+SINGLE = Dist()  # a plain one-process run
+
+
 def launched_world_size() -> int:
     try:
         return int(os.environ.get("WORLD_SIZE", "1"))
@@ -48,7 +54,7 @@ def setup(device: torch.device) -> Dist:
     """
     world = launched_world_size()
     if world <= 1:
-        return Dist()
+        return SINGLE
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
@@ -108,3 +114,14 @@ def shard_chunks(
     for part in gathered:
         found.update(part or {})
     return torch.cat([found[s] for s in starts])
+
+
+def main_first(info: Dist, make: Callable[[], T]) -> T:
+    """Run `make` on rank 0, then on the others: what it caches on disk (a trained classifier,
+    reference features) is computed once and read by the rest."""
+    if info.is_main:
+        out = make()
+        barrier(info)
+        return out
+    barrier(info)
+    return make()

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from shortcut_models.data import DataSource
+from shortcut_models.distributed import SINGLE, Dist, shard_chunks
 from shortcut_models.errors import UsageError
 from shortcut_models.metrics import sliced_wasserstein, wasserstein2
 from shortcut_models.objectives import Objective
@@ -25,8 +26,13 @@ def generate(
     batch_size: int = 4096,
     labels: torch.Tensor | None = None,
     cfg_scale: float = 1.0,
+    dist: Dist = SINGLE,
 ) -> torch.Tensor:
-    """`num` samples in `steps` steps; the noise depends only on `seed`, so budgets share it."""
+    """`num` samples in `steps` steps; the noise depends only on `seed`, so budgets share it.
+
+    Under torchrun the chunks of `batch_size` are dealt to the processes and gathered on all of
+    them: the result equals a single process's.
+    """
     if num < 1:
         raise UsageError(f"number of samples must be positive, got {num}")
     if batch_size < 1:
@@ -35,16 +41,17 @@ def generate(
     check_steps(steps, spec)
     device = next(model.parameters()).device
     noise = seeded_noise((num, *shape), seed)
-    out = []
-    for start in range(0, num, batch_size):
-        chunk = noise[start : start + batch_size].to(device)
-        y = None if labels is None else labels[start : start + batch_size].to(device)
+
+    def make(start: int, stop: int) -> torch.Tensor:
+        chunk = noise[start:stop].to(device)
+        y = None if labels is None else labels[start:stop].to(device)
         generator = torch.Generator().manual_seed(derive_seed(seed, start))  # renoising samplers
         x = sample(
             model, chunk, steps, spec, y, cfg_scale, objective.null_class, generator=generator
         )
-        out.append(x.float().cpu())
-    return torch.cat(out)
+        return x.float()
+
+    return shard_chunks(num, batch_size, dist, make)
 
 
 def evaluate_vectors(
@@ -55,6 +62,7 @@ def evaluate_vectors(
     num: int = 2000,
     seed: int = 0,
     exact: bool = True,
+    dist: Dist = SINGLE,
 ) -> dict[int, dict[str, float]]:
     """Sliced W2 (and exact W2 when `exact`) between samples and fresh data, per step budget."""
     spec = objective.sampling_spec()
@@ -65,7 +73,7 @@ def evaluate_vectors(
     reference = data.sample(num, derive_seed(seed, EVALUATION))
     results: dict[int, dict[str, float]] = {}
     for n in steps:
-        generated = generate(model, objective, data.shape, num, n, seed=seed)
+        generated = generate(model, objective, data.shape, num, n, seed=seed, dist=dist)
         scores = {"sliced_w2": sliced_wasserstein(generated, reference, seed=seed)}
         if exact:
             scores["w2"] = wasserstein2(generated, reference)

@@ -21,6 +21,7 @@ from torch import nn
 
 from shortcut_models.data import FOLDER, IMAGE_DATASETS
 from shortcut_models.data.images import to_uint8
+from shortcut_models.distributed import SINGLE, Dist, shard_chunks
 from shortcut_models.errors import UsageError
 from shortcut_models.evaluation import generate
 from shortcut_models.metrics.digits import cache_dir
@@ -120,9 +121,15 @@ def load_reference(
     return Reference(stats, features, f"{len(features)} images of {ref}")
 
 
-def score_images(images: torch.Tensor, extractor: Any, reference: Reference) -> dict[str, float]:
-    """The metric (under the extractor's key), precision / recall, and class scores if any."""
-    features = extractor(images)
+def score_images(
+    images: torch.Tensor, extractor: Any, reference: Reference, dist: Dist = SINGLE
+) -> dict[str, float]:
+    """The metric (under the extractor's key), precision / recall, and class scores if any;
+    under torchrun the feature network's work is split over the processes."""
+    chunk = -(-len(images) // dist.world_size)
+    features = shard_chunks(
+        len(images), chunk, dist, lambda a, b: torch.from_numpy(extractor(images[a:b]))
+    ).numpy()
     scores = {extractor.key: frechet_distance(FeatureStats.of(features), reference.stats)}
     if reference.features is not None:
         scores.update(precision_recall(reference.features[:PR_LIMIT], features[:PR_LIMIT]))
@@ -144,6 +151,7 @@ def evaluate_images(
     cfg: float = 1.0,
     codec: Any = None,
     progress: bool = True,
+    dist: Dist = SINGLE,
 ) -> dict[int, dict[str, float]]:
     """Generate `num` images per step budget (same noise, classes in turn) and score them."""
     from tqdm import tqdm
@@ -155,9 +163,9 @@ def evaluate_images(
         labels = torch.arange(num) % spec.num_classes
     results = {}
     noise_seed = derive_seed(seed, EVALUATION)
-    for n in tqdm(steps, desc="step budgets", disable=not progress):
-        x = generate(model, objective, spec.shape, num, n, noise_seed, batch, labels, cfg)
+    for n in tqdm(steps, desc="step budgets", disable=not (progress and dist.is_main)):
+        x = generate(model, objective, spec.shape, num, n, noise_seed, batch, labels, cfg, dist)
         if codec is not None:
             x = decode_batched(codec, x, min(batch, 64))
-        results[n] = score_images(to_uint8(x), extractor, reference)
+        results[n] = score_images(to_uint8(x), extractor, reference, dist)
     return results

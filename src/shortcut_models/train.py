@@ -104,7 +104,7 @@ def prepare_out_dir(out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".write-test"
+        probe = out_dir / f".write-test-{os.getpid()}"  # one per process under torchrun
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
@@ -213,10 +213,6 @@ class Trainer:
             if self.dist.is_main:
                 self._truncate_metrics(self.step)
         self._stop_signal: int | None = None
-
-    def close(self) -> None:
-        """Leave the process group (a no-op in a single process)."""
-        distributed.teardown()
 
     # -- one step ---------------------------------------------------------------------------
 

@@ -1,0 +1,67 @@
+"""The GPU speed options, checked on CPU: each keeps the numbers it should."""
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from shortcut_models.checkpoint import load_checkpoint
+from shortcut_models.errors import UsageError
+from shortcut_models.train import RunOptions, Trainer
+
+DIT = {"hidden_size": 32, "depth": 2, "num_heads": 2, "patch_size": 4}
+
+
+def train(out, config=None, **options) -> Trainer:
+    run = RunOptions(out_dir=out, device="cpu", progress=False, tensorboard=False, **options)
+    trainer = Trainer(config or tiny_config(steps=3), run)
+    trainer.run()
+    return trainer
+
+
+def weights(run_dir) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run_dir).tensors("model")
+
+
+def assert_close_weights(a, b, atol):
+    wa, wb = weights(a), weights(b)
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], atol=atol, rtol=0, msg=key)
+
+
+def test_compiled_network_trains_like_the_eager_one(tmp_path):
+    train(tmp_path / "eager")
+    compiled = train(tmp_path / "compiled", compile=True)
+    assert compiled.net is not compiled.model  # the step really ran through torch.compile
+    assert_close_weights(tmp_path / "eager", tmp_path / "compiled", atol=1e-5)
+
+
+def test_bf16_autocast_runs_and_stays_near_fp32(tmp_path):
+    fp32 = train(tmp_path / "fp32", precision="fp32")
+    bf16 = train(tmp_path / "bf16", precision="bf16")
+    assert bf16.autocast_dtype is torch.bfloat16 and fp32.autocast_dtype is None
+    assert_close_weights(tmp_path / "fp32", tmp_path / "bf16", atol=5e-2)
+    assert weights(tmp_path / "bf16").keys() == weights(tmp_path / "fp32").keys()
+    assert all(v.dtype == torch.float32 for v in weights(tmp_path / "bf16").values())
+
+
+def test_activation_checkpointing_gives_the_same_step(tmp_path):
+    config = tiny_config(data="mnist", backbone="dit", backbone_options=DIT, steps=2, batch_size=16)
+    train(tmp_path / "plain", config)
+    recomputed = train(tmp_path / "recomputed", config, activation_checkpointing=True)
+    assert recomputed.model.checkpoint_activations
+    assert_close_weights(tmp_path / "plain", tmp_path / "recomputed", atol=1e-6)
+
+
+def test_data_loading_workers_feed_the_same_batches(tmp_path):
+    train(tmp_path / "inline", workers=0)
+    train(tmp_path / "workers", workers=2)
+    assert_close_weights(tmp_path / "inline", tmp_path / "workers", atol=0)
+
+
+def test_bad_speed_options_are_clear_errors(tmp_path):
+    with pytest.raises(UsageError, match="precision must be"):
+        train(tmp_path / "a", precision="fp8")
+    with pytest.raises(UsageError, match="activation checkpointing needs a DiT"):
+        train(tmp_path / "b", activation_checkpointing=True)
+    with pytest.raises(UsageError, match="workers must be >= 0"):
+        train(tmp_path / "c", workers=-1)
