@@ -229,9 +229,17 @@ def test_compare_end_to_end_on_2d(tmp_path, capsys):
     results = json.loads((tmp_path / "cmp.json").read_text())
     assert set(results) == {
         "flow_matching", "progressive_distillation", "consistency_distillation",
-        "consistency_training", "reflow", "live_reflow", "shortcut",
+        "consistency_training", "reflow", "live_reflow", "shortcut", "meanflow",
     }  # fmt: skip
     assert set(results["shortcut"]) == {"1", "2", "128"}
     table = (tmp_path / "cmp" / "compare.md").read_text()
     assert "2 teacher + 2 student steps" in table
     assert (tmp_path / "cmp" / "compare.png").stat().st_size > 0
+
+    # a rerun reuses every score; it re-evaluates only a run whose checkpoint changed
+    scores = tmp_path / "cmp" / "shortcut" / "compare_scores.json"
+    scores.write_text(scores.read_text().replace(str(results["shortcut"]["1"]), "12345.0"))
+    assert main(argv) == 0
+    again = json.loads((tmp_path / "cmp.json").read_text())
+    assert again["shortcut"]["1"] == 12345.0  # read back, not recomputed
+    assert again["meanflow"] == results["meanflow"]

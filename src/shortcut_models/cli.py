@@ -126,6 +126,19 @@ OBJECTIVE_FLAGS: list[tuple[str, str, Any, str]] = [
         "shortcut: reuse the reference's overlapping bootstrap / flow split of the batch "
         "(default off: disjoint rows)",
     ),
+    ("--mean-fraction", "mean_fraction", float, "meanflow: share of rows with r != t (0.25)"),
+    ("--time-mu", "time_mu", float, "meanflow: logit-normal time mean (-0.4)"),
+    ("--time-sigma", "time_sigma", float, "meanflow: logit-normal time std (1.0)"),
+    ("--norm-p", "norm_p", float, "meanflow: adaptive loss power p, 0 = MSE (1.0)"),
+    ("--norm-c", "norm_c", float, "meanflow: adaptive loss constant c (1e-3)"),
+    ("--cfg-omega", "cfg_omega", float, "meanflow: CFG scale folded into the target (1: none)"),
+    ("--cfg-kappa", "cfg_kappa", float, "meanflow: CFG mixing scale kappa (0)"),
+    (
+        "--jvp-ema",
+        "jvp_ema",
+        argparse.BooleanOptionalAction,
+        "meanflow: take the JVP through the EMA weights (default off, as the paper)",
+    ),
 ]
 DATA_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--data-path", "path", str, "folder / latents: the image folder or the latent shard folder"),
@@ -798,7 +811,7 @@ COMPARE_DEFAULTS = {"vector": ("mlp", 4000, 256, 1e-3), "image": ("DiT-T/4", 250
 
 
 def add_compare_parser(subparsers: Any) -> None:
-    from shortcut_models.compare import EVAL_STEPS, PAPER_ORDER
+    from shortcut_models.compare import EVAL_STEPS, METHODS
 
     p = subparsers.add_parser(
         "compare",
@@ -814,7 +827,7 @@ def add_compare_parser(subparsers: Any) -> None:
     p.add_argument("--json", type=Path, help="write {objective: {steps: value}} here")
     p.add_argument("--out", type=Path, help="run folders (default runs/compare-DATA)")
     p.add_argument(
-        "--objectives", nargs="+", default=list(PAPER_ORDER), choices=list(PAPER_ORDER),
+        "--objectives", nargs="+", default=list(METHODS), choices=list(METHODS),
         help="methods to train (default: all)",
     )  # fmt: skip
     p.add_argument("--backbone", help="network (default mlp for 2-D data, DiT-T/4 for images)")

@@ -1,6 +1,8 @@
 """`shortcut compare`: the paper's comparison on your data, with one backbone, seed and budget.
 
-Every method gets the same number of optimizer steps S. Methods that need a teacher (progressive
+Every method gets the same number of optimizer steps S: the paper's (flow matching, progressive
+and consistency distillation, consistency training, reflow, live reflow, shortcut) and newer ones
+(MeanFlow). Methods that need a teacher (progressive
 and consistency distillation, reflow) spend S/2 of them training a flow-matching teacher and S/2
 on the student, and the table says so; reflow additionally pays for sampling its pairs. Every run
 folder resumes, so an interrupted comparison continues where it stopped.
@@ -9,6 +11,7 @@ folder resumes, so an interrupted comparison continues where it stopped.
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,7 +36,10 @@ PAPER_ORDER = (
     "live_reflow",
     "shortcut",
 )
+BEYOND_PAPER = ("meanflow",)  # newer one-step objectives, compared in the same harness
+METHODS = PAPER_ORDER + BEYOND_PAPER
 NEEDS_TEACHER = ("progressive_distillation", "consistency_distillation", "reflow")
+SCORES_NAME = "compare_scores.json"
 EVAL_STEPS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
@@ -41,7 +47,7 @@ EVAL_STEPS = (1, 2, 4, 8, 16, 32, 64, 128)
 class CompareOptions:
     base: TrainConfig  # data, backbone, steps (the budget S), batch, lr, EMA, seed
     out: Path
-    objectives: tuple[str, ...] = PAPER_ORDER
+    objectives: tuple[str, ...] = METHODS
     eval_steps: tuple[int, ...] = EVAL_STEPS
     num: int = 2000
     metric: str = "auto"  # sliced W2 for 2-D data, fd-digits for MNIST-like, else fid
@@ -168,7 +174,7 @@ def run_compare(options: CompareOptions) -> dict[str, Any]:
         seconds[name] = _train(config, out / name, options, data)
         objective = build_objective_for(config, data)
         allowed = [n for n in options.eval_steps if _allowed(n, objective)]
-        values = score(out / name, allowed)
+        values = _scores(out / name, allowed, score, {"metric": label, "num": options.num})
         results[name] = {str(n): v for n, v in values.items()}
         rows.append(
             [name, _budget_note(name, options), *(values.get(n, "-") for n in options.eval_steps)]
@@ -186,6 +192,24 @@ def run_compare(options: CompareOptions) -> dict[str, Any]:
     write_json(out / "compare.meta.json", {"seconds": seconds, "config": options.base.to_dict()})
     print(table)
     return results
+
+
+def _scores(run_dir: Path, steps: list[int], score: Any, setting: dict) -> dict[int, float]:
+    """Scores of a finished run, computed once per setting and checkpoint (a rerun that adds a
+    method re-evaluates only that one)."""
+    from shortcut_models.checkpoint import atomic_write_text, load_checkpoint
+
+    key = {**setting, "step": load_checkpoint(run_dir).step}
+    path = run_dir / SCORES_NAME
+    stored: dict[str, float] = {}
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        stored = saved["scores"] if saved.get("key") == key else {}
+    missing = [n for n in steps if str(n) not in stored]
+    if missing:
+        stored.update({str(n): v for n, v in score(run_dir, missing).items()})
+        atomic_write_text(path, json.dumps({"key": key, "scores": stored}, indent=1) + "\n")
+    return {n: stored[str(n)] for n in steps}
 
 
 def _allowed(steps: int, objective: Any) -> bool:

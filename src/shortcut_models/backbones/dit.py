@@ -98,6 +98,7 @@ class DiT(nn.Module):
         num_heads: int = 12,
         mlp_ratio: float = 4.0,
         num_classes: int = 0,
+        time_scale: float = 1000.0,
     ) -> None:
         super().__init__()
         if input_size % patch_size:
@@ -107,7 +108,7 @@ class DiT(nn.Module):
         self.grid = input_size // patch_size
         self.patch = nn.Conv2d(in_channels, hidden_size, patch_size, stride=patch_size)
         self.register_buffer("pos", sincos_2d(hidden_size, self.grid)[None], persistent=False)
-        self.cond = Conditioning(hidden_size, num_classes)
+        self.cond = Conditioning(hidden_size, num_classes, time_scale=time_scale)
         self.blocks = nn.ModuleList(
             DiTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth)
         )

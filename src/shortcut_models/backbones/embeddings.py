@@ -8,23 +8,34 @@ import torch
 from torch import nn
 
 
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """float32, or float64 where the input already is (derivative checks run in float64)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def sinusoidal_embedding(x: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """(N,) scalars -> (N, dim) [cos | sin] features with geometrically spaced frequencies."""
     half = dim // 2
+    x = at_least_fp32(x)
     freqs = torch.exp(
-        -math.log(max_period) * torch.arange(half, device=x.device, dtype=torch.float32) / half
+        -math.log(max_period) * torch.arange(half, device=x.device, dtype=x.dtype) / half
     )
-    args = x.float()[:, None] * freqs[None]
+    args = x[:, None] * freqs[None]
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+MIN_STEP = 2.0**-16
 
 
 def step_level(d: torch.Tensor) -> torch.Tensor:
     """Step size d = 2^-k -> level k = log2(1/d), the integer the reference feeds its dt embedder.
 
     Passing d itself would squeeze every step size below 1/16 into nearly the same embedding;
-    the level spreads them evenly (d = 1 -> 0, d = 1/128 -> 7).
+    the level spreads them evenly (d = 1 -> 0, d = 1/128 -> 7). Steps below 2^-16, and d = 0 (an
+    instantaneous velocity, MeanFlow's r = t), share level 16 (clamped before the log, so the
+    derivative in d is finite, and zero there).
     """
-    return -torch.log2(d.float())
+    return -torch.log2(at_least_fp32(d).clamp(min=MIN_STEP))
 
 
 class TimestepEmbedder(nn.Module):
@@ -75,10 +86,16 @@ class LabelEmbedder(nn.Module):
 class Conditioning(nn.Module):
     """c = embed(t) + embed(level(d)) + embed(y): the conditioning vector of the reference."""
 
-    def __init__(self, hidden_size: int, num_classes: int = 0, frequency_size: int = 256) -> None:
+    def __init__(
+        self,
+        hidden_size: int,
+        num_classes: int = 0,
+        frequency_size: int = 256,
+        time_scale: float = 1000.0,
+    ) -> None:
         super().__init__()
         self.num_classes = num_classes
-        self.t_embedder = TimestepEmbedder(hidden_size, frequency_size, scale=1000.0)
+        self.t_embedder = TimestepEmbedder(hidden_size, frequency_size, scale=time_scale)
         self.d_embedder = TimestepEmbedder(hidden_size, frequency_size, scale=1.0)
         self.y_embedder = LabelEmbedder(num_classes, hidden_size) if num_classes > 0 else None
 

@@ -48,11 +48,12 @@ class MLP(nn.Module):
         mlp_ratio: float = 2.0,
         num_classes: int = 0,
         frequency_size: int = 64,
+        time_scale: float = 1000.0,
     ) -> None:
         super().__init__()
         self.dim = dim
         self.num_classes = num_classes
-        self.cond = Conditioning(hidden_size, num_classes, frequency_size)
+        self.cond = Conditioning(hidden_size, num_classes, frequency_size, time_scale)
         self.proj_in = nn.Linear(dim, hidden_size)
         self.blocks = nn.ModuleList(ResidualBlock(hidden_size, mlp_ratio) for _ in range(depth))
         self.norm_out = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)

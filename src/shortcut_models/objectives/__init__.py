@@ -11,6 +11,7 @@ from shortcut_models.objectives.consistency_distillation import ConsistencyDisti
 from shortcut_models.objectives.consistency_training import ConsistencyTraining
 from shortcut_models.objectives.flow_matching import FlowMatching
 from shortcut_models.objectives.live_reflow import LiveReflow
+from shortcut_models.objectives.meanflow import MeanFlow
 from shortcut_models.objectives.progressive_distillation import ProgressiveDistillation
 from shortcut_models.objectives.reflow import Reflow
 from shortcut_models.objectives.shortcut import Shortcut
@@ -25,6 +26,7 @@ OBJECTIVES: dict[str, type[Objective]] = {
         ConsistencyTraining,
         Reflow,
         LiveReflow,
+        MeanFlow,
     )
 }
 

@@ -87,6 +87,7 @@ class Objective:
 
     name: ClassVar[str] = ""
     shards_with_fsdp: ClassVar[bool] = True  # False where the objective copies whole networks
+    time_scale: ClassVar[float | None] = None  # t multiplier of the backbone (None: its 1000)
 
     denoise_timesteps: int = 128  # M: the finest grid of t and the smallest step 1/M
     class_dropout_prob: float = 0.1  # labels replaced by the null class, for CFG

@@ -1,0 +1,115 @@
+"""MeanFlow: the JVP target, the folded CFG, the adaptive loss and one-call sampling."""
+
+import pytest
+import torch
+from torch import nn
+
+from shortcut_models.backbones import build_backbone
+from shortcut_models.objectives import build_objective
+from shortcut_models.objectives.base import flow_velocity, interpolate
+from shortcut_models.objectives.meanflow import time_derivative
+from shortcut_models.sampling import sample
+
+
+class Linear(nn.Module):
+    """u(x, t, d, y) = a x + b t + c d (+ e for a kept label): derivatives known by hand."""
+
+    def __init__(self, a=0.5, b=2.0, c=-3.0, e=0.0):
+        super().__init__()
+        self.a, self.b, self.c, self.e = a, b, c, e
+        self.calls = 0
+
+    def forward(self, x, t, d, y=None):
+        self.calls += 1
+        shape = (-1, *([1] * (x.dim() - 1)))
+        out = self.a * x + self.b * t.view(shape) + self.c * d.view(shape)
+        if y is not None:
+            out = out + self.e * (y.view(shape) != 10).to(x.dtype)
+        return out
+
+
+def draw(objective, x1, seed=0, y=None, model=None):
+    model = model or Linear()
+    batch = objective.targets(model, model, x1, y, torch.Generator().manual_seed(seed))
+    g = torch.Generator().manual_seed(seed)  # replay the draws: times, then noise
+    t, d = objective.times(x1.shape[0], g, x1.device)
+    x0 = torch.randn(x1.shape, generator=g)
+    return batch, t, d, x0
+
+
+def test_target_is_v_plus_d_times_the_total_derivative():
+    objective = build_objective("meanflow", mean_fraction=0.5)
+    x1 = torch.randn(8, 2)
+    batch, t, d, x0 = draw(objective, x1)
+    v = flow_velocity(x0, x1)
+    torch.testing.assert_close(batch.x_t, interpolate(x0, x1, t))
+    # du/dt along the path with the end fixed = a v + b - c for the linear network
+    expected = v + d[:, None] * (0.5 * v + 2.0 - (-3.0))
+    torch.testing.assert_close(batch.target, expected)
+    assert (d[:4] > 0).all() and (d[4:] == 0).all()  # half the rows learn an interval
+    torch.testing.assert_close(batch.target[4:], v[4:])  # r = t: plain flow matching
+    assert ((batch.t >= 0) & (batch.t + batch.d <= 1)).all()
+
+
+def test_jvp_matches_finite_differences_on_a_small_network():
+    torch.manual_seed(0)
+    net = build_backbone("dit", input_size=8, in_channels=1, patch_size=4, hidden_size=32,
+                         depth=2, num_heads=2, num_classes=10)  # fmt: skip
+    for p in net.parameters():
+        nn.init.normal_(p, std=0.05)
+    net = net.double()  # float64, so that central differences are accurate to ~1e-8
+    x, v = torch.randn(4, 1, 8, 8).double(), torch.randn(4, 1, 8, 8).double()
+    t, d = torch.rand(4).double() * 0.5, torch.rand(4).double() * 0.4 + 0.1
+    y = torch.randint(0, 10, (4,))
+    with torch.no_grad():
+        u, dudt = time_derivative(net, x, t, d, y, v)
+        h = 1e-6
+        ahead, behind = net(x + h * v, t + h, d - h, y), net(x - h * v, t - h, d + h, y)
+    torch.testing.assert_close(u, net(x, t, d, y))
+    numeric = (ahead - behind) / (2 * h)
+    assert numeric.abs().max() > 0.1  # the check has something to check
+    torch.testing.assert_close(dudt, numeric, atol=1e-6 * numeric.abs().max(), rtol=1e-5)
+
+
+def test_cfg_is_folded_into_the_target_of_kept_labels_only():
+    objective = build_objective(
+        "meanflow", num_classes=10, cfg_omega=2.0, cfg_kappa=0.5, class_dropout_prob=0.5,
+        mean_fraction=0.0,
+    )  # fmt: skip
+    x1, y = torch.randn(16, 2), torch.arange(16) % 10
+    model = Linear(a=0.0, b=0.0, c=0.0, e=1.0)  # u = 1 with a label, 0 for the null class
+    batch, t, d, x0 = draw(objective, x1, y=y, model=model)
+    v = flow_velocity(x0, x1)
+    kept = batch.y != 10
+    assert kept.any() and (~kept).any()
+    # omega v + kappa * 1 + (1 - omega - kappa) * 0 where the label was kept, else v
+    torch.testing.assert_close(batch.target[kept], 2.0 * v[kept] + 0.5)
+    torch.testing.assert_close(batch.target[~kept], v[~kept])
+
+
+def test_adaptive_loss_weighting():
+    pred, target = torch.zeros(3, 2), torch.tensor([[1.0, 1.0], [0.0, 0.0], [2.0, 0.0]])
+    batch = draw(build_objective("meanflow"), torch.randn(3, 2))[0]
+    batch.target = target
+    err = torch.tensor([1.0, 0.0, 2.0])
+    plain, _ = build_objective("meanflow", norm_p=0.0).loss(pred, batch)
+    torch.testing.assert_close(plain, err.mean())
+    weighted, info = build_objective("meanflow", norm_p=1.0, norm_c=0.5).loss(pred, batch)
+    torch.testing.assert_close(weighted, (err / (err + 0.5)).mean())
+    torch.testing.assert_close(info["mse"], err.mean())
+
+
+def test_one_step_sampling_is_one_network_call():
+    objective = build_objective("meanflow")
+    model = Linear(a=0.0, b=0.0, c=1.0)
+    x0 = torch.randn(5, 2)
+    x1 = sample(model, x0, 1, objective.sampling_spec())
+    assert model.calls == 1
+    torch.testing.assert_close(x1, x0 + 1.0)  # x1 = x0 + u(x0, t=0, d=1)
+    sample(model, x0, 3, objective.sampling_spec())  # any step count, not just powers of two
+    assert model.calls == 4
+
+
+def test_bad_options_are_clear_errors():
+    with pytest.raises(Exception, match="mean_fraction"):
+        build_objective("meanflow", mean_fraction=1.5)
