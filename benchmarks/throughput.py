@@ -1,6 +1,7 @@
 """Training and sampling throughput of a DiT preset: shortcut versus flow matching in one process.
 
-Times the real training step (`Trainer.train_step`: targets, forward, backward, AdamW, EMA) on
+Also times MeanFlow's step (its JVP target) against the same flow-matching step. Times the real
+training step (`Trainer.train_step`: targets, forward, backward, AdamW, EMA) on
 random inputs of the chosen shape, rounds of the two objectives interleaved so machine noise hits
 both alike; counts the FLOPs of one step with torch's FlopCounterMode (matmuls, convolutions,
 attention; forward and backward) and divides the achieved rate by a named peak (MFU); times
@@ -35,6 +36,7 @@ from shortcut_models.train import RunOptions, Trainer
 # Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' data sheets, by device-name fragment.
 GPU_PEAKS = {"H200": 989.4, "H100 SXM": 989.4, "H100 PCIe": 756.0, "H100": 989.4, "A100": 312.0}
 SAMPLE_STEPS = (1, 4, 128)
+OBJECTIVES = ("flow_matching", "shortcut", "meanflow")  # meanflow: the cost of its JVP target
 
 
 class RandomImages:
@@ -214,6 +216,8 @@ def main() -> int:
         "shortcut": sc,
         "shortcut_over_flow_matching_step_time": sc["step_s"] / fm["step_s"],
         "shortcut_over_flow_matching_flops": sc["flops_per_step"] / fm["flops_per_step"],
+        "meanflow": per_objective["meanflow"],
+        "meanflow_over_flow_matching_step_time": per_objective["meanflow"]["step_s"] / fm["step_s"],
         "train_images_per_s": sc["images_per_s"],
         "mfu": sc["mfu"],
         **rates,
@@ -244,7 +248,7 @@ def report(r: dict[str, Any]) -> str:
         [name, fmt(o["step_s"] * 1e3, ".1f"), fmt(o["images_per_s"], ".0f"),
          fmt(o["flops_per_step"] / 1e12, ".3f"), fmt(o["tflops"], ".3f"), fmt(o["mfu"], ".3f"),
          fmt(o["peak_memory_gib"], ".2f")]
-        for name, o in (("flow_matching", r["flow_matching"]), ("shortcut", r["shortcut"]))
+        for name, o in ((name, r[name]) for name in OBJECTIVES)
     ]  # fmt: skip
     head = (
         f"{r['preset']} on {r['input']} x batch {r['batch']}, {r['precision']}, "
@@ -258,8 +262,9 @@ def report(r: dict[str, Any]) -> str:
     sample_rows.append(["bare forward", fmt(r["forward_images_per_s"], ".0f")])
     ratios = (
         f"shortcut / flow matching step time: {r['shortcut_over_flow_matching_step_time']:.3f} "
-        f"(FLOPs {r['shortcut_over_flow_matching_flops']:.3f}); 1-step sampling / bare forward: "
-        f"{r['one_step_over_forward']:.3f}"
+        f"(FLOPs {r['shortcut_over_flow_matching_flops']:.3f}); meanflow / flow matching step "
+        f"time: {r['meanflow_over_flow_matching_step_time']:.3f}; 1-step sampling / bare "
+        f"forward: {r['one_step_over_forward']:.3f}"
     )
     return "\n\n".join(
         [head, train, markdown_table(["sampling steps", "images/s"], sample_rows), ratios]

@@ -65,3 +65,17 @@ def test_bad_speed_options_are_clear_errors(tmp_path):
         train(tmp_path / "b", activation_checkpointing=True)
     with pytest.raises(UsageError, match="workers must be >= 0"):
         train(tmp_path / "c", workers=-1)
+
+
+@pytest.mark.parametrize("options", [{"precision": "bf16"}, {"compile": True}])
+def test_meanflow_jvp_runs_under_bf16_and_compile(tmp_path, options):
+    config = tiny_config(
+        data="mnist", objective="meanflow", backbone="dit", backbone_options=DIT, steps=2,
+        batch_size=16,
+    )  # fmt: skip
+    eager = train(tmp_path / "eager", config)
+    other = train(tmp_path / "other", config, **options)
+    assert other.step == 2
+    tolerance = 5e-2 if "precision" in options else 1e-4
+    assert_close_weights(tmp_path / "eager", tmp_path / "other", atol=tolerance)
+    assert eager.model.cond.t_embedder.scale == 1.0  # meanflow's unscaled time embedding
