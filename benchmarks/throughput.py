@@ -168,10 +168,7 @@ def main() -> int:
     device = torch.device(args.device)
     data = RandomImages((args.channels, args.input_size, args.input_size), args.classes)
     with tempfile.TemporaryDirectory() as tmp:
-        trainers = {
-            name: make_trainer(name, args, data, Path(tmp))
-            for name in ("flow_matching", "shortcut")
-        }
+        trainers = {name: make_trainer(name, args, data, Path(tmp)) for name in OBJECTIVES}
         times: dict[str, list[float]] = {name: [] for name in trainers}
         peak_memory: dict[str, float | None] = {}
         for trainer in trainers.values():
