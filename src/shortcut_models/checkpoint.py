@@ -120,10 +120,6 @@ class Checkpoint:
             state.setdefault(int(index), {})[name] = value
         return state
 
-    def load_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
-        groups = optimizer.state_dict()["param_groups"]
-        optimizer.load_state_dict({"state": self.optimizer_state(), "param_groups": groups})
-
 
 def resolve_checkpoint(path: str | Path) -> Path:
     """A run folder or a checkpoint file -> the checkpoint file; missing ones are a UsageError."""

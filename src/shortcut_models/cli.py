@@ -521,9 +521,7 @@ def _join(args: argparse.Namespace) -> tuple[Any, Any]:
     from shortcut_models import distributed
     from shortcut_models.train import resolve_device
 
-    device = resolve_device(args.device)
-    info = distributed.setup(device)
-    return distributed.local_device(device, info), info
+    return distributed.setup(resolve_device(args.device))
 
 
 def _labels(args: argparse.Namespace, num_classes: int):

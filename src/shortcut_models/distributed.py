@@ -47,28 +47,22 @@ def launched_world_size() -> int:
         raise UsageError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not a number") from None
 
 
-def setup(device: torch.device) -> Dist:
-    """Join the process group torchrun set up the environment for (NCCL on GPUs, gloo on CPU).
-
-    Under torchrun each process uses cuda:LOCAL_RANK; a plain run returns the one-process Dist.
-    """
+def setup(device: torch.device) -> tuple[torch.device, Dist]:
+    """Join the process group torchrun set up the environment for (NCCL on GPUs, gloo on CPU);
+    returns this process's device (under torchrun 'cuda' means cuda:LOCAL_RANK) and its place.
+    A plain run gets `device` back and the one-process Dist."""
     world = launched_world_size()
     if world <= 1:
-        return SINGLE
+        return device, SINGLE
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
-            torch.cuda.set_device(local_rank)
+            torch.cuda.set_device(device)
         dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30))
-    return Dist(rank=rank, world_size=dist.get_world_size(), local_rank=local_rank)
-
-
-def local_device(device: torch.device, info: Dist) -> torch.device:
-    """Under torchrun, 'cuda' means this process's own GPU."""
-    if info.enabled and device.type == "cuda" and device.index is None:
-        return torch.device("cuda", info.local_rank)
-    return device
+    return device, Dist(rank=rank, world_size=dist.get_world_size(), local_rank=local_rank)
 
 
 def teardown() -> None:

@@ -27,9 +27,24 @@ def guided_velocity(
     n = x.shape[0] if num_guided is None else num_guided
     if y is None or scale == 1.0 or n == 0:
         return model(x, t, d, y)
+    cond, uncond = conditional_pair(model, x, t, d, y, null_class, n)
+    return torch.cat([uncond + scale * (cond[:n] - uncond), cond[n:]])
+
+
+def conditional_pair(
+    model: Network,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    d: torch.Tensor,
+    y: torch.Tensor,
+    null_class: int,
+    num_unconditional: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(conditional output of every row, unconditional output of the first `num_unconditional`
+    rows, default all) from one batched network call."""
+    n = x.shape[0] if num_unconditional is None else num_unconditional
     null = torch.full_like(y[:n], null_class)
     out = model(
         torch.cat([x, x[:n]]), torch.cat([t, t[:n]]), torch.cat([d, d[:n]]), torch.cat([y, null])
     )
-    cond, uncond = out[: x.shape[0]], out[x.shape[0] :]
-    return torch.cat([uncond + scale * (cond[:n] - uncond), cond[n:]])
+    return out[: x.shape[0]], out[x.shape[0] :]

@@ -35,7 +35,6 @@ from shortcut_models.checkpoint import (
 from shortcut_models.config import RESUMABLE_CHANGES, TrainConfig
 from shortcut_models.data import DataSource
 from shortcut_models.data.spec import DataSpec
-from shortcut_models.distributed import Dist
 from shortcut_models.ema import make_ema, update_ema
 from shortcut_models.errors import TrainingError, UsageError
 from shortcut_models.factory import build_data, build_model_for, build_objective_for
@@ -137,9 +136,7 @@ class Trainer:
             raise UsageError(f"workers must be >= 0, got {options.workers}")
         self.options = options
         self.out_dir = prepare_out_dir(options.out_dir)
-        device = resolve_device(options.device)
-        self.dist: Dist = distributed.setup(device)
-        self.device = distributed.local_device(device, self.dist)
+        self.device, self.dist = distributed.setup(resolve_device(options.device))
         self.autocast_dtype = resolve_precision(options.precision, self.device)
         parts = self.dist.world_size * options.grad_accum
         if config.batch_size % parts:

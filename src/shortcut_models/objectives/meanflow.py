@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from shortcut_models.errors import UsageError
+from shortcut_models.guidance import conditional_pair
 from shortcut_models.objectives.base import (
     Objective,
     TrainingBatch,
@@ -135,12 +136,8 @@ class MeanFlow(Objective):
         whose label was kept; v itself on rows trained unconditionally (the paper's eq. 13)."""
         if y is None or self.num_classes == 0 or (self.cfg_omega == 1.0 and self.cfg_kappa == 0):
             return v
-        zero = torch.zeros_like(t)
-        null = torch.full_like(y, self.null_class)
-        both = net(
-            torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([zero, zero]), torch.cat([y, null])
-        )
-        cond, uncond = both.to(v.dtype).chunk(2)
+        cond, uncond = conditional_pair(net, x_t, t, torch.zeros_like(t), y, self.null_class)
+        cond, uncond = cond.to(v.dtype), uncond.to(v.dtype)
         omega, kappa = self.cfg_omega, self.cfg_kappa
         guided = omega * v + kappa * cond + (1 - omega - kappa) * uncond
         return torch.where(broadcast(y == self.null_class, v).bool(), v, guided)
