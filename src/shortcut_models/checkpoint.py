@@ -60,15 +60,20 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | Mapping,
     data: DataSpec | None = None,
     objective_state: dict[str, torch.Tensor] | None = None,
+    target_ema: nn.Module | Mapping[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write run_dir/checkpoint.safetensors and run_dir/config.json; return the checkpoint path.
 
     Networks and optimizer may be given as modules or as their (full, gathered) state dicts; the
-    optimizer state is stored by parameter index, so any world size can load it.
+    optimizer state is stored by parameter index, so any world size can load it. `target_ema`
+    is the twin EMA of objectives that compute targets with their own EMA.
     """
     run_dir = Path(run_dir)
     tensors: dict[str, torch.Tensor] = {}
-    for prefix, module in (("model", model), ("ema", ema)):
+    networks = {"model": model, "ema": ema}
+    if target_ema is not None:
+        networks["target_ema"] = target_ema
+    for prefix, module in networks.items():
         state = module if isinstance(module, Mapping) else module.state_dict()
         for key, value in state.items():
             tensors[f"{prefix}.{key}"] = value.detach().cpu().contiguous()

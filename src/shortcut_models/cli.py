@@ -126,6 +126,42 @@ OBJECTIVE_FLAGS: list[tuple[str, str, Any, str]] = [
         "shortcut: reuse the reference's overlapping bootstrap / flow split of the batch "
         "(default off: disjoint rows)",
     ),
+    (
+        "--target-ema-decay",
+        "target_ema_decay",
+        float,
+        "twin EMA (iSM): a second EMA with this decay computes the targets while --ema-decay's "
+        "is evaluated (default 0: targets from the one EMA; ism: 0.99)",
+    ),
+    (
+        "--ot-pairing",
+        "ot_pairing",
+        argparse.BooleanOptionalAction,
+        "flow_matching / shortcut / ism: pair noise and data by minibatch optimal transport "
+        "(default off; ism: on)",
+    ),
+    (
+        "--ot-group",
+        "ot_group",
+        int,
+        "rows per optimal-transport assignment (default 0: this process's whole batch)",
+    ),
+    (
+        "--wavelet-levels",
+        "wavelet_levels",
+        int,
+        "flow_matching / shortcut / ism: multi-level Haar wavelet loss with this many levels "
+        "(default 0: MSE; -1: as many as the images allow, up to 3, the ism default)",
+    ),
+    (
+        "--intrinsic-guidance",
+        "intrinsic_guidance",
+        argparse.BooleanOptionalAction,
+        "shortcut / ism: the network takes the CFG scale as an input, trained on guided "
+        "targets; sampling --cfg-scale is then one call per step (default off; ism: on)",
+    ),
+    ("--guidance-min", "guidance_min", float, "intrinsic guidance: smallest training scale (1)"),
+    ("--guidance-max", "guidance_max", float, "intrinsic guidance: largest training scale (4)"),
     ("--mean-fraction", "mean_fraction", float, "meanflow: share of rows with r != t (0.25)"),
     ("--time-mu", "time_mu", float, "meanflow: logit-normal time mean (-0.4)"),
     ("--time-sigma", "time_sigma", float, "meanflow: logit-normal time std (1.0)"),

@@ -8,7 +8,7 @@ from shortcut_models.backbones import build_backbone, resolve_backbone
 from shortcut_models.config import TrainConfig
 from shortcut_models.data import DataSource, build_data
 from shortcut_models.errors import UsageError
-from shortcut_models.objectives import OBJECTIVES, Objective, build_objective
+from shortcut_models.objectives import Objective, build_objective
 
 
 def build_objective_for(config: TrainConfig, data: DataSource) -> Objective:
@@ -18,8 +18,8 @@ def build_objective_for(config: TrainConfig, data: DataSource) -> Objective:
 
 
 def build_model_for(config: TrainConfig, data: DataSource) -> nn.Module:
-    """The backbone with its data-dependent sizes filled in from the data source, and the time
-    scale its objective asks for unless the config sets one."""
+    """The backbone with its data-dependent sizes filled in from the data source, and the options
+    its objective asks for (time scale, guidance input) unless the config sets them."""
     cls, _ = resolve_backbone(config.backbone)
     try:
         fixed = cls.data_options(data.shape, data.num_classes)
@@ -30,10 +30,7 @@ def build_model_for(config: TrainConfig, data: DataSource) -> nn.Module:
     clash = set(fixed) & set(config.backbone_options)
     if clash:
         raise UsageError(f"backbone option(s) {', '.join(sorted(clash))} are set by the data")
-    options = dict(config.backbone_options)
-    wanted = getattr(OBJECTIVES.get(config.objective), "time_scale", None)
-    if wanted is not None:
-        options.setdefault("time_scale", wanted)
+    options = {**build_objective_for(config, data).backbone_options(), **config.backbone_options}
     return build_backbone(config.backbone, **fixed, **options)
 
 

@@ -22,9 +22,15 @@ def guided_velocity(
     """v_uncond + scale * (v_cond - v_uncond) for the first `num_guided` samples (default: all).
 
     The conditional and unconditional passes share one batched network call. Without labels, or
-    with scale 1, this is a single plain call.
+    with scale 1, this is a single plain call. A network with a guidance input (intrinsic
+    guidance) is told the scale instead: one call, no unconditional pass.
     """
     n = x.shape[0] if num_guided is None else num_guided
+    if has_guidance_input(model):
+        w = None if y is None else torch.ones_like(t)
+        if w is not None:
+            w[:n] = scale
+        return model(x, t, d, y, w=w)
     if y is None or scale == 1.0 or n == 0:
         return model(x, t, d, y)
     cond, uncond = conditional_pair(model, x, t, d, y, null_class, n)
@@ -48,3 +54,11 @@ def conditional_pair(
         torch.cat([x, x[:n]]), torch.cat([t, t[:n]]), torch.cat([d, d[:n]]), torch.cat([y, null])
     )
     return out[: x.shape[0]], out[x.shape[0] :]
+
+
+def has_guidance_input(model: Network) -> bool:
+    """Whether the network (or the one under a DDP / compile wrapper) takes a guidance scale."""
+    for candidate in (model, getattr(model, "module", None), getattr(model, "_orig_mod", None)):
+        if getattr(candidate, "guidance_input", False):
+            return True
+    return False

@@ -33,14 +33,15 @@ def shard(module: nn.Module) -> None:
 
 
 def distribute(
-    model: nn.Module, ema: nn.Module, info: Dist, device: torch.device, fsdp: bool
+    model: nn.Module, copies: list[nn.Module], info: Dist, device: torch.device, fsdp: bool
 ) -> nn.Module:
-    """The module to train through: DDP around `model`, or `model` and `ema` sharded in place."""
+    """The module to train through: DDP around `model`, or `model` and its no-grad `copies`
+    (EMAs) sharded in place alike, so each process averages its own shards."""
     if fsdp:
         if not info.enabled:
             raise UsageError("--fsdp shards over several processes: launch with torchrun")
-        shard(model)
-        shard(ema)
+        for module in (model, *copies):
+            shard(module)
         return model
     if info.enabled:
         ids = [device.index] if device.type == "cuda" else None

@@ -191,11 +191,18 @@ class Trainer:
             self.model, self.ema, config, self.data, self.device, fresh=checkpoint is None
         )
         self.objective.attach(context)
+        # the twin EMA that computes targets (iSM), when the objective asks for one
+        self.target_ema: torch.nn.Module | None = None
+        if self.objective.target_ema_decay > 0:
+            self.target_ema = make_ema(self.ema)
+            if checkpoint is not None:
+                checkpoint.load_weights(self.target_ema, "target_ema")
         # what the step runs through: DDP / FSDP wrappers, then torch.compile
-        self.net = parallel.distribute(self.model, self.ema, self.dist, self.device, options.fsdp)
-        self.target_net = self.ema
+        copies = [m for m in (self.ema, self.target_ema) if m is not None]
+        self.net = parallel.distribute(self.model, copies, self.dist, self.device, options.fsdp)
+        self.target_net = self.target_ema or self.ema
         if options.compile:
-            self.net, self.target_net = torch.compile(self.net), torch.compile(self.ema)
+            self.net, self.target_net = torch.compile(self.net), torch.compile(self.target_net)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(),
             lr=config.lr,
@@ -258,7 +265,8 @@ class Trainer:
             generator = step_generator(config.seed, self.step, OBJECTIVE, self.device, part)
             with self._gradient_sync(a == accum - 1), self._autocast():
                 batch_ = self.objective.targets(self.net, self.target_net, x1, y, generator)
-                pred = self.net(batch_.x_t, batch_.t, batch_.d, batch_.y)
+                args, kwargs = batch_.inputs()
+                pred = self.net(*args, **kwargs)
                 loss, info = self.objective.loss(pred, batch_)
                 (loss / accum).backward()
             for key, value in {"loss": loss.detach(), **info}.items():
@@ -283,8 +291,12 @@ class Trainer:
             grad_norm = grad_norm.full_tensor()
         self.optimizer.step()
         if self.options.fsdp:
-            self.ema.reshard()  # a no-grad forward leaves the root's weights gathered
+            for copy in (self.ema, self.target_ema):
+                if copy is not None:
+                    copy.reshard()  # a no-grad forward leaves the root's weights gathered
         update_ema(self.ema, self.model, config.ema_decay)
+        if self.target_ema is not None:
+            update_ema(self.target_ema, self.model, self.objective.target_ema_decay)
         self.step += 1
         return {"loss": terms.pop("loss"), "grad_norm": float(grad_norm), **terms}
 
@@ -320,6 +332,7 @@ class Trainer:
         fsdp = self.options.fsdp
         model = parallel.full_state(self.model, fsdp)
         ema = parallel.full_state(self.ema, fsdp)
+        target_ema = None if self.target_ema is None else parallel.full_state(self.target_ema, fsdp)
         optimizer = parallel.full_optimizer_state(self.model, self.optimizer, fsdp)
         path = self.out_dir / CHECKPOINT_NAME
         if self.dist.is_main:
@@ -332,6 +345,7 @@ class Trainer:
                 optimizer,
                 DataSpec.of(self.data),
                 self.objective.state_tensors(),
+                target_ema,
             )
         distributed.barrier(self.dist)
         self.saved_step = self.step

@@ -99,6 +99,7 @@ class DiT(nn.Module):
         mlp_ratio: float = 4.0,
         num_classes: int = 0,
         time_scale: float = 1000.0,
+        guidance_input: bool = False,
     ) -> None:
         super().__init__()
         if input_size % patch_size:
@@ -108,7 +109,10 @@ class DiT(nn.Module):
         self.grid = input_size // patch_size
         self.patch = nn.Conv2d(in_channels, hidden_size, patch_size, stride=patch_size)
         self.register_buffer("pos", sincos_2d(hidden_size, self.grid)[None], persistent=False)
-        self.cond = Conditioning(hidden_size, num_classes, time_scale=time_scale)
+        self.cond = Conditioning(
+            hidden_size, num_classes, time_scale=time_scale, guidance_input=guidance_input
+        )
+        self.guidance_input = guidance_input
         self.blocks = nn.ModuleList(
             DiTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth)
         )
@@ -140,9 +144,14 @@ class DiT(nn.Module):
         return {"in_channels": shape[0], "input_size": shape[1], "num_classes": num_classes}
 
     def forward(
-        self, x: torch.Tensor, t: torch.Tensor, d: torch.Tensor, y: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        d: torch.Tensor,
+        y: torch.Tensor | None = None,
+        w: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        c = self.cond(t, d, y)
+        c = self.cond(t, d, y, w)
         h = self.patch(x).flatten(2).transpose(1, 2) + self.pos.to(x.dtype)
         recompute = self.checkpoint_activations and self.training and torch.is_grad_enabled()
         for block in self.blocks:

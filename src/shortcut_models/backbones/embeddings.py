@@ -84,7 +84,12 @@ class LabelEmbedder(nn.Module):
 
 
 class Conditioning(nn.Module):
-    """c = embed(t) + embed(level(d)) + embed(y): the conditioning vector of the reference."""
+    """c = embed(t) + embed(level(d)) + embed(y): the conditioning vector of the reference.
+
+    With `guidance_input` (iSM's intrinsic guidance) it adds embed(w - 1) of a guidance scale w
+    per row, so that one call of the network gives the guided velocity at any scale; w = 1 (no
+    guidance) when not given.
+    """
 
     def __init__(
         self,
@@ -92,12 +97,17 @@ class Conditioning(nn.Module):
         num_classes: int = 0,
         frequency_size: int = 256,
         time_scale: float = 1000.0,
+        guidance_input: bool = False,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.t_embedder = TimestepEmbedder(hidden_size, frequency_size, scale=time_scale)
         self.d_embedder = TimestepEmbedder(hidden_size, frequency_size, scale=1.0)
         self.y_embedder = LabelEmbedder(num_classes, hidden_size) if num_classes > 0 else None
+        # scales of a few units: x100 spreads them over the sinusoids as t x 1000 does for t
+        self.w_embedder = (
+            TimestepEmbedder(hidden_size, frequency_size, scale=100.0) if guidance_input else None
+        )
 
     def reset_parameters(self) -> None:
         """DiT's initialisation: normal(0.02) for every embedder."""
@@ -105,13 +115,23 @@ class Conditioning(nn.Module):
         self.d_embedder.reset_parameters()
         if self.y_embedder is not None:
             self.y_embedder.reset_parameters()
+        if self.w_embedder is not None:
+            self.w_embedder.reset_parameters()
 
     def forward(
-        self, t: torch.Tensor, d: torch.Tensor, y: torch.Tensor | None = None
+        self,
+        t: torch.Tensor,
+        d: torch.Tensor,
+        y: torch.Tensor | None = None,
+        w: torch.Tensor | None = None,
     ) -> torch.Tensor:
         c = self.t_embedder(t) + self.d_embedder(step_level(d))
         if self.y_embedder is not None:
             if y is None:
                 y = torch.full_like(t, self.num_classes, dtype=torch.long)
             c = c + self.y_embedder(y)
+        if self.w_embedder is not None:
+            c = c + self.w_embedder(torch.zeros_like(t) if w is None else w - 1)
+        elif w is not None:
+            raise ValueError("this network has no guidance input (build it with guidance_input)")
         return c

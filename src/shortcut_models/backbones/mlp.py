@@ -49,11 +49,15 @@ class MLP(nn.Module):
         num_classes: int = 0,
         frequency_size: int = 64,
         time_scale: float = 1000.0,
+        guidance_input: bool = False,
     ) -> None:
         super().__init__()
         self.dim = dim
         self.num_classes = num_classes
-        self.cond = Conditioning(hidden_size, num_classes, frequency_size, time_scale)
+        self.cond = Conditioning(
+            hidden_size, num_classes, frequency_size, time_scale, guidance_input
+        )
+        self.guidance_input = guidance_input
         self.proj_in = nn.Linear(dim, hidden_size)
         self.blocks = nn.ModuleList(ResidualBlock(hidden_size, mlp_ratio) for _ in range(depth))
         self.norm_out = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
@@ -71,9 +75,14 @@ class MLP(nn.Module):
         return {"dim": shape[0], "num_classes": num_classes}
 
     def forward(
-        self, x: torch.Tensor, t: torch.Tensor, d: torch.Tensor, y: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        d: torch.Tensor,
+        y: torch.Tensor | None = None,
+        w: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        c = self.cond(t, d, y)
+        c = self.cond(t, d, y, w)
         h = self.proj_in(x)
         for block in self.blocks:
             h = block(h, c)

@@ -14,7 +14,7 @@ from shortcut_models.objectives.live_reflow import LiveReflow
 from shortcut_models.objectives.meanflow import MeanFlow
 from shortcut_models.objectives.progressive_distillation import ProgressiveDistillation
 from shortcut_models.objectives.reflow import Reflow
-from shortcut_models.objectives.shortcut import Shortcut
+from shortcut_models.objectives.shortcut import ImprovedShortcut, Shortcut
 
 OBJECTIVES: dict[str, type[Objective]] = {
     cls.name: cls
@@ -27,6 +27,7 @@ OBJECTIVES: dict[str, type[Objective]] = {
         Reflow,
         LiveReflow,
         MeanFlow,
+        ImprovedShortcut,
     )
 }
 

@@ -29,6 +29,11 @@ class TrainingBatch:
     y: torch.Tensor | None
     target: torch.Tensor
     parts: dict[str, slice] = field(default_factory=dict)  # named rows, for per-part losses
+    w: torch.Tensor | None = None  # guidance scale per row, for intrinsic-guidance networks
+
+    def inputs(self) -> tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor]]:
+        """(args, kwargs) of the network call on these rows."""
+        return (self.x_t, self.t, self.d, self.y), ({} if self.w is None else {"w": self.w})
 
 
 def broadcast(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -92,6 +97,9 @@ class Objective:
     denoise_timesteps: int = 128  # M: the finest grid of t and the smallest step 1/M
     class_dropout_prob: float = 0.1  # labels replaced by the null class, for CFG
     num_classes: int = 0  # set from the data; 0 means unconditional
+    # iSM's twin EMA: a second EMA with this decay computes the targets, while the run's EMA
+    # (--ema-decay) stays the one evaluated; 0 computes targets with the run's EMA
+    target_ema_decay: float = 0.0
 
     # training progress, set by the trainer before each step (curricula and phases read it)
     step: int = field(default=0, init=False, repr=False)
@@ -106,6 +114,8 @@ class Objective:
             raise UsageError(f"class_dropout_prob must be in [0, 1], got {self.class_dropout_prob}")
         if self.num_classes < 0:
             raise UsageError(f"num_classes must be >= 0, got {self.num_classes}")
+        if not 0.0 <= self.target_ema_decay < 1.0:
+            raise UsageError(f"target_ema_decay must be in [0, 1), got {self.target_ema_decay}")
 
     @property
     def null_class(self) -> int:
@@ -124,8 +134,8 @@ class Objective:
     def loss(
         self, pred: torch.Tensor, batch: TrainingBatch
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Mean squared error per sample, averaged; also the mean of each named part."""
-        per_sample = (pred.float() - batch.target.float()).pow(2).flatten(1).mean(1)
+        """The per-sample loss, averaged; also the mean of each named part."""
+        per_sample = self.per_sample_loss(pred, batch)
         info = {
             f"loss_{name}": per_sample[rows].mean().detach()
             for name, rows in batch.parts.items()
@@ -133,8 +143,16 @@ class Objective:
         }
         return per_sample.mean(), info
 
+    def per_sample_loss(self, pred: torch.Tensor, batch: TrainingBatch) -> torch.Tensor:
+        """Mean squared error of each row."""
+        return (pred.float() - batch.target.float()).pow(2).flatten(1).mean(1)
+
     def sampling_spec(self) -> SamplingSpec:
         raise NotImplementedError
+
+    def backbone_options(self) -> dict[str, Any]:
+        """Backbone options this objective needs (a config's own backbone options win)."""
+        return {} if self.time_scale is None else {"time_scale": self.time_scale}
 
     def straight_batch(
         self,

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from shortcut_models.objectives.base import (
-    Objective,
-    TrainingBatch,
-)
+from shortcut_models.errors import UsageError
+from shortcut_models.objectives.base import Objective, TrainingBatch
+from shortcut_models.objectives.pairing import ot_pair
+from shortcut_models.objectives.wavelet import auto_levels, wavelet_loss
 from shortcut_models.sampling import SamplingSpec
 
 
@@ -24,6 +24,20 @@ class FlowMatching(Objective):
     """
 
     name = "flow_matching"
+
+    # iSM options (off by default: the paper's objective)
+    ot_pairing: bool = False  # pair noise and data by minibatch optimal transport (sOT)
+    ot_group: int = 0  # rows per assignment problem; 0: the whole batch of this process
+    # multi-level Haar wavelet loss with this many levels; 0: MSE; -1: as many as the images
+    # allow, up to 3 (MSE for vectors)
+    wavelet_levels: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.ot_group < 0:
+            raise UsageError(f"ot_group must be >= 0, got {self.ot_group}")
+        if self.wavelet_levels < -1:
+            raise UsageError(f"wavelet_levels must be >= -1, got {self.wavelet_levels}")
 
     def targets(
         self,
@@ -42,8 +56,18 @@ class FlowMatching(Objective):
     ) -> TrainingBatch:
         n, m = x1.shape[0], self.denoise_timesteps
         t = torch.randint(0, m, (n,), generator=generator, device=x1.device).float() / m
+        return self.straight_batch(self.noise(x1, generator), x1, t, y, generator)
+
+    def noise(self, x1: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Gaussian noise for the rows of x1, re-paired by optimal transport if asked."""
         x0 = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
-        return self.straight_batch(x0, x1, t, y, generator)
+        return ot_pair(x0, x1, self.ot_group) if self.ot_pairing else x0
+
+    def per_sample_loss(self, pred: torch.Tensor, batch: TrainingBatch) -> torch.Tensor:
+        levels = auto_levels(pred.shape) if self.wavelet_levels == -1 else self.wavelet_levels
+        if levels == 0:
+            return super().per_sample_loss(pred, batch)
+        return wavelet_loss(pred.float() - batch.target.float(), levels)
 
     def sampling_spec(self) -> SamplingSpec:
         return SamplingSpec(

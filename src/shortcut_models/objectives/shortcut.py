@@ -53,11 +53,34 @@ class Shortcut(FlowMatching):
     bootstrap_cfg: bool = False  # CFG inside the targets of the finest-level group
     bootstrap_cfg_scale: float = 4.0  # the reference's cfg_scale, used when bootstrap_cfg is on
     reference_batch_split: bool = False  # reuse the reference's overlapping split (see above)
+    # iSM's intrinsic guidance: the network takes the guidance scale w as an input (no effect
+    # without labels); see `guided_targets`
+    intrinsic_guidance: bool = False
+    guidance_min: float = 1.0  # training scales w ~ U[guidance_min, guidance_max] per row
+    guidance_max: float = 4.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.bootstrap_every < 1:
             raise UsageError(f"bootstrap_every must be >= 1, got {self.bootstrap_every}")
+        if self.intrinsic_guidance and self.bootstrap_cfg:
+            raise UsageError(
+                "intrinsic_guidance replaces bootstrap_cfg (the scale is a network input): "
+                "choose one"
+            )
+        if not 1.0 <= self.guidance_min <= self.guidance_max:
+            raise UsageError(
+                f"guidance scales need 1 <= guidance_min <= guidance_max, "
+                f"got {self.guidance_min} and {self.guidance_max}"
+            )
+
+    @property
+    def guided(self) -> bool:
+        """Whether the network takes a guidance scale (intrinsic guidance on labelled data)."""
+        return self.intrinsic_guidance and self.num_classes > 0
+
+    def backbone_options(self) -> dict:
+        return {**super().backbone_options(), **({"guidance_input": True} if self.guided else {})}
 
     def targets(
         self,
@@ -76,8 +99,13 @@ class Shortcut(FlowMatching):
             )
         flow_rows = slice(0, n - nb) if self.reference_batch_split else slice(nb, n)
         teacher = ema_model if self.bootstrap_ema else model
-        boot = self.bootstrap_part(teacher, x1[:nb], None if y is None else y[:nb], generator)
+        w_boot = self.guidance_scales(nb, generator, x1.device) if self.guided else None
+        boot = self.bootstrap_part(
+            teacher, x1[:nb], None if y is None else y[:nb], generator, w_boot
+        )
         flow = self.flow_part(x1[flow_rows], None if y is None else y[flow_rows], generator)
+        if self.guided:
+            flow = self.guided_targets(teacher, flow, generator)
         return TrainingBatch(
             x_t=torch.cat([boot.x_t, flow.x_t]),
             t=torch.cat([boot.t, flow.t]),
@@ -85,7 +113,34 @@ class Shortcut(FlowMatching):
             y=None if y is None else torch.cat([boot.y, flow.y]),
             target=torch.cat([boot.target, flow.target]),
             parts={"bootstrap": slice(0, nb), "flow": slice(nb, n)},
+            w=None if w_boot is None else torch.cat([w_boot, flow.w]),
         )
+
+    def guidance_scales(
+        self, n: int, generator: torch.Generator, device: torch.device
+    ) -> torch.Tensor:
+        """w ~ U[guidance_min, guidance_max] per row."""
+        u = torch.rand(n, generator=generator, device=device)
+        return self.guidance_min + (self.guidance_max - self.guidance_min) * u
+
+    @torch.no_grad()
+    def guided_targets(
+        self, teacher: nn.Module, flow: TrainingBatch, generator: torch.Generator
+    ) -> TrainingBatch:
+        """Intrinsic guidance on the flow rows: a row with a kept label and scale w regresses
+        onto the guided velocity w v + (1 - w) u_null, u_null the teacher's unconditional
+        output there (w = 1 for rows whose label was dropped: plain flow matching). Bootstrap
+        rows pass w to both half steps, so guidance enters once, at the finest level, and is
+        carried, not re-applied, up the levels (no compounding)."""
+        assert flow.y is not None
+        kept = flow.y != self.null_class
+        w = torch.where(kept, self.guidance_scales(kept.shape[0], generator, kept.device), 1.0)
+        null = torch.full_like(flow.y, self.null_class)
+        u_null = teacher(flow.x_t, flow.t, flow.d, null, w=torch.ones_like(w)).to(flow.target.dtype)
+        wb = broadcast(w, flow.target)
+        flow.target = wb * flow.target + (1 - wb) * u_null
+        flow.w = w
+        return flow
 
     @torch.no_grad()
     def bootstrap_part(
@@ -94,20 +149,23 @@ class Shortcut(FlowMatching):
         x1: torch.Tensor,
         y: torch.Tensor | None,
         generator: torch.Generator,
+        w: torch.Tensor | None = None,
     ) -> TrainingBatch:
+        """Self-consistency targets; `w` (intrinsic guidance) is given to both half steps."""
         nb = x1.shape[0]
         levels = bootstrap_levels(nb, self.denoise_timesteps).to(x1.device)
         sections = torch.pow(2.0, levels.float())
         t = torch.floor(torch.rand(nb, generator=generator, device=x1.device) * sections) / sections
         d = 1.0 / sections
-        x0 = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
-        x_t = interpolate(x0, x1, t)
+        x_t = interpolate(self.noise(x1, generator), x1, t)
 
         half = d / 2
         use_cfg = self.bootstrap_cfg and y is not None and self.num_classes > 0
         num_guided = nb // self.num_levels if use_cfg else 0
 
         def velocity(x: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+            if w is not None:
+                return teacher(x, at, half, y, w=w).to(x.dtype)
             return guided_velocity(
                 teacher, x, at, half, y, self.bootstrap_cfg_scale, self.null_class, num_guided
             ).to(x.dtype)
@@ -116,7 +174,23 @@ class Shortcut(FlowMatching):
         x_mid = torch.clamp(x_t + broadcast(half, x_t) * v1, -CLIP, CLIP)
         v2 = velocity(x_mid, t + half)
         target = torch.clamp((v1 + v2) / 2, -CLIP, CLIP)
-        return TrainingBatch(x_t=x_t, t=t, d=d, y=y, target=target)
+        return TrainingBatch(x_t=x_t, t=t, d=d, y=y, target=target, w=w)
 
     def sampling_spec(self) -> SamplingSpec:
         return SamplingSpec(power_of_two=True, max_steps=self.denoise_timesteps, fixed_d=None)
+
+
+@dataclass
+class ImprovedShortcut(Shortcut):
+    """Shortcut with the iSM options on (Nguyen et al., 2025, arXiv 2510.21250): intrinsic
+    guidance (labelled data), the multi-level wavelet loss (images; levels chosen from the image
+    size, at most 3), optimal-transport pairing over the whole batch, and a twin EMA whose fast
+    copy (decay 0.99) computes the bootstrap targets while the run's EMA is evaluated.
+    """
+
+    name = "ism"
+
+    intrinsic_guidance: bool = True
+    ot_pairing: bool = True
+    wavelet_levels: int = -1  # as many as the images allow, up to 3; vectors: MSE
+    target_ema_decay: float = 0.99
