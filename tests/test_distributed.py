@@ -34,8 +34,8 @@ def torchrun(*args: str) -> subprocess.CompletedProcess:
     return result
 
 
-def single(out, steps=6, resume=False, **options) -> Trainer:
-    config = tiny_config(steps=steps, batch_size=64)
+def single(out, steps=6, resume=False, objective="shortcut", **options) -> Trainer:
+    config = tiny_config(steps=steps, batch_size=64, objective=objective)
     run = RunOptions(
         out_dir=out, device="cpu", progress=False, tensorboard=False, log_every=1, resume=resume,
         **options,
@@ -50,8 +50,8 @@ def losses(run_dir) -> list[float]:
     return [json.loads(line)["loss"] for line in lines]
 
 
-def assert_same_weights(a, b, atol=1e-5):
-    for which in ("model", "ema"):
+def assert_same_weights(a, b, atol=1e-5, networks=("model", "ema")):
+    for which in networks:
         ta, tb = load_checkpoint(a).tensors(which), load_checkpoint(b).tensors(which)
         assert ta.keys() == tb.keys()
         for key in ta:
@@ -85,6 +85,13 @@ def test_a_one_process_checkpoint_resumes_on_two_processes_under_fsdp(tmp_path):
     single(tmp_path / "b", steps=8, resume=True, grad_accum=2)
     assert load_checkpoint(tmp_path / "a").step == 8
     assert_same_weights(tmp_path / "a", tmp_path / "b")
+
+
+def test_ism_twin_ema_and_ot_pairing_under_fsdp_match_one_process(tmp_path):
+    torchrun("train", "--out", str(tmp_path / "two"), *TRAIN, "--objective", "ism", "--fsdp")
+    single(tmp_path / "one", objective="ism", grad_accum=2)
+    networks = ("model", "ema", "target_ema")
+    assert_same_weights(tmp_path / "two", tmp_path / "one", networks=networks)
 
 
 def test_batch_that_does_not_split_is_a_clear_error(tmp_path):

@@ -1016,8 +1016,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from shortcut_models.distributed import teardown
 
     args = build_parser().parse_args(argv)
+    ok = False
     try:
-        return int(args.handler(args))
+        code = int(args.handler(args))
+        ok = code == 0
+        return code
     except UsageError as exc:
         print(f"shortcut {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -1028,4 +1031,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"shortcut {args.command}: interrupted", file=sys.stderr)
         return 130
     finally:
-        teardown()  # leave the torchrun process group, if any
+        teardown(wait=ok)  # leave the torchrun process group, if any

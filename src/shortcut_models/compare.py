@@ -2,7 +2,7 @@
 
 Every method gets the same number of optimizer steps S: the paper's (flow matching, progressive
 and consistency distillation, consistency training, reflow, live reflow, shortcut) and newer ones
-(MeanFlow). Methods that need a teacher (progressive
+(MeanFlow, and shortcut with the iSM options). Methods that need a teacher (progressive
 and consistency distillation, reflow) spend S/2 of them training a flow-matching teacher and S/2
 on the student, and the table says so; reflow additionally pays for sampling its pairs. Every run
 folder resumes, so an interrupted comparison continues where it stopped.
@@ -36,7 +36,7 @@ PAPER_ORDER = (
     "live_reflow",
     "shortcut",
 )
-BEYOND_PAPER = ("meanflow",)  # newer one-step objectives, compared in the same harness
+BEYOND_PAPER = ("meanflow", "ism")  # newer one-step objectives, compared in the same harness
 METHODS = PAPER_ORDER + BEYOND_PAPER
 NEEDS_TEACHER = ("progressive_distillation", "consistency_distillation", "reflow")
 SCORES_NAME = "compare_scores.json"

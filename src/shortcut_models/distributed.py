@@ -65,9 +65,16 @@ def setup(device: torch.device) -> tuple[torch.device, Dist]:
     return device, Dist(rank=rank, world_size=dist.get_world_size(), local_rank=local_rank)
 
 
-def teardown() -> None:
+def teardown(wait: bool = True) -> None:
+    """Leave the process group, after every rank has got here when `wait` (a rank that tears its
+    gloo connections down while another still uses them can abort that rank at exit). A failing
+    rank does not wait: torchrun stops the others."""
     if dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            if wait:
+                dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 def barrier(info: Dist) -> None:
