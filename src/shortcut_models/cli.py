@@ -131,7 +131,7 @@ OBJECTIVE_FLAGS: list[tuple[str, str, Any, str]] = [
         "target_ema_decay",
         float,
         "twin EMA (iSM): a second EMA with this decay computes the targets while --ema-decay's "
-        "is evaluated (default 0: targets from the one EMA; ism: 0.99)",
+        "is evaluated (default 0: targets from the one EMA; ism: 0.5)",
     ),
     (
         "--ot-pairing",

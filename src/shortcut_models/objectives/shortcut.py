@@ -185,7 +185,8 @@ class ImprovedShortcut(Shortcut):
     """Shortcut with the iSM options on (Nguyen et al., 2025, arXiv 2510.21250): intrinsic
     guidance (labelled data), the multi-level wavelet loss (images; levels chosen from the image
     size, at most 3), optimal-transport pairing over the whole batch, and a twin EMA whose fast
-    copy (decay 0.99) computes the bootstrap targets while the run's EMA is evaluated.
+    copy (decay 0.5; see benchmarks/results/ism_ablation_checkerboard.md) computes the bootstrap
+    targets while the run's EMA is evaluated.
     """
 
     name = "ism"
@@ -193,4 +194,4 @@ class ImprovedShortcut(Shortcut):
     intrinsic_guidance: bool = True
     ot_pairing: bool = True
     wavelet_levels: int = -1  # as many as the images allow, up to 3; vectors: MSE
-    target_ema_decay: float = 0.99
+    target_ema_decay: float = 0.5
