@@ -223,3 +223,37 @@ def test_ism_trains_and_samples_on_mnist(tmp_path):
     noise = torch.randn(4, *spec.shape, generator=_gen(10))
     images = sample(model, noise, 1, objective.sampling_spec(), torch.arange(4), 2.0, 10)
     assert images.shape == (4, 1, 32, 32) and torch.isfinite(images).all()
+
+
+def test_cli_flags_reach_the_run_and_misplaced_ones_are_refused(tmp_path, capsys):
+    from shortcut_models.checkpoint import load_model
+    from shortcut_models.cli import main
+
+    base = [
+        "train",
+        "--data",
+        "checkerboard",
+        "--steps",
+        "1",
+        "--hidden-size",
+        "16",
+        "--depth",
+        "1",
+    ]
+    base += ["--no-progress", "--no-tensorboard"]
+    flags = ["--ot-pairing", "--target-ema-decay", "0.5", "--time-scale", "1"]
+    assert main([*base, "--out", str(tmp_path / "a"), *flags]) == 0
+    model, objective, _, checkpoint = load_model(tmp_path / "a")
+    assert objective.ot_pairing and objective.target_ema_decay == 0.5
+    assert model.cond.t_embedder.scale == 1.0 and checkpoint.tensors("target_ema")
+    wrong = [
+        *base,
+        "--out",
+        str(tmp_path / "b"),
+        "--objective",
+        "meanflow",
+        "--wavelet-levels",
+        "2",
+    ]
+    assert main(wrong) == 2
+    assert "--wavelet-levels does not apply to objective 'meanflow'" in capsys.readouterr().err

@@ -207,6 +207,12 @@ DATA_FLAGS: list[tuple[str, str, Any, str]] = [
 BACKBONE_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--hidden-size", "hidden_size", int_arg, "backbone width (MLP default 128)"),
     ("--depth", "depth", int_arg, "number of backbone blocks (MLP default 3)"),
+    (
+        "--time-scale",
+        "time_scale",
+        float,
+        "t is multiplied by this before its sinusoidal embedding (default 1000; meanflow 1)",
+    ),
 ]
 
 
