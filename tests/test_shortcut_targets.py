@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from shortcut_models.errors import UsageError
 from shortcut_models.objectives import build_objective
 from shortcut_models.objectives.base import EPS
 from shortcut_models.objectives.shortcut import bootstrap_levels
@@ -143,3 +144,18 @@ def test_label_dropout_only_in_flow_rows():
     batch = objective.targets(Affine(), Affine(), x1, y, torch.Generator())
     assert torch.all(batch.y[batch.parts["bootstrap"]] == 0)
     assert torch.all(batch.y[batch.parts["flow"]] == 10)
+
+
+def test_logit_normal_time_sampling_of_the_flow_rows():
+    x1 = make_batch(4096)
+    grid = build_objective("shortcut").targets(Affine(), Affine(), x1, None, torch.Generator())
+    assert torch.all(grid.t * 128 == torch.round(grid.t * 128))
+    objective = build_objective("shortcut", time_sampling="logit_normal", time_mu=-0.4)
+    batch = objective.targets(Affine(), Affine(), x1, None, torch.Generator().manual_seed(3))
+    t = batch.t[batch.parts["flow"]]
+    assert t.min() > 0 and t.max() < 1
+    assert (t * 128 != torch.round(t * 128)).float().mean() > 0.99  # off the grid
+    median = 1 - torch.sigmoid(torch.tensor(-0.4))  # mu < 0 leans toward the data end (t = 1)
+    assert abs(t.median() - median) < 0.03
+    with pytest.raises(UsageError, match="time_sampling"):
+        build_objective("flow_matching", time_sampling="uniform")

@@ -163,8 +163,15 @@ OBJECTIVE_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--guidance-min", "guidance_min", float, "intrinsic guidance: smallest training scale (1)"),
     ("--guidance-max", "guidance_max", float, "intrinsic guidance: largest training scale (4)"),
     ("--mean-fraction", "mean_fraction", float, "meanflow: share of rows with r != t (0.25)"),
-    ("--time-mu", "time_mu", float, "meanflow: logit-normal time mean (-0.4)"),
-    ("--time-sigma", "time_sigma", float, "meanflow: logit-normal time std (1.0)"),
+    (
+        "--time-sampling",
+        "time_sampling",
+        str,
+        "flow_matching / shortcut / ism: times of the flow rows, grid (k/M, default) or "
+        "logit_normal (MeanFlow's)",
+    ),
+    ("--time-mu", "time_mu", float, "logit-normal time mean (-0.4; leans to the data end)"),
+    ("--time-sigma", "time_sigma", float, "logit-normal time std (1.0)"),
     ("--norm-p", "norm_p", float, "meanflow: adaptive loss power p, 0 = MSE (1.0)"),
     ("--norm-c", "norm_c", float, "meanflow: adaptive loss constant c (1e-3)"),
     ("--cfg-omega", "cfg_omega", float, "meanflow: CFG scale folded into the target (1: none)"),

@@ -14,6 +14,8 @@ from shortcut_models.objectives.pairing import ot_pair
 from shortcut_models.objectives.wavelet import auto_levels, wavelet_loss
 from shortcut_models.sampling import SamplingSpec
 
+TIME_SAMPLINGS = ("grid", "logit_normal")
+
 
 @dataclass
 class FlowMatching(Objective):
@@ -31,11 +33,23 @@ class FlowMatching(Objective):
     # multi-level Haar wavelet loss with this many levels; 0: MSE; -1: as many as the images
     # allow, up to 3 (MSE for vectors)
     wavelet_levels: int = 0
+    # times of the flow rows: "grid" (k / M, the reference) or "logit_normal" (1 - sigmoid of
+    # N(time_mu, time_sigma), MeanFlow's / SD3's; mu < 0 leans toward the data end)
+    time_sampling: str = "grid"
+    time_mu: float = -0.4
+    time_sigma: float = 1.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.ot_group < 0:
             raise UsageError(f"ot_group must be >= 0, got {self.ot_group}")
+        if self.time_sampling not in TIME_SAMPLINGS:
+            raise UsageError(
+                f"time_sampling must be one of {', '.join(TIME_SAMPLINGS)}, "
+                f"got {self.time_sampling!r}"
+            )
+        if self.time_sigma <= 0:
+            raise UsageError(f"time_sigma must be positive, got {self.time_sigma}")
         if self.wavelet_levels < -1:
             raise UsageError(f"wavelet_levels must be >= -1, got {self.wavelet_levels}")
 
@@ -55,7 +69,11 @@ class FlowMatching(Objective):
         self, x1: torch.Tensor, y: torch.Tensor | None, generator: torch.Generator
     ) -> TrainingBatch:
         n, m = x1.shape[0], self.denoise_timesteps
-        t = torch.randint(0, m, (n,), generator=generator, device=x1.device).float() / m
+        if self.time_sampling == "logit_normal":
+            normal = torch.randn(n, generator=generator, device=x1.device)
+            t = 1.0 - torch.sigmoid(self.time_mu + self.time_sigma * normal)
+        else:
+            t = torch.randint(0, m, (n,), generator=generator, device=x1.device).float() / m
         return self.straight_batch(self.noise(x1, generator), x1, t, y, generator)
 
     def noise(self, x1: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
