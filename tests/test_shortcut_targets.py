@@ -159,3 +159,18 @@ def test_logit_normal_time_sampling_of_the_flow_rows():
     assert abs(t.median() - median) < 0.03
     with pytest.raises(UsageError, match="time_sampling"):
         build_objective("flow_matching", time_sampling="uniform")
+
+
+def test_adaptive_loss_weights_rows_by_a_stopped_gradient():
+    x1 = make_batch(8)
+    plain = build_objective("flow_matching")
+    adaptive = build_objective("flow_matching", norm_p=1.0, norm_c=0.5)
+    batch = plain.targets(None, None, x1, None, torch.Generator().manual_seed(4))
+    pred = torch.zeros_like(x1, requires_grad=True)
+    mse = plain.per_sample_loss(pred, batch)
+    weighted = adaptive.per_sample_loss(pred, batch)
+    torch.testing.assert_close(weighted, mse / (mse + 0.5))
+    (grad,) = torch.autograd.grad(weighted.sum(), pred)
+    (grad_mse,) = torch.autograd.grad(mse.sum(), pred)
+    weight = 1 / (mse.detach() + 0.5)
+    torch.testing.assert_close(grad, weight[:, None] * grad_mse)  # the weight is not differentiated

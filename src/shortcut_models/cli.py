@@ -172,8 +172,13 @@ OBJECTIVE_FLAGS: list[tuple[str, str, Any, str]] = [
     ),
     ("--time-mu", "time_mu", float, "logit-normal time mean (-0.4; leans to the data end)"),
     ("--time-sigma", "time_sigma", float, "logit-normal time std (1.0)"),
-    ("--norm-p", "norm_p", float, "meanflow: adaptive loss power p, 0 = MSE (1.0)"),
-    ("--norm-c", "norm_c", float, "meanflow: adaptive loss constant c (1e-3)"),
+    (
+        "--norm-p",
+        "norm_p",
+        float,
+        "adaptive loss power p, 0 = plain loss (meanflow 1.0; flow_matching / shortcut / ism 0)",
+    ),
+    ("--norm-c", "norm_c", float, "adaptive loss constant c (1e-3)"),
     ("--cfg-omega", "cfg_omega", float, "meanflow: CFG scale folded into the target (1: none)"),
     ("--cfg-kappa", "cfg_kappa", float, "meanflow: CFG mixing scale kappa (0)"),
     (

@@ -52,6 +52,14 @@ def flow_velocity(x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
     return x1 - (1 - EPS) * x0
 
 
+def adaptive_loss(err: torch.Tensor, p: float, c: float) -> torch.Tensor:
+    """MeanFlow's adaptive weighting of per-sample losses: sg(w) * err with w = 1 / (err + c)^p
+    (p = 0: err itself; p = 0.5: about a pseudo-Huber loss; p = 1: about a log loss)."""
+    if p == 0:
+        return err
+    return (err.detach() + c).pow(-p) * err
+
+
 def consistency_velocity(
     x_t: torch.Tensor, t: torch.Tensor, x_t2: torch.Tensor, t2: torch.Tensor, v2: torch.Tensor
 ) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from shortcut_models.errors import UsageError
-from shortcut_models.objectives.base import Objective, TrainingBatch
+from shortcut_models.objectives.base import Objective, TrainingBatch, adaptive_loss
 from shortcut_models.objectives.pairing import ot_pair
 from shortcut_models.objectives.wavelet import auto_levels, wavelet_loss
 from shortcut_models.sampling import SamplingSpec
@@ -38,6 +38,8 @@ class FlowMatching(Objective):
     time_sampling: str = "grid"
     time_mu: float = -0.4
     time_sigma: float = 1.0
+    norm_p: float = 0.0  # MeanFlow's adaptive loss weight 1 / (err + c)^p; 0: plain loss
+    norm_c: float = 1e-3
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -48,8 +50,8 @@ class FlowMatching(Objective):
                 f"time_sampling must be one of {', '.join(TIME_SAMPLINGS)}, "
                 f"got {self.time_sampling!r}"
             )
-        if self.time_sigma <= 0:
-            raise UsageError(f"time_sigma must be positive, got {self.time_sigma}")
+        if self.time_sigma <= 0 or self.norm_c <= 0 or self.norm_p < 0:
+            raise UsageError("time_sigma and norm_c must be positive and norm_p >= 0")
         if self.wavelet_levels < -1:
             raise UsageError(f"wavelet_levels must be >= -1, got {self.wavelet_levels}")
 
@@ -84,8 +86,10 @@ class FlowMatching(Objective):
     def per_sample_loss(self, pred: torch.Tensor, batch: TrainingBatch) -> torch.Tensor:
         levels = auto_levels(pred.shape) if self.wavelet_levels == -1 else self.wavelet_levels
         if levels == 0:
-            return super().per_sample_loss(pred, batch)
-        return wavelet_loss(pred.float() - batch.target.float(), levels)
+            err = super().per_sample_loss(pred, batch)
+        else:
+            err = wavelet_loss(pred.float() - batch.target.float(), levels)
+        return adaptive_loss(err, self.norm_p, self.norm_c)
 
     def sampling_spec(self) -> SamplingSpec:
         return SamplingSpec(

@@ -32,6 +32,7 @@ from shortcut_models.guidance import conditional_pair
 from shortcut_models.objectives.base import (
     Objective,
     TrainingBatch,
+    adaptive_loss,
     broadcast,
     flow_velocity,
     interpolate,
@@ -148,7 +149,6 @@ class MeanFlow(Objective):
         """sg(w) * ||err||^2 with w = 1 / (||err||^2 + c)^p (||.||^2 averaged over dimensions);
         also the plain MSE, overall and per part, for comparison with other objectives."""
         err = (pred.float() - batch.target.float()).pow(2).flatten(1).mean(1)
-        weight = (err.detach() + self.norm_c).pow(-self.norm_p)
         info = {"mse": err.mean().detach()}
         info.update(
             {
@@ -157,7 +157,7 @@ class MeanFlow(Objective):
                 if rows.stop > rows.start
             }
         )
-        return (weight * err).mean(), info
+        return adaptive_loss(err, self.norm_p, self.norm_c).mean(), info
 
     def sampling_spec(self) -> SamplingSpec:
         return SamplingSpec(power_of_two=False, max_steps=None, fixed_d=None)
