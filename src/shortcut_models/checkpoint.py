@@ -165,6 +165,7 @@ def load_model(path: str | Path, weights: str = "ema", device: torch.device | st
     checkpoint = load_checkpoint(path)
     config = checkpoint.config
     data = checkpoint.data or DataSpec.of(build_data(config.data, config.data_options))
-    objective, model = build_objective_for(config, data), build_model_for(config, data)
+    objective = build_objective_for(config, data)
+    model = build_model_for(config, data, objective)
     checkpoint.load_weights(model, weights)
     return model.to(device).eval(), objective, data, checkpoint

@@ -17,9 +17,9 @@ def build_objective_for(config: TrainConfig, data: DataSource) -> Objective:
     )
 
 
-def build_model_for(config: TrainConfig, data: DataSource) -> nn.Module:
+def build_model_for(config: TrainConfig, data: DataSource, objective: Objective) -> nn.Module:
     """The backbone with its data-dependent sizes filled in from the data source, and the options
-    its objective asks for (time scale, guidance input) unless the config sets them."""
+    the run's objective asks for (time scale, guidance input) unless the config sets them."""
     cls, _ = resolve_backbone(config.backbone)
     try:
         fixed = cls.data_options(data.shape, data.num_classes)
@@ -30,10 +30,11 @@ def build_model_for(config: TrainConfig, data: DataSource) -> nn.Module:
     clash = set(fixed) & set(config.backbone_options)
     if clash:
         raise UsageError(f"backbone option(s) {', '.join(sorted(clash))} are set by the data")
-    options = {**build_objective_for(config, data).backbone_options(), **config.backbone_options}
+    options = {**objective.backbone_options(), **config.backbone_options}
     return build_backbone(config.backbone, **fixed, **options)
 
 
 def build_parts(config: TrainConfig) -> tuple[DataSource, Objective, nn.Module]:
     data = build_data(config.data, config.data_options)
-    return data, build_objective_for(config, data), build_model_for(config, data)
+    objective = build_objective_for(config, data)
+    return data, objective, build_model_for(config, data, objective)

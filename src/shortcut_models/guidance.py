@@ -26,12 +26,13 @@ def guided_velocity(
     guidance) is told the scale instead: one call, no unconditional pass.
     """
     n = x.shape[0] if num_guided is None else num_guided
+    if y is None:
+        return model(x, t, d, y)
     if has_guidance_input(model):
-        w = None if y is None else torch.ones_like(t)
-        if w is not None:
-            w[:n] = scale
+        w = torch.ones_like(t)
+        w[:n] = scale
         return model(x, t, d, y, w=w)
-    if y is None or scale == 1.0 or n == 0:
+    if scale == 1.0 or n == 0:
         return model(x, t, d, y)
     cond, uncond = conditional_pair(model, x, t, d, y, null_class, n)
     return torch.cat([uncond + scale * (cond[:n] - uncond), cond[n:]])

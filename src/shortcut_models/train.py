@@ -175,7 +175,7 @@ class Trainer:
             raise UsageError(f"{config.objective} does not run under --fsdp; use DDP")
         with torch.random.fork_rng(devices=[]):  # seed the initial weights, leave global RNG alone
             torch.manual_seed(config.seed)
-            self.model = build_model_for(config, self.data).to(self.device)
+            self.model = build_model_for(config, self.data, self.objective).to(self.device)
         if options.activation_checkpointing:
             if not hasattr(self.model, "checkpoint_activations"):
                 raise UsageError(f"activation checkpointing needs a DiT, not {config.backbone}")
@@ -198,7 +198,11 @@ class Trainer:
             if checkpoint is not None:
                 checkpoint.load_weights(self.target_ema, "target_ema")
         # what the step runs through: DDP / FSDP wrappers, then torch.compile
-        copies = [m for m in (self.ema, self.target_ema) if m is not None]
+        # every weight average with its decay: each is sharded alike and updated after a step
+        self.averages = [(self.ema, config.ema_decay)]
+        if self.target_ema is not None:
+            self.averages.append((self.target_ema, self.objective.target_ema_decay))
+        copies = [average for average, _ in self.averages]
         self.net = parallel.distribute(self.model, copies, self.dist, self.device, options.fsdp)
         self.target_net = self.target_ema or self.ema
         if options.compile:
@@ -290,13 +294,10 @@ class Trainer:
         if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP
             grad_norm = grad_norm.full_tensor()
         self.optimizer.step()
-        if self.options.fsdp:
-            for copy in (self.ema, self.target_ema):
-                if copy is not None:
-                    copy.reshard()  # a no-grad forward leaves the root's weights gathered
-        update_ema(self.ema, self.model, config.ema_decay)
-        if self.target_ema is not None:
-            update_ema(self.target_ema, self.model, self.objective.target_ema_decay)
+        for average, decay in self.averages:
+            if self.options.fsdp:
+                average.reshard()  # a no-grad forward leaves the root's weights gathered
+            update_ema(average, self.model, decay)
         self.step += 1
         return {"loss": terms.pop("loss"), "grad_norm": float(grad_norm), **terms}
 

@@ -148,7 +148,7 @@ class MeanFlow(Objective):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """sg(w) * ||err||^2 with w = 1 / (||err||^2 + c)^p (||.||^2 averaged over dimensions);
         also the plain MSE, overall and per part, for comparison with other objectives."""
-        err = (pred.float() - batch.target.float()).pow(2).flatten(1).mean(1)
+        err = self.per_sample_loss(pred, batch)
         info = {"mse": err.mean().detach()}
         info.update(
             {
