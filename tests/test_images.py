@@ -75,9 +75,7 @@ def test_demo_end_to_end(tmp_path, tiny_digits, monkeypatch):
     from shortcut_models.metrics.digits import DigitFeatures
 
     monkeypatch.setattr(DigitFeatures, "for_dataset", lambda *a, **k: tiny_digits)
-    options = DemoOptions(
-        out=tmp_path / "demo", backbone="DiT-T/8", steps=2, batch_size=8, num=10, progress=False
-    )
+    options = DemoOptions(out=tmp_path / "demo", steps=2, batch_size=8, num=10, progress=False)
     metrics = run_demo(options)
     assert set(metrics) == {"1", "2", "4", "8", "16", "32", "64", "128"}
     for name in (
@@ -89,5 +87,12 @@ def test_demo_end_to_end(tmp_path, tiny_digits, monkeypatch):
     ):
         assert (tmp_path / "demo" / name).exists(), name
     saved = json.loads((tmp_path / "demo" / "metrics.json").read_text())
-    assert saved["1"]["fd_digits"] > 0 and 0 <= saved["128"]["class_coverage"] <= 1
+    budgets = saved["budgets"]
+    assert budgets["1"]["fd_digits"] > 0 and 0 <= budgets["128"]["class_coverage"] <= 1
+    assert saved["config"]["recipe"] == "cpu-small" and saved["config"]["backbone"] == "unet"
     assert "FD-digits" in (tmp_path / "demo" / "metrics.md").read_text()
+    with np.load(tmp_path / "demo" / "samples.npz") as arrays:  # exact-size images
+        assert arrays["steps_001"].shape == (10, 32, 32, 1)
+    from PIL import Image
+
+    assert Image.open(tmp_path / "demo" / "steps_001.png").size == (2 + 10 * 98, 2 + 98)

@@ -174,3 +174,24 @@ def test_adaptive_loss_weights_rows_by_a_stopped_gradient():
     (grad_mse,) = torch.autograd.grad(mse.sum(), pred)
     weight = 1 / (mse.detach() + 0.5)
     torch.testing.assert_close(grad, weight[:, None] * grad_mse)  # the weight is not differentiated
+
+
+def test_coarse_level_sampling_favours_few_step_levels_and_covers_all():
+    objective = build_objective("shortcut", bootstrap_every=1, level_sampling="coarse")
+    g = torch.Generator().manual_seed(0)
+    batch = objective.targets(Affine(), Affine(), make_batch(7000), None, g)
+    levels = torch.round(-torch.log2(batch.d)).long()
+    counts = torch.bincount(levels, minlength=7).float() / 7000
+    expected = torch.pow(2.0, -torch.arange(7.0))
+    torch.testing.assert_close(counts, expected / expected.sum(), atol=0.02, rtol=0)
+    assert torch.all(batch.t / batch.d == torch.round(batch.t / batch.d))  # still on its grid
+    # a small batch (2 bootstrap rows) reaches every level within a few hundred steps
+    small = build_objective("shortcut", bootstrap_every=8, level_sampling="coarse")
+    seen = set()
+    for step in range(400):
+        g = torch.Generator().manual_seed(step)
+        b = small.targets(Affine(), Affine(), make_batch(16), None, g)
+        seen |= set(torch.round(-torch.log2(b.d[:2])).long().tolist())
+    assert seen == set(range(7))
+    with pytest.raises(UsageError, match="level_sampling"):
+        build_objective("shortcut", level_sampling="fine")

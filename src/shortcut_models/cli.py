@@ -17,6 +17,7 @@ from shortcut_models.data import FOLDER, IMAGE_DATASETS, dataset_names
 from shortcut_models.errors import TrainingError, UsageError
 from shortcut_models.image_evaluation import METRICS
 from shortcut_models.objectives import OBJECTIVES, objective_options
+from shortcut_models.recipes import RECIPES, describe, recipe, recipe_names
 from shortcut_models.sampling import check_steps
 
 DEFAULTS = TrainConfig()
@@ -60,6 +61,14 @@ CONFIG_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--grad-clip", "grad_clip", float, "clip the global gradient norm to this (0: off)"),
     ("--ema-decay", "ema_decay", float, "decay of the weight EMA used for sampling and targets"),
     ("--seed", "seed", int_arg, "seed of initial weights, data order and noise"),
+    (
+        "--minutes",
+        "minutes",
+        float,
+        "train for this wall-clock budget instead of --steps: the step count (and the cosine "
+        "schedule) is planned from the rate measured over the first 20 steps and stored "
+        "(0: off)",
+    ),
 ]
 OBJECTIVE_FLAGS: list[tuple[str, str, Any, str]] = [
     (
@@ -118,6 +127,13 @@ OBJECTIVE_FLAGS: list[tuple[str, str, Any, str]] = [
         "reflow_cfg_scale",
         float,
         "live_reflow: CFG scale while generating the reflow targets (default 1: none)",
+    ),
+    (
+        "--level-sampling",
+        "level_sampling",
+        str,
+        "shortcut / ism: step levels of the bootstrap rows, groups (the reference's equal "
+        "groups) or coarse (random, P(k) ~ 2^-k: more rows for the few-step levels)",
     ),
     (
         "--reference-batch-split",
@@ -268,6 +284,12 @@ def add_train_parser(subparsers: Any) -> None:
         help=f"training objective (default {DEFAULTS.objective})",
     )
     p.add_argument("--backbone", help=f"network (default {DEFAULTS.backbone})")
+    p.add_argument(
+        "--recipe",
+        choices=recipe_names(),
+        help="start from a named set of measured settings (printed at the start; flags given "
+        "beside it win): " + "; ".join(f"{k}: {v[0]}" for k, v in RECIPES.items()),
+    )
     for flag, field, kind, text in CONFIG_FLAGS:
         p.add_argument(
             flag, dest=field, type=kind, help=f"{text} (default {getattr(DEFAULTS, field)})"
@@ -311,30 +333,43 @@ def add_train_parser(subparsers: Any) -> None:
         "speed and scale", "GPU options; for several GPUs launch with torchrun --nproc_per_node N"
     )
     speed.add_argument(
-        "--precision", choices=["auto", "fp32", "bf16"], default="auto",
-        help="bf16 autocast; auto: bf16 on a GPU that supports it, fp32 on CPU",
-    )  # fmt: skip
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default=None,
+        help="bf16 autocast (weights, loss and EMA stay fp32); auto: bf16 on a GPU that "
+        "supports it, fp32 on CPU (default: the recipe's, else auto)",
+    )
     speed.add_argument(
-        "--compile", action="store_true", default=False,
+        "--compile",
+        action="store_true",
+        default=False,
         help="torch.compile the network (the no-grad target passes too)",
-    )  # fmt: skip
+    )
     speed.add_argument(
-        "--grad-accum", type=positive_int, default=1,
+        "--grad-accum",
+        type=positive_int,
+        default=1,
         help="micro-batches per process per step; the global --batch-size is split into "
         "processes x grad-accum micro-batches (default 1)",
-    )  # fmt: skip
+    )
     speed.add_argument(
-        "--workers", type=int_arg, default=None,
+        "--workers",
+        type=int_arg,
+        default=None,
         help="data-loading processes (default 4 on GPU, 0 on CPU)",
-    )  # fmt: skip
+    )
     speed.add_argument(
-        "--activation-checkpointing", action="store_true", default=False,
+        "--activation-checkpointing",
+        action="store_true",
+        default=False,
         help="recompute DiT blocks in the backward pass (less memory, ~30%% more time)",
-    )  # fmt: skip
+    )
     speed.add_argument(
-        "--fsdp", action="store_true", default=False,
+        "--fsdp",
+        action="store_true",
+        default=False,
         help="shard weights, gradients and optimizer state across processes (large DiTs)",
-    )  # fmt: skip
+    )
     p.set_defaults(handler=cmd_train)
 
 
@@ -343,8 +378,17 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None) -> Trai
     flags given on the command line."""
     given = vars(args)
     values = (base or TrainConfig()).to_dict()
+    if given.get("recipe") and base is None:
+        values.update(recipe(given["recipe"])[0], recipe=given["recipe"])
+        print(describe(given["recipe"]), file=sys.stderr)
+    elif given.get("recipe") and given["recipe"] != base.recipe:
+        raise UsageError(
+            f"the run was started from recipe '{base.recipe or 'none'}', not '{given['recipe']}'"
+        )
     for key in ("data", "objective", "backbone"):
         if key in given:
+            if key != "data" and given[key] != values[key]:  # options of another network or
+                values[f"{key}_options"] = {}  # objective (from a recipe) do not carry over
             values[key] = given[key]
     if "data" in given and base is not None and given["data"] != base.data:
         values["data_options"] = {}
@@ -375,6 +419,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume and (args.out / CHECKPOINT_NAME).exists():
         base = load_checkpoint(args.out / CHECKPOINT_NAME).config
     config = config_from_args(args, base)
+    precision = args.precision or (recipe(config.recipe)[1] if config.recipe else {}).get(
+        "precision", "auto"
+    )
     options = RunOptions(
         out_dir=args.out,
         device=args.device,
@@ -383,7 +430,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         save_every=args.save_every,
         progress=args.progress,
         tensorboard=args.tensorboard,
-        precision=args.precision,
+        precision=precision,
         compile=args.compile,
         grad_accum=args.grad_accum,
         workers=args.workers,
@@ -557,9 +604,17 @@ def cmd_sample(args: argparse.Namespace) -> int:
     samples = {}
     for n in args.steps:
         x = generate(
-            model, objective, data.shape, args.num, n, args.seed, args.batch, labels, args.cfg,
+            model,
+            objective,
+            data.shape,
+            args.num,
+            n,
+            args.seed,
+            args.batch,
+            labels,
+            args.cfg,
             info,
-        )  # fmt: skip
+        )
         samples[n] = x if codec is None else decode_batched(codec, x, min(args.batch, 64))
     if not info.is_main:
         return 0
@@ -710,9 +765,20 @@ def _evaluate_images(
                 lambda shape=shape: load_reference(ref, extractor, shape, args.ref_num, args.seed),
             )
         scores = evaluate_images(
-            model, objective, spec, args.steps, args.num, extractor, references[shape],
-            args.seed, min(args.batch, 4096), args.cfg, codec, args.progress, info,
-        )  # fmt: skip
+            model,
+            objective,
+            spec,
+            args.steps,
+            args.num,
+            extractor,
+            references[shape],
+            args.seed,
+            min(args.batch, 4096),
+            args.cfg,
+            codec,
+            args.progress,
+            info,
+        )
         results[name] = {str(n): s for n, s in scores.items()}
         curves[name] = {n: s[extractor.key] for n, s in scores.items()}
         for n, s in scores.items():
@@ -849,9 +915,16 @@ def cmd_pairs(args: argparse.Namespace) -> int:
     from shortcut_models.train import resolve_device
 
     meta = generate_pairs(
-        args.ckpt, args.out, args.num, args.steps, args.seed, args.chunk, args.cfg,
-        resolve_device(args.device), args.progress,
-    )  # fmt: skip
+        args.ckpt,
+        args.out,
+        args.num,
+        args.steps,
+        args.seed,
+        args.chunk,
+        args.cfg,
+        resolve_device(args.device),
+        args.progress,
+    )
     print(f"{meta['num']} reflow pairs ({meta['steps']}-step teacher samples) in {args.out}")
     return 0
 
@@ -879,9 +952,12 @@ def add_compare_parser(subparsers: Any) -> None:
     p.add_argument("--json", type=Path, help="write {objective: {steps: value}} here")
     p.add_argument("--out", type=Path, help="run folders (default runs/compare-DATA)")
     p.add_argument(
-        "--objectives", nargs="+", default=list(METHODS), choices=list(METHODS),
+        "--objectives",
+        nargs="+",
+        default=list(METHODS),
+        choices=list(METHODS),
         help="methods to train (default: all)",
-    )  # fmt: skip
+    )
     p.add_argument("--backbone", help="network (default mlp for 2-D data, DiT-T/4 for images)")
     p.add_argument(
         "--steps", type=positive_int, help="optimizer steps per method (default 4000 / 2500)"
@@ -891,9 +967,12 @@ def add_compare_parser(subparsers: Any) -> None:
     p.add_argument("--ema-decay", type=float, default=0.99, help="EMA decay (default 0.99)")
     p.add_argument("--seed", type=int_arg, default=0, help="seed (default 0)")
     p.add_argument(
-        "--eval-steps", nargs="+", type=positive_int, default=list(EVAL_STEPS),
+        "--eval-steps",
+        nargs="+",
+        type=positive_int,
+        default=list(EVAL_STEPS),
         help="sampling step budgets evaluated, where a method allows them",
-    )  # fmt: skip
+    )
     p.add_argument(
         "--num", type=positive_int, default=2000, help="samples per evaluation (default 2000)"
     )
@@ -954,15 +1033,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def add_demo_parser(subparsers: Any) -> None:
-    from shortcut_models.demo import DemoOptions
+    from shortcut_models.demo import RECIPE, DemoOptions
 
     d = DemoOptions(out=Path("."))
+    config, precision = recipe(RECIPE)
     p = subparsers.add_parser(
         "demo",
-        help="train a small shortcut DiT on MNIST and show 1 to 128 steps",
-        description="Train a class-conditional shortcut DiT (DiT-T/4) on MNIST, then write a PNG "
-        "grid per step budget (1, 2, ..., 128 steps; same noise and labels), all_steps.png side "
-        "by side, metrics.md / metrics.json and the checkpoint (OUT/run). Run it again to resume.",
+        help="train a small shortcut model on MNIST and show 1 to 128 steps",
+        description=f"Train a class-conditional shortcut model on MNIST (recipe {RECIPE}: "
+        f"{config['backbone']} {config['backbone_options']}), then write a PNG grid per step "
+        "budget (1, 2, ..., 128 steps; same noise and labels), all_steps.png side by side, "
+        "samples.npz, metrics.md / metrics.json and the checkpoint (OUT/run). Run it again to "
+        "resume.",
     )
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument(
@@ -972,20 +1054,31 @@ def add_demo_parser(subparsers: Any) -> None:
         help=f"data set (default {d.data})",
     )
     p.add_argument(
-        "--backbone", default=d.backbone, help=f"DiT preset, e.g. DiT-S/2 (default {d.backbone})"
+        "--recipe",
+        default=d.recipe,
+        choices=recipe_names(),
+        help=f"training recipe (default {d.recipe}; cpu-dit-tiny: the earlier defaults)",
     )
     p.add_argument(
-        "--steps", type=positive_int, default=d.steps, help=f"training steps (default {d.steps})"
+        "--minutes",
+        type=float,
+        help="train for this wall-clock budget (steps planned from the measured rate) instead "
+        "of a step count",
     )
+    p.add_argument("--steps", type=positive_int, help=f"training steps (default {config['steps']})")
+    p.add_argument("--backbone", help=f"network, e.g. DiT-S/2 (default {config['backbone']})")
     p.add_argument(
         "--batch-size",
         type=positive_int,
-        default=d.batch_size,
-        help=f"images per step (default {d.batch_size})",
+        help=f"images per step (default {config['batch_size']})",
     )
-    p.add_argument("--lr", type=float, default=d.lr, help=f"learning rate (default {d.lr})")
+    p.add_argument("--lr", type=float, help=f"learning rate (default {config['lr']})")
+    p.add_argument("--ema-decay", type=float, help=f"EMA decay (default {config['ema_decay']})")
     p.add_argument(
-        "--ema-decay", type=float, default=d.ema_decay, help=f"EMA decay (default {d.ema_decay})"
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        help=f"autocast precision of training (default {precision['precision']}: "
+        "bf16 autocast on a CPU with bf16 units; weights, loss and EMA stay fp32)",
     )
     p.add_argument(
         "--cfg",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,20 +39,27 @@ class TrainConfig:
     lr_schedule: str = "constant"  # or "cosine": decay to 0 at `steps` (the reference's use_cosine)
     grad_clip: float = 0.0  # max global grad norm; 0 turns clipping off
     ema_decay: float = 0.999
+    # train for this wall-clock budget instead: `steps` is re-planned from the step rate measured
+    # over the first PLAN_STEPS steps and stored, so the run can be resumed or repeated exactly
+    minutes: float = 0.0
     seed: int = 0
+    recipe: str = ""  # the named recipe the run started from (its values are the fields above)
 
     def __post_init__(self) -> None:
         positive = {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr}
         for name, value in positive.items():
-            if not value > 0:
+            if not (value > 0 and math.isfinite(value)):
                 raise UsageError(f"{name.replace('_', '-')} must be positive, got {value}")
         non_negative = {
             "weight_decay": self.weight_decay,
             "warmup_steps": self.warmup_steps,
             "grad_clip": self.grad_clip,
+            "minutes": self.minutes,
             "seed": self.seed,
         }
         for name, value in non_negative.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise UsageError(f"{name.replace('_', '-')} must be finite, got {value}")
             if value < 0:
                 raise UsageError(f"{name.replace('_', '-')} must be >= 0, got {value}")
         if self.lr_schedule not in LR_SCHEDULES:

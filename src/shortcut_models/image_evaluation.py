@@ -22,9 +22,9 @@ from torch import nn
 from shortcut_models.data import FOLDER, IMAGE_DATASETS
 from shortcut_models.data.images import to_uint8
 from shortcut_models.distributed import SINGLE, Dist, shard_chunks
+from shortcut_models.downloads import cache_dir
 from shortcut_models.errors import UsageError
 from shortcut_models.evaluation import generate
-from shortcut_models.metrics.digits import cache_dir
 from shortcut_models.metrics.frechet import FeatureStats, frechet_distance
 from shortcut_models.metrics.precision_recall import precision_recall
 from shortcut_models.objectives import Objective

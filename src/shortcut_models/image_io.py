@@ -10,9 +10,19 @@ import torch
 
 from shortcut_models.checkpoint import atomic_write
 
+# Grids show small images enlarged to about this many pixels a tile (exact arrays go to .npz).
+GRID_TILE = 96
 
-def grid(images: torch.Tensor, ncol: int | None = None, pad: int = 2) -> np.ndarray:
-    """uint8 (N, C, H, W) -> one uint8 (H', W', C) mosaic with `pad` pixels of white between."""
+
+def grid(
+    images: torch.Tensor, ncol: int | None = None, pad: int = 2, scale: int | None = None
+) -> np.ndarray:
+    """uint8 (N, C, H, W) -> one uint8 (H', W', C) mosaic with `pad` pixels of white between.
+    Every tile is enlarged `scale` times by pixel repetition (nearest neighbour; default: to about
+    GRID_TILE pixels, so 32 px digits can be judged on a screen)."""
+    scale = max(1, GRID_TILE // images.shape[-2]) if scale is None else scale
+    if scale > 1:
+        images = images.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
     n, c, h, w = images.shape
     ncol = ncol or math.ceil(math.sqrt(n))
     nrow = math.ceil(n / ncol)

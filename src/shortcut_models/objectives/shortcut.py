@@ -36,6 +36,20 @@ def bootstrap_levels(num_bootstrap: int, denoise_timesteps: int) -> torch.Tensor
     return torch.cat([levels, torch.zeros(num_bootstrap - levels.numel(), dtype=levels.dtype)])
 
 
+LEVEL_SAMPLINGS = ("groups", "coarse")
+
+
+def coarse_levels(
+    num_bootstrap: int, denoise_timesteps: int, generator: torch.Generator, device: torch.device
+) -> torch.Tensor:
+    """Levels drawn at random with P(k) proportional to 2^-k over 0 .. log2(M)-1: half the
+    bootstrap rows train the one-step level, a quarter the two-step level, and so on; every level
+    appears at any batch size (in expectation), unlike fixed groups with fewer rows than levels."""
+    num_levels = denoise_timesteps.bit_length() - 1
+    weights = torch.pow(2.0, -torch.arange(num_levels, dtype=torch.float32, device=device))
+    return torch.multinomial(weights, num_bootstrap, replacement=True, generator=generator)
+
+
 @dataclass
 class Shortcut(FlowMatching):
     """The first B // bootstrap_every rows get self-consistency targets, the rest flow matching.
@@ -49,6 +63,10 @@ class Shortcut(FlowMatching):
     name = "shortcut"
 
     bootstrap_every: int = 8  # 1 / (fraction of the batch with bootstrap targets)
+    # step levels of the bootstrap rows: "groups" (the reference's equal groups over the levels)
+    # or "coarse" (random, P(level k) ~ 2^-k: more rows for the few-step levels; see
+    # benchmarks/results/demo_ablation.md)
+    level_sampling: str = "groups"
     bootstrap_ema: bool = True  # compute the targets with the EMA weights, as the reference
     bootstrap_cfg: bool = False  # CFG inside the targets of the finest-level group
     bootstrap_cfg_scale: float = 4.0  # the reference's cfg_scale, used when bootstrap_cfg is on
@@ -63,6 +81,11 @@ class Shortcut(FlowMatching):
         super().__post_init__()
         if self.bootstrap_every < 1:
             raise UsageError(f"bootstrap_every must be >= 1, got {self.bootstrap_every}")
+        if self.level_sampling not in LEVEL_SAMPLINGS:
+            raise UsageError(
+                f"level_sampling must be one of {', '.join(LEVEL_SAMPLINGS)}, "
+                f"got {self.level_sampling!r}"
+            )
         if self.intrinsic_guidance and self.bootstrap_cfg:
             raise UsageError(
                 "intrinsic_guidance replaces bootstrap_cfg (the scale is a network input): "
@@ -153,7 +176,10 @@ class Shortcut(FlowMatching):
     ) -> TrainingBatch:
         """Self-consistency targets; `w` (intrinsic guidance) is given to both half steps."""
         nb = x1.shape[0]
-        levels = bootstrap_levels(nb, self.denoise_timesteps).to(x1.device)
+        if self.level_sampling == "coarse":
+            levels = coarse_levels(nb, self.denoise_timesteps, generator, x1.device)
+        else:
+            levels = bootstrap_levels(nb, self.denoise_timesteps).to(x1.device)
         sections = torch.pow(2.0, levels.float())
         t = torch.floor(torch.rand(nb, generator=generator, device=x1.device) * sections) / sections
         d = 1.0 / sections

