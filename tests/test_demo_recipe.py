@@ -68,7 +68,7 @@ def test_unet_trains_a_shortcut_model(tmp_path):
 
 
 def test_minutes_budget_plans_and_stores_the_step_count(tmp_path):
-    config = tiny_config(steps=5, minutes=0.03)  # 1.8 s: far more than 5 steps of a tiny MLP
+    config = tiny_config(steps=5, minutes=0.03, lr_schedule="cosine")  # 1.8 s: >> 5 steps
     trainer = tiny_trainer(tmp_path / "run", config)
     seen_lr = []
     step = trainer.train_step
@@ -126,10 +126,12 @@ def test_train_recipe_sets_its_values_and_flags_win(tmp_path, capsys):
     assert config["steps"] == 1 and config["batch_size"] == 8  # the flags win
     # another backbone drops the recipe's backbone options
     out2 = tmp_path / "dit"
-    argv2 = [*argv[:-5], "--backbone", "DiT-T/8", "--out", str(out2), "--no-progress"]
+    argv2 = [*argv[:-4], "--backbone", "DiT-T/8", "--out", str(out2), "--no-progress"]
     assert main(argv2) == 0
     assert json.loads((out2 / "config.json").read_text())["backbone_options"] == {}
-    assert main(["train", "--recipe", "nope", "--out", str(tmp_path / "x")]) == 2
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "--recipe", "nope", "--out", str(tmp_path / "x")])
+    assert stop.value.code == 2 and "invalid choice: 'nope'" in capsys.readouterr().err
 
 
 def test_recipes_are_valid_configs():

@@ -11,6 +11,8 @@ block and the output convolution start at zero, so an untrained network predicts
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,7 +21,8 @@ from shortcut_models.backbones.embeddings import Conditioning
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(8, channels), channels, eps=1e-6)
+    """GroupNorm with 8 groups, or the largest count below that divides the channels."""
+    return nn.GroupNorm(math.gcd(8, channels), channels, eps=1e-6)
 
 
 class ResBlock(nn.Module):
