@@ -48,7 +48,9 @@ class DemoOptions:
     lr: float | None = None
     ema_decay: float | None = None
     precision: str | None = None
-    cfg: float = 3.0  # measured: FD-digits at 1 step 759 (CFG 1) -> 567 (2) -> 482 (3), DiT-T/4
+    # measured on the cpu-small checkpoint, FD-digits at 1 / 4 / 128 steps: CFG 1: 90 / 41 / 21;
+    # 1.5: 36 / 18 / 19; 2: 30 / 35 / 48; 3: 33 / 87 / 117 (benchmarks/results/demo_mnist.md)
+    cfg: float = 1.5
     num: int = 200
     seed: int = 0
     device: str = "auto"

@@ -25,6 +25,13 @@ DIT_SIZES: dict[str, tuple[int, int, int]] = {
 DIT_PRESETS = [f"DiT-{size}/{patch}" for size in DIT_SIZES for patch in (2, 4, 8)]
 
 
+def square_image_options(shape: tuple[int, ...], num_classes: int) -> dict[str, int]:
+    """The constructor arguments an image data set fixes for an image backbone."""
+    if len(shape) != 3 or shape[1] != shape[2]:
+        raise ValueError(f"this backbone takes square (C, H, W) images, got samples of {shape}")
+    return {"in_channels": shape[0], "input_size": shape[1], "num_classes": num_classes}
+
+
 def sincos_2d(dim: int, grid: int) -> torch.Tensor:
     """(grid*grid, dim) fixed position embeddings: half for rows, half for columns."""
     if dim % 4:
@@ -139,9 +146,7 @@ class DiT(nn.Module):
 
     @staticmethod
     def data_options(shape: tuple[int, ...], num_classes: int) -> dict[str, int]:
-        if len(shape) != 3 or shape[1] != shape[2]:
-            raise ValueError(f"DiT takes square (C, H, W) images, got samples of shape {shape}")
-        return {"in_channels": shape[0], "input_size": shape[1], "num_classes": num_classes}
+        return square_image_options(shape, num_classes)
 
     def forward(
         self,

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shortcut_models.backbones.dit import square_image_options
 from shortcut_models.backbones.embeddings import Conditioning
 
 
@@ -131,11 +132,7 @@ class UNet(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    @staticmethod
-    def data_options(shape: tuple[int, ...], num_classes: int) -> dict[str, int]:
-        if len(shape) != 3 or shape[1] != shape[2]:
-            raise ValueError(f"the U-Net takes square (C, H, W) images, got samples of {shape}")
-        return {"in_channels": shape[0], "input_size": shape[1], "num_classes": num_classes}
+    data_options = staticmethod(square_image_options)
 
     def forward(
         self,

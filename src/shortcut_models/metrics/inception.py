@@ -10,7 +10,6 @@ j * in / out, as StyleGAN's and ADM's evaluators reproduce it), scaled to x / 12
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from shortcut_models.downloads import INCEPTION_FILE, wheel_file
+from shortcut_models.downloads import INCEPTION_FILE, file_digest, wheel_file
 from shortcut_models.errors import UsageError
 
 WEIGHTS_NAME = "default_1.pt"
@@ -32,11 +31,8 @@ def default_weights_path() -> Path:
 
 
 def sha1_of(path: Path) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """The SHA-1 every FID tool quotes for these weights."""
+    return file_digest(path, "sha1")
 
 
 def tf_bilinear_resize(images: torch.Tensor, size: int = INPUT_SIZE) -> torch.Tensor:
