@@ -206,3 +206,17 @@ def test_grids_enlarge_small_images():
     assert grid(images, ncol=3, scale=1).shape == (36, 104, 1)
     big = torch.zeros(1, 3, 128, 128, dtype=torch.uint8)
     assert grid(big, pad=0).shape == (128, 128, 3)
+
+
+def test_bf16_if_native_follows_the_hardware(monkeypatch):
+    from shortcut_models import train
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert train.resolve_precision("bf16-if-native", cpu) is None  # emulated: stay in fp32
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert train.resolve_precision("bf16-if-native", cpu) is torch.bfloat16
+    assert train.resolve_precision("auto", cpu) is None  # auto on a CPU stays fp32
+    with pytest.raises(UsageError, match="bf16-if-native"):
+        train.resolve_precision("fp8", cpu)

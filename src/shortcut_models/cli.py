@@ -19,6 +19,7 @@ from shortcut_models.image_evaluation import METRICS
 from shortcut_models.objectives import OBJECTIVES, objective_options
 from shortcut_models.recipes import RECIPES, describe, recipe, recipe_names
 from shortcut_models.sampling import check_steps
+from shortcut_models.train import PRECISIONS
 
 DEFAULTS = TrainConfig()
 IMAGE_SOURCES = (*IMAGE_DATASETS, FOLDER)
@@ -334,10 +335,11 @@ def add_train_parser(subparsers: Any) -> None:
     )
     speed.add_argument(
         "--precision",
-        choices=["auto", "fp32", "bf16"],
+        choices=list(PRECISIONS),
         default=None,
         help="bf16 autocast (weights, loss and EMA stay fp32); auto: bf16 on a GPU that "
-        "supports it, fp32 on CPU (default: the recipe's, else auto)",
+        "supports it, fp32 on CPU; bf16-if-native: bf16 wherever the hardware computes it "
+        "(bf16 GPUs, CPUs with AMX or AVX512-BF16), else fp32 (default: the recipe's, else auto)",
     )
     speed.add_argument(
         "--compile",
@@ -1076,9 +1078,10 @@ def add_demo_parser(subparsers: Any) -> None:
     p.add_argument("--ema-decay", type=float, help=f"EMA decay (default {config['ema_decay']})")
     p.add_argument(
         "--precision",
-        choices=["auto", "fp32", "bf16"],
+        choices=list(PRECISIONS),
         help=f"autocast precision of training (default {precision['precision']}: "
-        "bf16 autocast on a CPU with bf16 units; weights, loss and EMA stay fp32)",
+        "bf16 autocast where the CPU or GPU computes bf16 natively, else fp32; weights, loss "
+        "and EMA stay fp32)",
     )
     p.add_argument(
         "--cfg",
