@@ -17,7 +17,7 @@ from shortcut_models.data import FOLDER, IMAGE_DATASETS, dataset_names
 from shortcut_models.errors import TrainingError, UsageError
 from shortcut_models.image_evaluation import METRICS
 from shortcut_models.objectives import OBJECTIVES, objective_options
-from shortcut_models.recipes import RECIPES, describe, recipe, recipe_names
+from shortcut_models.recipes import RECIPES, describe, recipe, recipe_names, recipe_precision
 from shortcut_models.sampling import check_steps
 from shortcut_models.train import PRECISIONS
 
@@ -67,8 +67,8 @@ CONFIG_FLAGS: list[tuple[str, str, Any, str]] = [
         "minutes",
         float,
         "train for this wall-clock budget instead of --steps: the step count (and the cosine "
-        "schedule) is planned from the rate measured over the first 20 steps and stored "
-        "(0: off)",
+        "schedule) is planned from the rate measured over the first steps (at least 20 steps "
+        "and 15 s) and stored (0: off)",
     ),
 ]
 OBJECTIVE_FLAGS: list[tuple[str, str, Any, str]] = [
@@ -421,9 +421,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume and (args.out / CHECKPOINT_NAME).exists():
         base = load_checkpoint(args.out / CHECKPOINT_NAME).config
     config = config_from_args(args, base)
-    precision = args.precision or (recipe(config.recipe)[1] if config.recipe else {}).get(
-        "precision", "auto"
-    )
+    precision = args.precision or recipe_precision(config.recipe)
     options = RunOptions(
         out_dir=args.out,
         device=args.device,

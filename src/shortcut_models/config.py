@@ -40,7 +40,7 @@ class TrainConfig:
     grad_clip: float = 0.0  # max global grad norm; 0 turns clipping off
     ema_decay: float = 0.999
     # train for this wall-clock budget instead: `steps` is re-planned from the step rate measured
-    # over the first PLAN_STEPS steps and stored, so the run can be resumed or repeated exactly
+    # over the first steps (train.PLAN_*) and stored, so a resumed run continues the same plan
     minutes: float = 0.0
     seed: int = 0
     recipe: str = ""  # the named recipe the run started from (its values are the fields above)

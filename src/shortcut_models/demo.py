@@ -23,7 +23,7 @@ from shortcut_models.image_evaluation import Reference, load_reference, score_im
 from shortcut_models.image_io import grid, save_png
 from shortcut_models.metrics.digits import DigitFeatures
 from shortcut_models.objectives import Objective
-from shortcut_models.recipes import recipe
+from shortcut_models.recipes import recipe, recipe_precision
 from shortcut_models.report import markdown_table, write_json
 from shortcut_models.train import RunOptions, Trainer, prepare_out_dir, resolve_precision
 
@@ -59,7 +59,7 @@ class DemoOptions:
 
 def demo_config(options: DemoOptions) -> tuple[TrainConfig, str]:
     """The run's TrainConfig and precision: the recipe, overlaid with the options given."""
-    values, run = recipe(options.recipe)
+    values, _ = recipe(options.recipe)
     given = {
         "data": options.data,
         "seed": options.seed,
@@ -73,7 +73,8 @@ def demo_config(options: DemoOptions) -> tuple[TrainConfig, str]:
     values.update({k: v for k, v in given.items() if v is not None})
     if options.backbone is not None:
         values["backbone_options"] = {}  # the recipe's sizes belong to its own backbone
-    return TrainConfig(**values, recipe=options.recipe), options.precision or run["precision"]
+    precision = options.precision or recipe_precision(options.recipe)
+    return TrainConfig(**values, recipe=options.recipe), precision
 
 
 def score_budgets(

@@ -63,6 +63,11 @@ def recipe(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return _copy(config), dict(run)
 
 
+def recipe_precision(name: str) -> str:
+    """The precision a run started from recipe `name` trains in ("auto" without a recipe)."""
+    return recipe(name)[1].get("precision", "auto") if name else "auto"
+
+
 def describe(name: str) -> str:
     """'name: description; field=value, ...' as printed when a run starts from it."""
     config, run = recipe(name)

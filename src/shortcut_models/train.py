@@ -407,12 +407,11 @@ class Trainer:
                 terms = self.train_step(next(batches))
                 if self.planning and self.step == start_step + PLAN_SKIP:
                     probe_tick = time.perf_counter()
-                elif (
-                    self.planning
-                    and self.step >= plan_at
-                    and time.perf_counter() - probe_tick >= probe_seconds
-                ):
-                    self._plan(start, probe_tick, start_step + PLAN_SKIP, bar)
+                elif self.planning and self.step >= plan_at:
+                    # every rank must plan at the same step (the plan is a collective mean)
+                    timed = time.perf_counter() - probe_tick >= probe_seconds
+                    if distributed.any_rank(timed, self.dist, self.device):
+                        self._plan(start, probe_tick, start_step + PLAN_SKIP, bar)
                 last_loss = terms["loss"]
                 for key, value in terms.items():
                     sums[key] = sums.get(key, 0.0) + value

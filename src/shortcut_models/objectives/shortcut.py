@@ -40,12 +40,12 @@ LEVEL_SAMPLINGS = ("groups", "coarse")
 
 
 def coarse_levels(
-    num_bootstrap: int, denoise_timesteps: int, generator: torch.Generator, device: torch.device
+    num_bootstrap: int, num_levels: int, generator: torch.Generator, device: torch.device
 ) -> torch.Tensor:
-    """Levels drawn at random with P(k) proportional to 2^-k over 0 .. log2(M)-1: half the
-    bootstrap rows train the one-step level, a quarter the two-step level, and so on; every level
-    appears at any batch size (in expectation), unlike fixed groups with fewer rows than levels."""
-    num_levels = denoise_timesteps.bit_length() - 1
+    """Levels drawn at random with P(k) proportional to 2^-k over 0 .. num_levels-1 (log2(M)
+    levels): half the bootstrap rows train the one-step level, a quarter the two-step level, and
+    so on; every level appears at any batch size (in expectation), unlike fixed groups with fewer
+    rows than levels."""
     weights = torch.pow(2.0, -torch.arange(num_levels, dtype=torch.float32, device=device))
     return torch.multinomial(weights, num_bootstrap, replacement=True, generator=generator)
 
@@ -177,7 +177,7 @@ class Shortcut(FlowMatching):
         """Self-consistency targets; `w` (intrinsic guidance) is given to both half steps."""
         nb = x1.shape[0]
         if self.level_sampling == "coarse":
-            levels = coarse_levels(nb, self.denoise_timesteps, generator, x1.device)
+            levels = coarse_levels(nb, self.num_levels, generator, x1.device)
         else:
             levels = bootstrap_levels(nb, self.denoise_timesteps).to(x1.device)
         sections = torch.pow(2.0, levels.float())
