@@ -99,6 +99,23 @@ def test_reflow_and_live_reflow_targets():
     assert torch.all(batch.d[reflow] == 1) and torch.all(batch.d[batch.parts["flow"]] == 1 / 8)
 
 
+def test_live_reflow_samples_with_the_levels_it_was_trained_on():
+    """The reference tells a live-reflow network d = 1 below M steps and d = 1/M at M steps
+    (the only two step sizes it trains); telling it 1/n would ask for untrained levels."""
+    told = []
+
+    class Recording(Constant):
+        def forward(self, x, t, d, y=None):
+            told.append(float(d[0]))
+            return super().forward(x, t, d, y)
+
+    spec = build_objective("live_reflow", denoise_timesteps=8).sampling_spec()
+    for steps in (1, 2, 4, 8):
+        told.clear()
+        sample(Recording(1.0), torch.randn(3, 2), steps, spec)
+        assert told == [1.0 if steps < 8 else 1 / 8] * steps
+
+
 def test_consistency_sampling_renoises_but_one_step_is_one_call():
     calls = []
 

@@ -19,6 +19,9 @@ class SamplingSpec:
     max_steps: the largest allowed step count (None: unlimited).
     fixed_d: tell the network this step size whatever n is (a flow-matching model was only ever
         trained at d = 1/M); None tells it the real step 1/n.
+    below_max_d: tell the network this step size when n < max_steps, and the real 1/n at
+        n = max_steps (live reflow trains only d = 1 and d = 1/M, and the reference samples it
+        so: level 0 below M steps, level log2(M) at M).
     renoise: multistep consistency sampling: each step predicts the data point
         x1_hat = x + (1 - t) v and moves to t + 1/n on the path from fresh noise to x1_hat.
     """
@@ -26,7 +29,16 @@ class SamplingSpec:
     power_of_two: bool = False
     max_steps: int | None = None
     fixed_d: float | None = None
+    below_max_d: float | None = None
     renoise: bool = False
+
+    def step_size(self, steps: int) -> float:
+        """The step size d the network is told when sampling in `steps` steps."""
+        if self.fixed_d is not None:
+            return self.fixed_d
+        if self.below_max_d is not None and (self.max_steps is None or steps < self.max_steps):
+            return self.below_max_d
+        return 1.0 / steps
 
 
 def check_steps(steps: int, spec: SamplingSpec) -> None:
@@ -59,7 +71,7 @@ def sample(
     x = noise
     n = x.shape[0]
     dt = 1.0 / steps
-    d = torch.full((n,), spec.fixed_d or dt, device=x.device, dtype=torch.float32)
+    d = torch.full((n,), spec.step_size(steps), device=x.device, dtype=torch.float32)
     for i in range(steps):
         t = torch.full((n,), i * dt, device=x.device, dtype=torch.float32)
         v = guided_velocity(model, x, t, d, y, cfg_scale, null_class).to(x.dtype)

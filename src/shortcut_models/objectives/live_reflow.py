@@ -3,7 +3,9 @@
 1/bootstrap_every of each batch gets reflow targets: the current network generates data from
 fresh noise in 8 Euler steps (no gradient; with CFG when reflow_cfg_scale != 1), and these rows
 learn the straight path from that noise to that output with d = 1 (one step). The other rows are
-plain flow matching at d = 1/M. Sampling tells the network the real step 1/n, as shortcut.
+plain flow matching at d = 1/M. Only d = 1 and d = 1/M are ever trained, so sampling tells the
+network d = 1 below M steps and d = 1/M at M steps, as the reference evaluates it (its
+helper_eval.py: level 0 for n < M, level log2(M) at n = M).
 """
 
 from __future__ import annotations
@@ -61,4 +63,4 @@ class LiveReflow(FlowMatching):
         return x0, x
 
     def sampling_spec(self) -> SamplingSpec:
-        return SamplingSpec(power_of_two=True, max_steps=self.denoise_timesteps)
+        return SamplingSpec(power_of_two=True, max_steps=self.denoise_timesteps, below_max_d=1.0)
