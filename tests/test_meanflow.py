@@ -95,7 +95,8 @@ def test_adaptive_loss_weighting():
     plain, _ = build_objective("meanflow", norm_p=0.0).loss(pred, batch)
     torch.testing.assert_close(plain, err.mean())
     weighted, info = build_objective("meanflow", norm_p=1.0, norm_c=0.5).loss(pred, batch)
-    torch.testing.assert_close(weighted, (err / (err + 0.5)).mean())
+    total = 2 * err  # the paper weights the squared error summed over the 2 dimensions
+    torch.testing.assert_close(weighted, (total / (total + 0.5)).mean())
     torch.testing.assert_close(info["mse"], err.mean())
 
 

@@ -169,11 +169,12 @@ def test_adaptive_loss_weights_rows_by_a_stopped_gradient():
     pred = torch.zeros_like(x1, requires_grad=True)
     mse = plain.per_sample_loss(pred, batch)
     weighted = adaptive.per_sample_loss(pred, batch)
-    torch.testing.assert_close(weighted, mse / (mse + 0.5))
+    total = mse * x1[0].numel()  # summed over the sample's dimensions, as the paper
+    torch.testing.assert_close(weighted, total / (total + 0.5))
     (grad,) = torch.autograd.grad(weighted.sum(), pred)
-    (grad_mse,) = torch.autograd.grad(mse.sum(), pred)
-    weight = 1 / (mse.detach() + 0.5)
-    torch.testing.assert_close(grad, weight[:, None] * grad_mse)  # the weight is not differentiated
+    (grad_total,) = torch.autograd.grad(total.sum(), pred)
+    weight = 1 / (total.detach() + 0.5)
+    torch.testing.assert_close(grad, weight[:, None] * grad_total)  # the weight: no gradient
 
 
 def test_coarse_level_sampling_favours_few_step_levels_and_covers_all():

@@ -52,12 +52,15 @@ def flow_velocity(x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
     return x1 - (1 - EPS) * x0
 
 
-def adaptive_loss(err: torch.Tensor, p: float, c: float) -> torch.Tensor:
-    """MeanFlow's adaptive weighting of per-sample losses: sg(w) * err with w = 1 / (err + c)^p
-    (p = 0: err itself; p = 0.5: about a pseudo-Huber loss; p = 1: about a log loss)."""
+def adaptive_loss(err: torch.Tensor, p: float, c: float, dims: int) -> torch.Tensor:
+    """MeanFlow's adaptive weighting of per-sample losses, as the paper defines it on the squared
+    error summed over a sample's `dims` dimensions: sg(w) * ||e||^2 with w = 1 / (||e||^2 + c)^p
+    (p = 0.5: about a pseudo-Huber loss; p = 1: about a log loss). `err` is the per-sample mean
+    (our MSE); weighting the mean instead would act as c x dims. p = 0 returns `err` unchanged."""
     if p == 0:
         return err
-    return (err.detach() + c).pow(-p) * err
+    total = err * dims
+    return (total.detach() + c).pow(-p) * total
 
 
 def consistency_velocity(

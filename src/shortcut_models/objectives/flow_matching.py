@@ -38,7 +38,7 @@ class FlowMatching(Objective):
     time_sampling: str = "grid"
     time_mu: float = -0.4
     time_sigma: float = 1.0
-    norm_p: float = 0.0  # MeanFlow's adaptive loss weight 1 / (err + c)^p; 0: plain loss
+    norm_p: float = 0.0  # MeanFlow's adaptive weight 1 / (||err||^2 + c)^p (summed); 0: plain
     norm_c: float = 1e-3
 
     def __post_init__(self) -> None:
@@ -89,7 +89,7 @@ class FlowMatching(Objective):
             err = super().per_sample_loss(pred, batch)
         else:
             err = wavelet_loss(pred.float() - batch.target.float(), levels)
-        return adaptive_loss(err, self.norm_p, self.norm_c)
+        return adaptive_loss(err, self.norm_p, self.norm_c, pred[0].numel())
 
     def sampling_spec(self) -> SamplingSpec:
         return SamplingSpec(

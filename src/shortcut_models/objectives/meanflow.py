@@ -79,7 +79,7 @@ class MeanFlow(Objective):
     mean_fraction: float = 0.25  # share of rows with r != t (the paper's best, Table 1a)
     time_mu: float = -0.4  # logit-normal time sampling (the paper's best for DiT-B/4)
     time_sigma: float = 1.0
-    norm_p: float = 1.0  # adaptive weight 1 / (||err||^2 + c)^p; p = 0 is plain MSE
+    norm_p: float = 1.0  # adaptive weight 1 / (||err||^2 + c)^p, ||.||^2 summed; 0: plain MSE
     norm_c: float = 1e-3
     cfg_omega: float = 1.0  # CFG scale folded into the target velocity (1: no guidance)
     cfg_kappa: float = 0.0  # the paper's mixing scale kappa
@@ -146,8 +146,9 @@ class MeanFlow(Objective):
     def loss(
         self, pred: torch.Tensor, batch: TrainingBatch
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """sg(w) * ||err||^2 with w = 1 / (||err||^2 + c)^p (||.||^2 averaged over dimensions);
-        also the plain MSE, overall and per part, for comparison with other objectives."""
+        """sg(w) * ||err||^2 with w = 1 / (||err||^2 + c)^p (||.||^2 summed over a sample's
+        dimensions, as the paper); also the plain MSE, overall and per part, for comparison
+        with other objectives."""
         err = self.per_sample_loss(pred, batch)
         info = {"mse": err.mean().detach()}
         info.update(
@@ -157,7 +158,7 @@ class MeanFlow(Objective):
                 if rows.stop > rows.start
             }
         )
-        return adaptive_loss(err, self.norm_p, self.norm_c).mean(), info
+        return adaptive_loss(err, self.norm_p, self.norm_c, pred[0].numel()).mean(), info
 
     def sampling_spec(self) -> SamplingSpec:
         return SamplingSpec(power_of_two=False, max_steps=None, fixed_d=None)
