@@ -10,6 +10,14 @@ Run it alone on the machine: two torch processes on 2 cores slow each other abou
 
     python benchmarks/demo_ablation.py --minutes 5 --variants recipe dit-t4 \\
         --md benchmarks/results/demo_ablation.md
+
+`--base cpu-dit-tiny --steps 2500` compares at a fixed step count from another recipe instead
+(the question "which setting is better", not "what is best in 5 minutes"): the DiT options
+where the reference differs from DiT (benchmarks/results/dit_options.md):
+
+    python benchmarks/demo_ablation.py --base cpu-dit-tiny --steps 2500 --cfg 1.5 \\
+        --variants base dit-linear-attention dit-xavier-adaln dit-reference \\
+        --out runs/dit-options --md benchmarks/results/dit_options.md
 """
 
 from __future__ import annotations
@@ -78,11 +86,25 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "bootstrap-raw": {"objective_options": {"bootstrap_ema": False}},
     "ot-pairing": {"objective_options": {"ot_pairing": True}},
     "wavelet": {"objective_options": {"wavelet_levels": -1}},
+    # DiT options (with --base cpu-dit-tiny): the reference's choices one at a time, then all
+    "dit-linear-attention": {"backbone_options": {"attention_scale": "linear"}},
+    "dit-xavier-adaln": {"backbone_options": {"block_adaln_init": "xavier"}},
+    "dit-reference": {
+        "backbone_options": {
+            "attention_scale": "linear",
+            "block_adaln_init": "xavier",
+            "qkv_init": "separate",
+            "position_order": "col-row",
+        }
+    },
 }
 
 
-def variant_config(name: str, data: str, minutes: float, seed: int) -> tuple[TrainConfig, str]:
-    values, run = recipe("cpu-small")
+def variant_config(
+    name: str, data: str, minutes: float, seed: int, base: str = "cpu-small", steps: int = 0
+) -> tuple[TrainConfig, str]:
+    """The variant's config and precision; `steps` > 0 trains that many steps (no budget)."""
+    values, run = recipe(base)
     changes = dict(VARIANTS[name])
     is_recipe = changes.pop("recipe", False)
     if not is_recipe:
@@ -95,13 +117,18 @@ def variant_config(name: str, data: str, minutes: float, seed: int) -> tuple[Tra
                 values[key] = {**values[key], **extra}
             elif key == "backbone_options":
                 values[key] = {}
-    values.update(changes, data=data, minutes=minutes, seed=seed)
-    return TrainConfig(**values, recipe="cpu-small" if is_recipe else ""), precision
+    values.update(changes, data=data, minutes=0.0 if steps else minutes, seed=seed)
+    if steps:
+        values["steps"] = steps
+    return TrainConfig(**values, recipe=base if is_recipe else ""), precision
 
 
 def run_variant(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    config, precision = variant_config(name, args.data, args.minutes, args.seed)
-    run_dir = args.out / f"{args.data}-{name}-{args.minutes:g}min"
+    config, precision = variant_config(
+        name, args.data, args.minutes, args.seed, args.base, args.steps
+    )
+    budget = f"{args.steps}steps" if args.steps else f"{args.minutes:g}min"
+    run_dir = args.out / f"{args.data}-{name}-{budget}"
     shutil.rmtree(run_dir, ignore_errors=True)
     options = RunOptions(
         out_dir=run_dir,
@@ -134,8 +161,9 @@ def run_variant(name: str, args: argparse.Namespace) -> dict[str, Any]:
     )
     return {
         "variant": name,
+        "base": args.base,
         "data": args.data,
-        "minutes": args.minutes,
+        "minutes": 0.0 if args.steps else args.minutes,
         "cfg": args.cfg,
         "num": args.num,
         "steps": trainer.step,
@@ -172,6 +200,8 @@ def main() -> None:
     p.add_argument("--variants", nargs="+", default=["cpu-small"], choices=list(VARIANTS))
     p.add_argument("--data", default="mnist", choices=["mnist", "fashion-mnist"])
     p.add_argument("--minutes", type=float, default=5.0, help="training budget per variant")
+    p.add_argument("--base", default="cpu-small", help="recipe the variants change (cpu-small)")
+    p.add_argument("--steps", type=int, default=0, help="train this many steps instead (0: off)")
     p.add_argument("--cfg", type=float, default=3.0, help="CFG scale at sampling (3)")
     p.add_argument("--num", type=int, default=400, help="samples per budget (400)")
     p.add_argument("--seed", type=int, default=0)
@@ -183,7 +213,9 @@ def main() -> None:
     log = args.out / "rows.jsonl"
 
     def key(row: dict[str, Any]) -> tuple:
-        return row["variant"], row["data"], row["minutes"], row["cfg"], row["num"], row["seed"]
+        budget = row["minutes"] or row["steps"]
+        base = row.get("base", "cpu-small")
+        return row["variant"], base, row["data"], budget, row["cfg"], row["num"], row["seed"]
 
     rows: list[dict[str, Any]] = []
     for line in log.read_text().splitlines() if log.exists() else []:
@@ -191,7 +223,8 @@ def main() -> None:
         rows = [r for r in rows if key(r) != key(row)] + [row]  # a re-run replaces its row
 
     for name in args.variants:
-        wanted = (name, args.data, args.minutes, args.cfg, args.num, args.seed)
+        budget = args.steps or args.minutes
+        wanted = (name, args.base, args.data, budget, args.cfg, args.num, args.seed)
         if not args.rerun and any(key(r) == wanted for r in rows):
             continue
         row = {**run_variant(name, args), "seed": args.seed}

@@ -240,7 +240,35 @@ BACKBONE_FLAGS: list[tuple[str, str, Any, str]] = [
         "--time-scale",
         "time_scale",
         float,
-        "t is multiplied by this before its sinusoidal embedding (default 1000; meanflow 1)",
+        "t is multiplied by this before its sinusoidal embedding (default 1000; meanflow 1; "
+        "the reference: 1)",
+    ),
+    (
+        "--attention-scale",
+        "attention_scale",
+        str,
+        "DiT: attention logits scaled by 1/sqrt(d_head) (sqrt, default) or 1/d_head (linear, "
+        "the reference)",
+    ),
+    (
+        "--block-adaln-init",
+        "block_adaln_init",
+        str,
+        "DiT: the blocks' modulation layers start at zero (zero, DiT's adaLN-Zero, default) or "
+        "xavier-uniform (xavier, the reference)",
+    ),
+    (
+        "--qkv-init",
+        "qkv_init",
+        str,
+        "DiT: one xavier draw for q, k, v together (fused, default) or one each (separate, "
+        "the reference)",
+    ),
+    (
+        "--position-order",
+        "position_order",
+        str,
+        "DiT: halves of the 2-D position table, row-col (default) or col-row (the reference)",
     ),
 ]
 

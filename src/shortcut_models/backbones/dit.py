@@ -1,6 +1,23 @@
-"""DiT (Peebles & Xie, 2023) as the shortcut reference uses it: patch embedding, fixed 2-D sin-cos
-positions, adaLN-Zero blocks conditioned on c = embed(t) + embed(d) + embed(y), attention through
-scaled_dot_product_attention (flash / memory-efficient kernels on GPU), zero-initialised output.
+"""DiT (Peebles & Xie, 2023) as the shortcut reference (kvfrans/shortcut-models, model.py) uses
+it: patch embedding, fixed 2-D sin-cos positions, blocks with adaptive LayerNorm conditioned on
+c = embed(t) + embed(level(d)) + embed(y), attention through scaled_dot_product_attention (flash /
+memory-efficient kernels on GPU), zero-initialised final layer.
+
+Options where the reference differs from DiT (each stored in the checkpoint's config; the
+`reference` recipe sets all of them, and benchmarks/parity.py checks the forward pass against
+the official code with converted parameters):
+
+- attention_scale: "sqrt" scales the logits by 1/sqrt(d_head) (DiT, SDPA's default); "linear"
+  by 1/d_head as the reference (q / d).
+- block_adaln_init: "zero" zero-initialises the modulation layer of every block (DiT's adaLN-Zero:
+  each block starts as the identity); "xavier" initialises it as the other dense layers
+  (xavier-uniform, zero bias), as the reference, whose blocks are therefore not adaLN-Zero. The
+  final layer is zeroed in both.
+- qkv_init: "fused" draws one xavier-uniform matrix for q, k and v together (timm's Attention,
+  as DiT); "separate" draws each projection on its own, as the reference's three dense layers.
+- position_order: "row-col" puts the row coordinate in the first half of each position vector;
+  "col-row" the column first, as the reference. Harmless (a relabelling of features), but
+  converted reference parameters need the same order.
 """
 
 from __future__ import annotations
@@ -32,8 +49,14 @@ def square_image_options(shape: tuple[int, ...], num_classes: int) -> dict[str, 
     return {"in_channels": shape[0], "input_size": shape[1], "num_classes": num_classes}
 
 
-def sincos_2d(dim: int, grid: int) -> torch.Tensor:
-    """(grid*grid, dim) fixed position embeddings: half for rows, half for columns."""
+ATTENTION_SCALES = ("sqrt", "linear")
+ADALN_INITS = ("zero", "xavier")
+QKV_INITS = ("fused", "separate")
+POSITION_ORDERS = ("row-col", "col-row")
+
+
+def sincos_2d(dim: int, grid: int, order: str = "row-col") -> torch.Tensor:
+    """(grid*grid, dim) fixed position embeddings: half for rows, half for columns, in `order`."""
     if dim % 4:
         raise ValueError(f"hidden size must be a multiple of 4 for 2-D positions, got {dim}")
     omega = 1.0 / 10000 ** (np.arange(dim // 4, dtype=np.float64) / (dim / 4.0))
@@ -44,15 +67,18 @@ def sincos_2d(dim: int, grid: int) -> torch.Tensor:
         args = pos.reshape(-1)[:, None] * omega[None]
         return np.concatenate([np.sin(args), np.cos(args)], axis=1)
 
-    return torch.from_numpy(np.concatenate([embed(rows), embed(cols)], axis=1)).float()
+    halves = [embed(rows), embed(cols)] if order == "row-col" else [embed(cols), embed(rows)]
+    return torch.from_numpy(np.concatenate(halves, axis=1)).float()
 
 
 class Attention(nn.Module):
-    def __init__(self, hidden_size: int, num_heads: int) -> None:
+    def __init__(self, hidden_size: int, num_heads: int, scale: str = "sqrt") -> None:
         super().__init__()
         if hidden_size % num_heads:
             raise ValueError(f"hidden size {hidden_size} is not divisible by {num_heads} heads")
         self.num_heads = num_heads
+        head = hidden_size // num_heads
+        self.scale = head**-0.5 if scale == "sqrt" else 1.0 / head
         self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
         self.proj = nn.Linear(hidden_size, hidden_size)
 
@@ -60,17 +86,23 @@ class Attention(nn.Module):
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        out = F.scaled_dot_product_attention(q, k, v)
+        out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
 
 class DiTBlock(nn.Module):
-    """Attention and MLP, each behind LayerNorm + (shift, scale) and a zero-initialised gate."""
+    """Attention and MLP, each behind LayerNorm + (shift, scale) and a gate from c."""
 
-    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
+    def __init__(
+        self,
+        hidden_size: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        attention_scale: str = "sqrt",
+    ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
-        self.attn = Attention(hidden_size, num_heads)
+        self.attn = Attention(hidden_size, num_heads, attention_scale)
         self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         inner = int(hidden_size * mlp_ratio)
         self.mlp = nn.Sequential(
@@ -107,21 +139,36 @@ class DiT(nn.Module):
         num_classes: int = 0,
         time_scale: float = 1000.0,
         guidance_input: bool = False,
+        attention_scale: str = "sqrt",
+        block_adaln_init: str = "zero",
+        qkv_init: str = "fused",
+        position_order: str = "row-col",
     ) -> None:
         super().__init__()
         if input_size % patch_size:
             raise ValueError(f"input size {input_size} is not divisible by patch size {patch_size}")
+        for name, value, allowed in (
+            ("attention_scale", attention_scale, ATTENTION_SCALES),
+            ("block_adaln_init", block_adaln_init, ADALN_INITS),
+            ("qkv_init", qkv_init, QKV_INITS),
+            ("position_order", position_order, POSITION_ORDERS),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        self.block_adaln_init, self.qkv_init = block_adaln_init, qkv_init
         self.input_size, self.in_channels, self.patch_size = input_size, in_channels, patch_size
         self.num_classes = num_classes
         self.grid = input_size // patch_size
         self.patch = nn.Conv2d(in_channels, hidden_size, patch_size, stride=patch_size)
-        self.register_buffer("pos", sincos_2d(hidden_size, self.grid)[None], persistent=False)
+        self.register_buffer(
+            "pos", sincos_2d(hidden_size, self.grid, position_order)[None], persistent=False
+        )
         self.cond = Conditioning(
             hidden_size, num_classes, time_scale=time_scale, guidance_input=guidance_input
         )
         self.guidance_input = guidance_input
         self.blocks = nn.ModuleList(
-            DiTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth)
+            DiTBlock(hidden_size, num_heads, mlp_ratio, attention_scale) for _ in range(depth)
         )
         self.norm_out = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
@@ -138,8 +185,12 @@ class DiT(nn.Module):
         nn.init.zeros_(self.patch.bias)
         self.cond.reset_parameters()
         for block in self.blocks:
-            nn.init.zeros_(block.ada[1].weight)
-            nn.init.zeros_(block.ada[1].bias)
+            if self.qkv_init == "separate":
+                for part in block.attn.qkv.weight.chunk(3, dim=0):
+                    nn.init.xavier_uniform_(part)
+            if self.block_adaln_init == "zero":
+                nn.init.zeros_(block.ada[1].weight)
+                nn.init.zeros_(block.ada[1].bias)
         for layer in (self.ada_out[1], self.out):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
