@@ -155,15 +155,16 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     return Checkpoint(path=path, config=config, step=step, data=data)
 
 
-def load_model(path: str | Path, weights: str = "ema", device: torch.device | str = "cpu"):
+def load_model(path: str | Path, weights: str | None = None, device: torch.device | str = "cpu"):
     """(network in eval mode, objective, DataSpec, checkpoint) ready for sampling; the data
-    itself is not opened."""
+    itself is not opened. `weights`: "ema", "model" (raw), or None for the run's eval_weights."""
     from shortcut_models.factory import build_data, build_model_for, build_objective_for
 
-    if weights not in ("ema", "model"):
+    if weights not in (None, "ema", "model"):
         raise UsageError(f"weights must be 'ema' or 'model', got {weights!r}")
     checkpoint = load_checkpoint(path)
     config = checkpoint.config
+    weights = weights or config.eval_weights
     data = checkpoint.data or DataSpec.of(build_data(config.data, config.data_options))
     objective = build_objective_for(config, data)
     model = build_model_for(config, data, objective)

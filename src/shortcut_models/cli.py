@@ -17,7 +17,14 @@ from shortcut_models.data import FOLDER, IMAGE_DATASETS, dataset_names
 from shortcut_models.errors import TrainingError, UsageError
 from shortcut_models.image_evaluation import METRICS
 from shortcut_models.objectives import OBJECTIVES, objective_options
-from shortcut_models.recipes import RECIPES, describe, recipe, recipe_names, recipe_precision
+from shortcut_models.recipes import (
+    RECIPES,
+    apply_recipe,
+    describe,
+    recipe,
+    recipe_names,
+    recipe_precision,
+)
 from shortcut_models.sampling import check_steps
 from shortcut_models.train import PRECISIONS
 
@@ -62,6 +69,13 @@ CONFIG_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--grad-clip", "grad_clip", float, "clip the global gradient norm to this (0: off)"),
     ("--ema-decay", "ema_decay", float, "decay of the weight EMA used for sampling and targets"),
     ("--seed", "seed", int_arg, "seed of initial weights, data order and noise"),
+    (
+        "--eval-weights",
+        "eval_weights",
+        str,
+        "weights sample / evaluate / compare use: ema, or model (the raw weights, as the "
+        "reference evaluates)",
+    ),
     (
         "--minutes",
         "minutes",
@@ -127,7 +141,42 @@ OBJECTIVE_FLAGS: list[tuple[str, str, Any, str]] = [
         "--reflow-cfg-scale",
         "reflow_cfg_scale",
         float,
-        "live_reflow: CFG scale while generating the reflow targets (default 1: none)",
+        "live_reflow: CFG scale while generating the reflow targets (default 1: none; the "
+        "reference: its cfg_scale, 4)",
+    ),
+    (
+        "--rotate-levels",
+        "rotate_levels",
+        argparse.BooleanOptionalAction,
+        "shortcut / ism: with fewer bootstrap rows than step levels, rotate their levels with "
+        "the step so every level is trained (default on; off: all at level 0, as the reference)",
+    ),
+    (
+        "--clip-target",
+        "clip_target",
+        argparse.BooleanOptionalAction,
+        "progressive_distillation: clip the target to [-4, 4] (default on; the reference: off)",
+    ),
+    (
+        "--step-input",
+        "step_input",
+        argparse.BooleanOptionalAction,
+        "progressive_distillation: tell the network the phase's step size (default on; off: "
+        "the constant 1/M, as the reference's network, which ignores it)",
+    ),
+    (
+        "--first-phase-cfg-scale",
+        "first_phase_cfg_scale",
+        float,
+        "progressive_distillation: CFG scale of the teacher's half steps in the first phase "
+        "(default 1: none; the reference's with its bootstrap_cfg on)",
+    ),
+    (
+        "--renoise-sampling",
+        "renoise_sampling",
+        argparse.BooleanOptionalAction,
+        "consistency_training: multistep consistency sampling (default on; off: plain Euler, "
+        "as the reference evaluates)",
     ),
     (
         "--level-sampling",
@@ -140,8 +189,8 @@ OBJECTIVE_FLAGS: list[tuple[str, str, Any, str]] = [
         "--reference-batch-split",
         "reference_batch_split",
         argparse.BooleanOptionalAction,
-        "shortcut: reuse the reference's overlapping bootstrap / flow split of the batch "
-        "(default off: disjoint rows)",
+        "shortcut / live_reflow: reuse the reference's overlapping bootstrap / flow split of "
+        "the batch (default off: disjoint rows)",
     ),
     (
         "--target-ema-decay",
@@ -317,7 +366,7 @@ def add_train_parser(subparsers: Any) -> None:
         "--recipe",
         choices=recipe_names(),
         help="start from a named set of measured settings (printed at the start; flags given "
-        "beside it win): " + "; ".join(f"{k}: {v[0]}" for k, v in RECIPES.items()),
+        "beside it win): " + "; ".join(f"{k}: {v.description}" for k, v in RECIPES.items()),
     )
     for flag, field, kind, text in CONFIG_FLAGS:
         p.add_argument(
@@ -408,9 +457,9 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None) -> Trai
     flags given on the command line."""
     given = vars(args)
     values = (base or TrainConfig()).to_dict()
-    if given.get("recipe") and base is None:
-        values.update(recipe(given["recipe"])[0], recipe=given["recipe"])
-        print(describe(given["recipe"]), file=sys.stderr)
+    fresh_recipe = given.get("recipe") if base is None else None
+    if fresh_recipe:
+        values.update(recipe(fresh_recipe)[0], recipe=fresh_recipe)
     elif given.get("recipe") and given["recipe"] != base.recipe:
         raise UsageError(
             f"the run was started from recipe '{base.recipe or 'none'}', not '{given['recipe']}'"
@@ -420,6 +469,9 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None) -> Trai
             if key != "data" and given[key] != values[key]:  # options of another network or
                 values[f"{key}_options"] = {}  # objective (from a recipe) do not carry over
             values[key] = given[key]
+    if fresh_recipe:  # its options for the objective and backbone this run trains
+        values = apply_recipe(fresh_recipe, values)
+        print(describe(fresh_recipe, values["objective"], values["backbone"]), file=sys.stderr)
     if "data" in given and base is not None and given["data"] != base.data:
         values["data_options"] = {}
     values["data_options"] = {**values["data_options"], **data_options_from_args(args)}
@@ -512,7 +564,10 @@ def add_sampling_args(
         "--batch", type=positive_int, default=4096, help="samples per network call (default 4096)"
     )
     p.add_argument(
-        "--raw", action="store_true", help="use the raw training weights instead of the EMA weights"
+        "--raw",
+        action="store_true",
+        help="use the raw training weights instead of the EMA weights (the default unless the "
+        "run's eval_weights says model, as under --recipe reference)",
     )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default auto)")
 
@@ -824,8 +879,9 @@ def _evaluate_images(
 _EXTRA_COLUMNS = ("precision", "recall", "confident", "class_coverage")
 
 
-def _weights(args: argparse.Namespace) -> str:
-    return "model" if args.raw else "ema"
+def _weights(args: argparse.Namespace) -> str | None:
+    """ "model" with --raw, else the run's own choice (its config's eval_weights)."""
+    return "model" if args.raw else None
 
 
 def add_stats_parser(subparsers: Any) -> None:

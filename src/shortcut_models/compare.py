@@ -93,7 +93,7 @@ def _evaluator(options: CompareOptions, data: Any):
     if data.kind == "vector":
 
         def score_points(run_dir: Path, steps: list[int]) -> dict[int, float]:
-            model, objective, _, _ = load_model(run_dir, "ema", _device(options))
+            model, objective, _, _ = load_model(run_dir, device=_device(options))
             scores = evaluate_vectors(model, objective, data, steps, options.num, base.seed, False)
             return {n: s["sliced_w2"] for n, s in scores.items()}
 
@@ -109,7 +109,7 @@ def _evaluator(options: CompareOptions, data: Any):
     cache: dict[str, Any] = {}
 
     def score_images(run_dir: Path, steps: list[int]) -> dict[int, float]:
-        model, objective, spec, _ = load_model(run_dir, "ema", _device(options))
+        model, objective, spec, _ = load_model(run_dir, device=_device(options))
         if spec.kind == "latent":
             raise UsageError("compare runs on pixel data; evaluate latent models with evaluate")
         if "reference" not in cache:

@@ -11,6 +11,7 @@ from typing import Any
 from shortcut_models.errors import UsageError
 
 LR_SCHEDULES = ("constant", "cosine")
+EVAL_WEIGHTS = ("ema", "model")
 
 # Fields that may differ between a checkpoint and the run that resumes it.
 RESUMABLE_CHANGES = frozenset({"steps"})
@@ -43,6 +44,9 @@ class TrainConfig:
     # over the first steps (train.PLAN_*) and stored, so a resumed run continues the same plan
     minutes: float = 0.0
     seed: int = 0
+    # weights that sample / evaluate / compare use unless told otherwise: "ema", or "model" (the
+    # raw training weights, as the reference evaluates with its default use_ema=0)
+    eval_weights: str = "ema"
     recipe: str = ""  # the named recipe the run started from (its values are the fields above)
 
     def __post_init__(self) -> None:
@@ -65,6 +69,10 @@ class TrainConfig:
         if self.lr_schedule not in LR_SCHEDULES:
             raise UsageError(
                 f"lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"
+            )
+        if self.eval_weights not in EVAL_WEIGHTS:
+            raise UsageError(
+                f"eval-weights must be one of {', '.join(EVAL_WEIGHTS)}, got {self.eval_weights!r}"
             )
         for name in ("beta1", "beta2", "ema_decay"):
             if not 0.0 <= getattr(self, name) < 1.0:

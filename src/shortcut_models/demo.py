@@ -23,7 +23,7 @@ from shortcut_models.image_evaluation import Reference, load_reference, score_im
 from shortcut_models.image_io import grid, save_png
 from shortcut_models.metrics.digits import DigitFeatures
 from shortcut_models.objectives import Objective
-from shortcut_models.recipes import recipe, recipe_precision
+from shortcut_models.recipes import apply_recipe, recipe, recipe_precision
 from shortcut_models.report import markdown_table, write_json
 from shortcut_models.train import RunOptions, Trainer, prepare_out_dir, resolve_precision
 
@@ -73,6 +73,7 @@ def demo_config(options: DemoOptions) -> tuple[TrainConfig, str]:
     values.update({k: v for k, v in given.items() if v is not None})
     if options.backbone is not None:
         values["backbone_options"] = {}  # the recipe's sizes belong to its own backbone
+    values = apply_recipe(options.recipe, values)
     precision = options.precision or recipe_precision(options.recipe)
     return TrainConfig(**values, recipe=options.recipe), precision
 
@@ -142,8 +143,9 @@ def run_demo(options: DemoOptions) -> dict[str, dict[str, float]]:
     data = trainer.data
     extractor = DigitFeatures.for_dataset(options.data)
     reference = load_reference(options.data, extractor, data.shape, REFERENCE_NUM, options.seed)
+    evaluated = trainer.model if config.eval_weights == "model" else trainer.ema
     metrics, images = score_budgets(
-        trainer.ema.eval(),
+        evaluated.eval(),
         trainer.objective,
         shape=data.shape,
         num_classes=data.num_classes,

@@ -35,6 +35,12 @@ def resolve_backbone(name: str) -> tuple[type[nn.Module], dict[str, Any]]:
     raise UsageError(f"unknown backbone '{name}' (choose from: {', '.join(backbone_names())})")
 
 
+def backbone_kind(name: str) -> str:
+    """The registry key of a backbone name or preset ('DiT-B/2' -> 'dit')."""
+    cls, _ = resolve_backbone(name)
+    return next(key for key, value in BACKBONES.items() if value is cls)
+
+
 def build_backbone(name: str, **options: Any) -> nn.Module:
     """Instantiate a backbone or preset; unknown names or bad options are a UsageError."""
     cls, preset = resolve_backbone(name)

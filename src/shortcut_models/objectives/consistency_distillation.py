@@ -46,11 +46,20 @@ class ConsistencyDistillation(Objective):
         x_t = interpolate(x0, x1, t)
         d = torch.full((n,), 1.0 / m, device=x1.device)
         y = self.drop_labels(y, generator)
+        target = self.consistency_target(ema_model, x_t, t, y)
+        return TrainingBatch(x_t=x_t, t=t, d=d, y=y, target=target, parts={"cd": slice(0, n)})
+
+    @torch.no_grad()
+    def consistency_target(
+        self, ema_model: nn.Module, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None
+    ) -> torch.Tensor:
+        """One teacher step of 1/M from (x_t, t), then the EMA student's data prediction."""
+        m = self.denoise_timesteps
+        d = torch.full_like(t, 1.0 / m)
         v_teacher = self.teacher_network(x_t, t, d, y)
         x_t2 = torch.clamp(x_t + v_teacher / m, -4.0, 4.0)
         t2 = t + 1.0 / m
-        target = consistency_velocity(x_t, t, x_t2, t2, ema_model(x_t2, t2, d, y))
-        return TrainingBatch(x_t=x_t, t=t, d=d, y=y, target=target, parts={"cd": slice(0, n)})
+        return consistency_velocity(x_t, t, x_t2, t2, ema_model(x_t2, t2, d, y))
 
     def sampling_spec(self) -> SamplingSpec:
         return SamplingSpec(fixed_d=1.0 / self.denoise_timesteps)

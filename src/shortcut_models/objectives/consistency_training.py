@@ -5,7 +5,8 @@ the target is the velocity from x_t to the EMA student's data prediction at t + 
 follows the reference's curriculum: training is cut into log2(M) equal stages and stage s uses
 dt = 2^-s (t on the grid of dt), from one big step towards fine ones. The network is told the
 constant d = 1/M (the reference's ignores d); sampling is multistep consistency sampling: predict
-the data point, move to t + 1/n on the path from fresh noise to it.
+the data point, move to t + 1/n on the path from fresh noise to it (renoise_sampling; the
+reference evaluates with plain Euler steps).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from shortcut_models.sampling import SamplingSpec
 class ConsistencyTraining(Objective):
     name = "consistency_training"
 
+    renoise_sampling: bool = True  # multistep consistency sampling (off: plain Euler)
+
     def stage(self) -> int:
         """0, 1, ..., log2(M) - 1 over training: the curriculum's level, dt = 2^-stage."""
         stages = self.denoise_timesteps.bit_length() - 1
@@ -47,4 +50,4 @@ class ConsistencyTraining(Objective):
         return TrainingBatch(x_t=x_t, t=t, d=d, y=y, target=target, parts={"ct": slice(0, n)})
 
     def sampling_spec(self) -> SamplingSpec:
-        return SamplingSpec(fixed_d=1.0 / self.denoise_timesteps, renoise=True)
+        return SamplingSpec(fixed_d=1.0 / self.denoise_timesteps, renoise=self.renoise_sampling)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from shortcut_models.errors import UsageError
 from shortcut_models.guidance import guided_velocity
@@ -28,7 +29,11 @@ class LiveReflow(FlowMatching):
     name = "live_reflow"
 
     bootstrap_every: int = 8  # 1 / (fraction of the batch with reflow targets)
-    reflow_cfg_scale: float = 1.0  # CFG while generating the reflow targets (1: none)
+    # CFG while generating the reflow targets (1: none; the reference uses its cfg_scale, 4)
+    reflow_cfg_scale: float = 1.0
+    # flow rows from the first B - B/b images (the reference's overlapping split) instead of
+    # the last B - B/b (every image once)
+    reference_batch_split: bool = False
 
     def targets(self, model, ema_model, x1, y, generator) -> TrainingBatch:
         n = x1.shape[0]
@@ -39,7 +44,8 @@ class LiveReflow(FlowMatching):
             )
         x0, generated = self.generate(model, x1[:nb], None if y is None else y[:nb], generator)
         t = grid_times(nb, self.denoise_timesteps, generator, x1.device)
-        flow = self.flow_part(x1[nb:], None if y is None else y[nb:], generator)
+        rows = slice(0, n - nb) if self.reference_batch_split else slice(nb, n)
+        flow = self.flow_part(x1[rows], None if y is None else y[rows], generator)
         return TrainingBatch(
             x_t=torch.cat([interpolate(x0, generated, t), flow.x_t]),
             t=torch.cat([t, flow.t]),
@@ -52,15 +58,22 @@ class LiveReflow(FlowMatching):
     @torch.no_grad()
     def generate(self, model, like, y, generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(noise, the network's 8-step Euler sample from it), with d = 1/M."""
-        nb = like.shape[0]
         x0 = torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
-        d = torch.full((nb,), 1.0 / self.denoise_timesteps, device=like.device)
+        return x0, self.generate_from(model, x0, y)
+
+    @torch.no_grad()
+    def generate_from(
+        self, model: nn.Module, x0: torch.Tensor, y: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The network's 8-step Euler sample from noise x0, told d = 1/M, with reflow CFG."""
+        nb = x0.shape[0]
+        d = torch.full((nb,), 1.0 / self.denoise_timesteps, device=x0.device)
         x = x0
         for i in range(GENERATION_STEPS):
-            t = torch.full((nb,), i / GENERATION_STEPS, device=like.device)
+            t = torch.full((nb,), i / GENERATION_STEPS, device=x0.device)
             v = guided_velocity(model, x, t, d, y, self.reflow_cfg_scale, self.null_class)
             x = x + v.to(x.dtype) / GENERATION_STEPS
-        return x0, x
+        return x
 
     def sampling_spec(self) -> SamplingSpec:
         return SamplingSpec(power_of_two=True, max_steps=self.denoise_timesteps, below_max_d=1.0)

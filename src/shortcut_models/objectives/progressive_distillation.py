@@ -6,6 +6,11 @@ shortcut's targets), and at the start of every phase the teacher becomes a froze
 student's EMA, so the number of sampling steps halves each phase: M/2, M/4, ..., 1. The student
 starts from the teacher checkpoint; the network is told the phase's d. The phase teacher is saved
 in the checkpoint, so a resumed run continues exactly.
+
+The reference's variant (`--recipe reference`): labels are not dropped (class_dropout_prob 0),
+the target is not clipped (clip_target off), the network ignores d (step_input off: told the
+constant 1/M, as its flow-matching teacher), and with its bootstrap_cfg on the teacher's half
+steps are guided in the first phase only (first_phase_cfg_scale).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from shortcut_models.guidance import guided_velocity
 from shortcut_models.objectives.base import (
     AttachContext,
     Objective,
@@ -39,6 +45,9 @@ class ProgressiveDistillation(Objective):
     shards_with_fsdp = False  # each phase copies the (sharded) student EMA into its teacher
 
     teacher: str = ""  # run folder or checkpoint of the flow-matching teacher
+    clip_target: bool = True  # clip the target to [-4, 4] as shortcut's (the reference does not)
+    step_input: bool = True  # tell the network the phase's d (off: the constant 1/M)
+    first_phase_cfg_scale: float = 1.0  # CFG in the teacher's half steps of phase 0 (1: none)
     teacher_network: nn.Module | None = field(default=None, init=False, repr=False)
     teacher_phase: int = field(default=-1, init=False, repr=False)
     student_ema: nn.Module | None = field(default=None, init=False, repr=False)
@@ -82,13 +91,34 @@ class ProgressiveDistillation(Objective):
         x0 = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
         x_t = interpolate(x0, x1, t)
         d = torch.full((n,), 1.0 / steps, device=x1.device)
-        half = d / 2
+        told = d if self.step_input else self.constant_d(n, x1)
         y = self.drop_labels(y, generator)
-        v1 = self.teacher_network(x_t, t, half, y)
+        target = self.distill_target(x_t, t, d, y)
+        return TrainingBatch(x_t=x_t, t=t, d=told, y=y, target=target, parts={"pd": slice(0, n)})
+
+    @torch.no_grad()
+    def distill_target(
+        self, x_t: torch.Tensor, t: torch.Tensor, d: torch.Tensor, y: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The mean velocity of two teacher steps of d / 2 from (x_t, t) (guided in phase 0 by
+        first_phase_cfg_scale), clipped unless clip_target is off."""
+        half = d / 2
+        told_half = half if self.step_input else self.constant_d(x_t.shape[0], x_t)
+        scale = self.first_phase_cfg_scale if self.phase() == 0 else 1.0
+
+        def teacher(x: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+            net = self.teacher_network
+            return guided_velocity(net, x, at, told_half, y, scale, self.null_class)
+
+        v1 = teacher(x_t, t)
         x_mid = torch.clamp(x_t + broadcast(half, x_t) * v1, -CLIP, CLIP)
-        v2 = self.teacher_network(x_mid, t + half, half, y)
-        target = torch.clamp((v1 + v2) / 2, -CLIP, CLIP)
-        return TrainingBatch(x_t=x_t, t=t, d=d, y=y, target=target, parts={"pd": slice(0, n)})
+        v2 = teacher(x_mid, t + half)
+        target = (v1 + v2) / 2
+        return torch.clamp(target, -CLIP, CLIP) if self.clip_target else target
+
+    def constant_d(self, n: int, like: torch.Tensor) -> torch.Tensor:
+        return torch.full((n,), 1.0 / self.denoise_timesteps, device=like.device)
 
     def sampling_spec(self) -> SamplingSpec:
-        return SamplingSpec(power_of_two=True, max_steps=self.denoise_timesteps)
+        fixed = None if self.step_input else 1.0 / self.denoise_timesteps
+        return SamplingSpec(power_of_two=True, max_steps=self.denoise_timesteps, fixed_d=fixed)

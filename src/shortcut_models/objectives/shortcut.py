@@ -8,11 +8,17 @@ Where we deliberately differ from the reference implementation (kvfrans/shortcut
   rest, so every image is used once; `reference_batch_split=True` restores the reference.
 - Noise and times of the two parts are drawn independently (the reference reuses its random keys
   for both parts, with different shapes).
+- Small batches. With fewer bootstrap rows than levels (batch < 8 x 7 = 56 at the defaults) the
+  reference puts every bootstrap row at level 0, so levels 1 to 6 are never trained (its issue
+  #11). By default the rows then take consecutive levels that rotate with the training step, so
+  every level is trained within a few steps; `rotate_levels=False` keeps the reference's
+  behaviour, with a warning.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -26,12 +32,21 @@ from shortcut_models.sampling import SamplingSpec
 CLIP = 4.0  # the reference clips the intermediate point and the target to [-4, 4]
 
 
-def bootstrap_levels(num_bootstrap: int, denoise_timesteps: int) -> torch.Tensor:
+def bootstrap_levels(
+    num_bootstrap: int, denoise_timesteps: int, rotate_from: int | None = None
+) -> torch.Tensor:
     """Step levels k (step size d = 2^-k) of the bootstrap rows, exactly as the reference spreads
     them: levels log2(M)-1, ..., 0 in equal groups of num_bootstrap // log2(M), the remainder at 0.
+
+    With fewer rows than levels the reference's groups are empty and every row is at level 0;
+    given `rotate_from` (a counter such as the training step) the rows instead take consecutive
+    levels starting at position rotate_from * num_bootstrap of the cycle log2(M)-1, ..., 0.
     """
     num_levels = denoise_timesteps.bit_length() - 1
     group = num_bootstrap // num_levels
+    if group == 0 and rotate_from is not None:
+        position = (rotate_from * num_bootstrap + torch.arange(num_bootstrap)) % num_levels
+        return num_levels - 1 - position
     levels = torch.arange(num_levels - 1, -1, -1).repeat_interleave(group)
     return torch.cat([levels, torch.zeros(num_bootstrap - levels.numel(), dtype=levels.dtype)])
 
@@ -71,11 +86,15 @@ class Shortcut(FlowMatching):
     bootstrap_cfg: bool = False  # CFG inside the targets of the finest-level group
     bootstrap_cfg_scale: float = 4.0  # the reference's cfg_scale, used when bootstrap_cfg is on
     reference_batch_split: bool = False  # reuse the reference's overlapping split (see above)
+    # fewer bootstrap rows than levels: rotate their levels with the step (off: all at level 0,
+    # as the reference; see above)
+    rotate_levels: bool = True
     # iSM's intrinsic guidance: the network takes the guidance scale w as an input (no effect
     # without labels); see `guided_targets`
     intrinsic_guidance: bool = False
     guidance_min: float = 1.0  # training scales w ~ U[guidance_min, guidance_max] per row
     guidance_max: float = 4.0
+    _warned: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -179,15 +198,39 @@ class Shortcut(FlowMatching):
         if self.level_sampling == "coarse":
             levels = coarse_levels(nb, self.num_levels, generator, x1.device)
         else:
-            levels = bootstrap_levels(nb, self.denoise_timesteps).to(x1.device)
+            rotate_from = self.step if self.rotate_levels else None
+            levels = bootstrap_levels(nb, self.denoise_timesteps, rotate_from).to(x1.device)
+            if nb < self.num_levels and not self.rotate_levels and not self._warned:
+                self._warned = True
+                print(
+                    f"warning: {nb} bootstrap rows per batch are fewer than the "
+                    f"{self.num_levels} step levels, so every one is at level 0 as in the "
+                    f"reference and levels 1 to {self.num_levels - 1} are never trained; "
+                    "--rotate-levels (the default) trains them all",
+                    file=sys.stderr,
+                )
         sections = torch.pow(2.0, levels.float())
         t = torch.floor(torch.rand(nb, generator=generator, device=x1.device) * sections) / sections
         d = 1.0 / sections
         x_t = interpolate(self.noise(x1, generator), x1, t)
+        target = self.bootstrap_target(teacher, x_t, t, d, y, w)
+        return TrainingBatch(x_t=x_t, t=t, d=d, y=y, target=target, w=w)
 
+    @torch.no_grad()
+    def bootstrap_target(
+        self,
+        teacher: nn.Module,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        d: torch.Tensor,
+        y: torch.Tensor | None,
+        w: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The self-consistency target of rows at (x_t, t) with step d: two half steps of the
+        teacher, clipped, averaged (CFG in the first nb // log2(M) rows with bootstrap_cfg)."""
         half = d / 2
         use_cfg = self.bootstrap_cfg and y is not None and self.num_classes > 0
-        num_guided = nb // self.num_levels if use_cfg else 0
+        num_guided = x_t.shape[0] // self.num_levels if use_cfg else 0
 
         def velocity(x: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
             if w is not None:
@@ -199,8 +242,7 @@ class Shortcut(FlowMatching):
         v1 = velocity(x_t, t)
         x_mid = torch.clamp(x_t + broadcast(half, x_t) * v1, -CLIP, CLIP)
         v2 = velocity(x_mid, t + half)
-        target = torch.clamp((v1 + v2) / 2, -CLIP, CLIP)
-        return TrainingBatch(x_t=x_t, t=t, d=d, y=y, target=target, w=w)
+        return torch.clamp((v1 + v2) / 2, -CLIP, CLIP)
 
     def sampling_spec(self) -> SamplingSpec:
         return SamplingSpec(power_of_two=True, max_steps=self.denoise_timesteps, fixed_d=None)
