@@ -364,7 +364,9 @@ def check_sampling(mods) -> dict[str, float]:
         theirs = official_sample(official, noise, steps, labels, cfg, name == "live_reflow")
         mine = sample(net, nchw(noise), steps, spec, torch.from_numpy(labels).long(), cfg, CLASSES)
         extra = f", CFG {cfg}" if cfg != 1 else ""
-        result[f"sampling {name}, {steps} steps{extra}"] = largest(theirs, nhwc(mine))
+        result[f"sampling {name}, {steps} step{'s' if steps > 1 else ''}{extra}"] = largest(
+            theirs, nhwc(mine)
+        )
     return result
 
 
@@ -415,7 +417,9 @@ def main() -> None:
         verdict = ("yes" if value <= limit else "NO") if limit else "differs, as it should"
         if not limit and value <= TOLERANCE["forward"]:
             verdict = "NO: the control does not differ"
-        rows.append([name, f"{value:.2e}", f"{scales[name]:.3g}", limit or "-", verdict])
+        rows.append(
+            [name, f"{value:.2e}", f"{scales[name]:.3g}", f"{limit:g}" if limit else "-", verdict]
+        )
     headers = ["check", "max abs difference", "max abs value", "tolerance", "within"]
     table = markdown_table(headers, rows)
     print(table)
