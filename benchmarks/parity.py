@@ -9,7 +9,7 @@ both its JAX dependencies and this package. Versions that ran it on CPU (Python 
         "chex==0.1.85" einops ml_collections torch==2.13.0
     jaxenv/bin/pip install --no-deps -e . && jaxenv/bin/pip install tqdm pillow
     git clone https://github.com/kvfrans/shortcut-models official
-    jaxenv/bin/python benchmarks/parity.py --official official \\
+    jaxenv/bin/python benchmarks/parity.py --official official --official-commit 6010043 \\
         --md benchmarks/results/parity.md --json benchmarks/results/parity.json
 
 Checks (max abs difference of each; tolerances 1e-5 for networks and targets, 1e-4 for
@@ -36,6 +36,7 @@ import json
 import platform
 import sys
 import types
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -376,6 +377,9 @@ def main() -> None:
     p.add_argument("--md", type=Path, help="write the table here")
     p.add_argument("--json", type=Path, help='write {"<check>": max abs difference} here')
     p.add_argument("--skip-large", action="store_true", help="leave out DiT-B/2 (minutes)")
+    p.add_argument(
+        "--official-commit", default="unknown", help="the checkout's commit, for the record"
+    )
     args = p.parse_args()
     import jax
 
@@ -429,7 +433,13 @@ def main() -> None:
         f"{platform.machine()} CPU, float32"
     )
     if args.md:
-        args.md.write_text(f"<!-- written by benchmarks/parity.py; {versions} -->\n{table}\n")
+        header = (
+            "# Parity with the official code (kvfrans/shortcut-models)\n\n"
+            f"Official commit {args.official_commit}; {versions}; {date.today()}. Written by\n"
+            "`benchmarks/parity.py --official PATH` (see its docstring for what each check "
+            "compares).\n\n"
+        )
+        args.md.write_text(header + table + "\n")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
 
