@@ -68,7 +68,7 @@ def test_unet_trains_a_shortcut_model(tmp_path):
 
 
 def test_minutes_budget_plans_and_stores_the_step_count(tmp_path):
-    config = tiny_config(steps=5, minutes=0.03, lr_schedule="cosine")  # 1.8 s: >> 5 steps
+    config = tiny_config(steps=5, minutes=0.08, lr_schedule="cosine")  # 4.8 s: >> 5 steps
     trainer = tiny_trainer(tmp_path / "run", config)
     seen_lr = []
     step = trainer.train_step
@@ -82,7 +82,7 @@ def test_minutes_budget_plans_and_stores_the_step_count(tmp_path):
     planned = trainer.step
     assert planned > PLAN_STEPS and planned != 5  # the budget, not --steps, set the length
     saved = load_checkpoint(tmp_path / "run" / "checkpoint.safetensors")
-    assert saved.config.steps == planned and saved.config.minutes == 0.03
+    assert saved.config.steps == planned and saved.config.minutes == 0.08
     assert seen_lr[:PLAN_STEPS] == [config.lr] * PLAN_STEPS  # held while planning
     assert seen_lr[-1] < config.lr * 0.01  # then the cosine schedule ends at the planned step
     # resuming keeps the plan (no second planning) and trains nothing more

@@ -1,3 +1,3 @@
-from shortcut_models.cli import main
+from shortcut_models.entry import run
 
-raise SystemExit(main())
+raise SystemExit(run())

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -27,13 +27,26 @@ CHECKPOINT_NAME = "checkpoint.safetensors"
 CONFIG_NAME = "config.json"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def temporary_files(folder: Path, name: str) -> list[Path]:
+    """Leftovers of `atomic_write(folder / name, ...)` cut short (a kill during a save)."""
+    return sorted(Path(folder).glob(f".{name}.*.tmp"))
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call write(tmp_path), then move tmp_path over `path` in one rename."""
+    """Call write(tmp_path), then move tmp_path over `path` in one rename. The file gets the
+    mode any new file gets (0666 less the umask), not mkstemp's private 0600."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # after: some writers replace the file
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -61,12 +74,14 @@ def save_checkpoint(
     data: DataSpec | None = None,
     objective_state: dict[str, torch.Tensor] | None = None,
     target_ema: nn.Module | Mapping[str, torch.Tensor] | None = None,
+    extra: Mapping[str, str] | None = None,
 ) -> Path:
     """Write run_dir/checkpoint.safetensors and run_dir/config.json; return the checkpoint path.
 
     Networks and optimizer may be given as modules or as their (full, gathered) state dicts; the
     optimizer state is stored by parameter index, so any world size can load it. `target_ema`
-    is the twin EMA of objectives that compute targets with their own EMA.
+    is the twin EMA of objectives that compute targets with their own EMA; `extra` is more
+    metadata (strings), read back as Checkpoint.extra.
     """
     run_dir = Path(run_dir)
     tensors: dict[str, torch.Tensor] = {}
@@ -86,6 +101,7 @@ def save_checkpoint(
     metadata = {"format": FORMAT, "step": str(step), "config": config.to_json()}
     if data is not None:
         metadata["data"] = data.to_json()
+    metadata.update(extra or {})
     path = run_dir / CHECKPOINT_NAME
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
     atomic_write_text(run_dir / CONFIG_NAME, config.to_json() + "\n")
@@ -98,6 +114,7 @@ class Checkpoint:
     config: TrainConfig
     step: int
     data: DataSpec | None = None  # None in checkpoints written before it was stored
+    extra: dict[str, str] = field(default_factory=dict)  # more metadata (see save_checkpoint)
 
     def tensors(self, prefix: str, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
         """All tensors stored under `prefix.`, with the prefix removed."""
@@ -126,6 +143,15 @@ class Checkpoint:
         return state
 
 
+def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
+    """Whether every floating-point tensor holds only finite values (DTensors: the local part)."""
+    for tensor in tensors:
+        local = tensor.to_local() if hasattr(tensor, "to_local") else tensor
+        if local.is_floating_point() and not bool(torch.isfinite(local).all()):
+            return False
+    return True
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """A run folder or a checkpoint file -> the checkpoint file; missing ones are a UsageError."""
     path = Path(path)
@@ -152,7 +178,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         data = DataSpec.from_json(metadata["data"]) if "data" in metadata else None
     except (KeyError, ValueError, TypeError) as exc:
         raise UsageError(f"{path} has a damaged config ({exc})") from None
-    return Checkpoint(path=path, config=config, step=step, data=data)
+    known = {"format", "step", "config", "data"}
+    extra = {k: v for k, v in metadata.items() if k not in known}
+    return Checkpoint(path=path, config=config, step=step, data=data, extra=extra)
 
 
 def load_model(path: str | Path, weights: str | None = None, device: torch.device | str = "cpu"):
@@ -169,4 +197,11 @@ def load_model(path: str | Path, weights: str | None = None, device: torch.devic
     objective = build_objective_for(config, data)
     model = build_model_for(config, data, objective)
     checkpoint.load_weights(model, weights)
+    if not all(
+        torch.isfinite(p).all() for p in model.state_dict().values() if p.is_floating_point()
+    ):
+        raise UsageError(
+            f"{checkpoint.path}: its {weights} weights hold NaN or inf values; "
+            "nothing sampled from them would be meaningful"
+        )
     return model.to(device).eval(), objective, data, checkpoint

@@ -7,6 +7,8 @@ and exit code 1; a run stopped by SIGINT / SIGTERM saves its checkpoint and exit
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,6 +49,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def seed_arg(text: str) -> int:
+    value = int_arg(text)
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"a seed is an integer in [0, 2^63), got {text}")
+    return value
+
+
 def int_arg(text: str) -> int:
     try:
         return int(text)
@@ -68,7 +77,7 @@ CONFIG_FLAGS: list[tuple[str, str, Any, str]] = [
     ("--lr-schedule", "lr_schedule", str, "constant, or cosine decay to zero at --steps"),
     ("--grad-clip", "grad_clip", float, "clip the global gradient norm to this (0: off)"),
     ("--ema-decay", "ema_decay", float, "decay of the weight EMA used for sampling and targets"),
-    ("--seed", "seed", int_arg, "seed of initial weights, data order and noise"),
+    ("--seed", "seed", seed_arg, "seed of initial weights, data order and noise"),
     (
         "--eval-weights",
         "eval_weights",
@@ -528,6 +537,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 128 + int(result.signal or 0)
+    if trainer.saved_step is not None and result.step > config.steps:
+        print(
+            f"the checkpoint is at step {result.step}, past --steps {config.steps}: nothing was "
+            "trained (give a larger --steps to continue)",
+            file=sys.stderr,
+        )
     print(f"trained {result.step} steps; checkpoint: {result.checkpoint}")
     return 0
 
@@ -556,7 +571,7 @@ def add_sampling_args(
     )
     p.add_argument(
         "--seed",
-        type=int_arg,
+        type=seed_arg,
         default=0,
         help="noise seed; every step budget gets the same noise (default 0)",
     )
@@ -682,8 +697,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.vae is not None and data.kind != "latent":
         raise UsageError("--vae applies only to models trained on latents")
     codec = decoder_for(data, args.vae, device) if data.kind == "latent" else None
+    _check_memory(args.num * len(args.steps), data, codec is not None)
     labels = _labels(args, data.num_classes)
     out = prepare_out_dir(args.out)
+    if data.kind in ("image", "latent"):
+        for n in args.steps:
+            if (out / f"steps_{n:03d}").exists() and not (out / f"steps_{n:03d}").is_dir():
+                raise UsageError(f"{out / f'steps_{n:03d}'} is a file; choose another --out")
     samples = {}
     for n in args.steps:
         x = generate(
@@ -706,6 +726,26 @@ def cmd_sample(args: argparse.Namespace) -> int:
     else:
         _write_points(samples, out)
     return 0
+
+
+def _check_memory(count: int, data: Any, decoded: bool) -> None:
+    """Refuse a sample count whose float32 arrays alone would not fit in this machine's memory
+    (they are kept until written), before any sampling."""
+    import math
+
+    shape = list(data.shape)
+    if decoded:  # a VAE decodes to 3 channels at 8x the latent side
+        shape = [3, shape[1] * 8, shape[2] * 8]
+    need = count * math.prod(shape) * 4
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > total:
+        raise UsageError(
+            f"{count} samples of {tuple(shape)} need {need / 2**30:.1f} GiB, more than this "
+            f"machine's {total / 2**30:.1f} GiB: sample fewer (--num) or fewer budgets per call"
+        )
 
 
 def _join(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -768,16 +808,21 @@ def _write_points(samples: dict, out: Path) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from shortcut_models.checkpoint import load_model
-    from shortcut_models.train import prepare_out_dir
+    from shortcut_models.report import check_output_file
 
     for path in (args.json, args.plot):
         if path is not None:
-            prepare_out_dir(path.parent)
+            check_output_file(path)  # before hours of sampling, not after
     device, info = _join(args)
     loaded = [(str(path), load_model(path, _weights(args), device)) for path in args.ckpt]
     kinds = {spec.kind == "vector" for _, (_, _, spec, _) in loaded}
     if len(kinds) > 1:
         raise UsageError("evaluate 2-D and image checkpoints separately")
+    if kinds == {True} and args.ref is not None:
+        raise UsageError("--ref applies to image models; 2-D models are scored against their data")
+    for name, (_, _, spec, _) in loaded:
+        if spec.num_classes == 0 and args.cfg != 1.0:
+            raise UsageError(f"{name} is unconditional: --class and --cfg do not apply")
     for _, (_, objective, _, _) in loaded:
         for n in args.steps:
             check_steps(n, objective.sampling_spec())
@@ -791,8 +836,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json is not None:
         from shortcut_models.report import write_json
 
-        write_json(args.json, results)
-        print(f"wrote {args.json}")
+        print(f"wrote {write_json(args.json, results)}")
     return 0
 
 
@@ -830,7 +874,9 @@ def _evaluate_images(
     ref = args.ref or default_ref
     if ref is None or ref == "latents":
         raise UsageError("pass --ref: a data set name, image folder or .npz of images / stats")
-    data_name = ref if args.metric == "fd-digits" else first.data
+    # fd-digits: the classifier of the named reference set, or of the model's data for a file
+    named = args.metric == "fd-digits" and not Path(ref).exists()
+    data_name = ref if named else first.data
     extractor = main_first(
         info, lambda: build_extractor(args.metric, data_name, args.inception, device, args.batch)
     )
@@ -907,22 +953,23 @@ def add_stats_parser(subparsers: Any) -> None:
     p.add_argument("--channels", type=int_arg, default=3, help="image folders: 1 or 3 (3)")
     p.add_argument("--inception", type=Path, help="fid: TorchScript Inception weights path")
     p.add_argument("--batch", type=positive_int, default=64, help="images per call (64)")
-    p.add_argument("--seed", type=int_arg, default=0, help="which images are drawn (0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="which images are drawn (0)")
     add_device_and_progress(p)
     p.set_defaults(handler=cmd_stats)
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
     from shortcut_models.image_evaluation import build_extractor, load_reference
-    from shortcut_models.train import prepare_out_dir, resolve_device
+    from shortcut_models.report import check_output_file
+    from shortcut_models.train import resolve_device
 
-    prepare_out_dir(args.out.parent)
+    check_output_file(args.out)
     device = resolve_device(args.device)
     extractor = build_extractor(args.metric, args.ref, args.inception, device, args.batch)
     shape = (args.channels, args.resolution, args.resolution)
     reference = load_reference(args.ref, extractor, shape, args.ref_num, args.seed)
-    reference.stats.save(args.out)
-    print(f"wrote {args.out}: {extractor.name} statistics of {reference.description}")
+    written = reference.stats.save(args.out)
+    print(f"wrote {written}: {extractor.name} statistics of {reference.description}")
     return 0
 
 
@@ -953,18 +1000,20 @@ def add_encode_parser(subparsers: Any) -> None:
 
 def cmd_encode(args: argparse.Namespace) -> int:
     from shortcut_models.encode import encode_dataset
-    from shortcut_models.train import resolve_device
+    from shortcut_models.locking import FolderLock
+    from shortcut_models.train import prepare_out_dir, resolve_device
 
-    meta = encode_dataset(
-        args.data,
-        data_options_from_args(args),
-        args.vae,
-        args.out,
-        args.batch,
-        args.shard_size,
-        resolve_device(args.device),
-        args.progress,
-    )
+    with FolderLock(prepare_out_dir(args.out), "shortcut encode"):
+        meta = encode_dataset(
+            args.data,
+            data_options_from_args(args),
+            args.vae,
+            args.out,
+            args.batch,
+            args.shard_size,
+            resolve_device(args.device),
+            args.progress,
+        )
     shape = "x".join(map(str, meta["shape"]))
     print(f"encoded {meta['count']} images (+ mirrors) as {shape} latents in {args.out}")
     return 0
@@ -989,26 +1038,28 @@ def add_pairs_parser(subparsers: Any) -> None:
     )
     p.add_argument("--cfg", type=float, default=1.0, help="teacher CFG scale (default 1)")
     p.add_argument("--chunk", type=positive_int, default=1024, help="pairs per file (default 1024)")
-    p.add_argument("--seed", type=int_arg, default=0, help="noise seed (default 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="noise seed (default 0)")
     add_device_and_progress(p)
     p.set_defaults(handler=cmd_pairs)
 
 
 def cmd_pairs(args: argparse.Namespace) -> int:
+    from shortcut_models.locking import FolderLock
     from shortcut_models.objectives.reflow import generate_pairs
-    from shortcut_models.train import resolve_device
+    from shortcut_models.train import prepare_out_dir, resolve_device
 
-    meta = generate_pairs(
-        args.ckpt,
-        args.out,
-        args.num,
-        args.steps,
-        args.seed,
-        args.chunk,
-        args.cfg,
-        resolve_device(args.device),
-        args.progress,
-    )
+    with FolderLock(prepare_out_dir(args.out), "shortcut pairs"):
+        meta = generate_pairs(
+            args.ckpt,
+            args.out,
+            args.num,
+            args.steps,
+            args.seed,
+            args.chunk,
+            args.cfg,
+            resolve_device(args.device),
+            args.progress,
+        )
     print(f"{meta['num']} reflow pairs ({meta['steps']}-step teacher samples) in {args.out}")
     return 0
 
@@ -1049,7 +1100,7 @@ def add_compare_parser(subparsers: Any) -> None:
     p.add_argument("--batch-size", type=positive_int, help="default 256 for 2-D, 64 for images")
     p.add_argument("--lr", type=float, help="AdamW learning rate (default 1e-3)")
     p.add_argument("--ema-decay", type=float, default=0.99, help="EMA decay (default 0.99)")
-    p.add_argument("--seed", type=int_arg, default=0, help="seed (default 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed (default 0)")
     p.add_argument(
         "--eval-steps",
         nargs="+",
@@ -1084,9 +1135,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         data=args.data,
         data_options=data_options_from_args(args),
         backbone=args.backbone or backbone,
-        steps=args.steps or steps,
-        batch_size=args.batch_size or batch,
-        lr=args.lr or lr,
+        steps=steps if args.steps is None else args.steps,
+        batch_size=batch if args.batch_size is None else args.batch_size,
+        lr=lr if args.lr is None else args.lr,
         ema_decay=args.ema_decay,
         lr_schedule="cosine",
         seed=args.seed,
@@ -1104,12 +1155,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
         progress=args.progress,
         inception=args.inception,
     )
+    from shortcut_models.report import check_output_file, write_json
+
+    if args.json is not None:
+        check_output_file(args.json)
     results = run_compare(options)
     if args.json is not None:
-        from shortcut_models.report import write_json
-
-        write_json(args.json, results)
-        print(f"wrote {args.json}")
+        print(f"wrote {write_json(args.json, results)}")
     return 0
 
 
@@ -1174,7 +1226,7 @@ def add_demo_parser(subparsers: Any) -> None:
     p.add_argument(
         "--num", type=positive_int, default=d.num, help=f"samples per step budget (default {d.num})"
     )
-    p.add_argument("--seed", type=int_arg, default=d.seed, help=f"seed (default {d.seed})")
+    p.add_argument("--seed", type=seed_arg, default=d.seed, help=f"seed (default {d.seed})")
     p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:N or auto (default auto)")
     p.add_argument(
         "--no-progress", dest="progress", action="store_false", help="hide the progress bar"
@@ -1212,6 +1264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from shortcut_models.distributed import teardown
 
     args = build_parser().parse_args(argv)
+    # past a file-size limit, a write fails (and is reported) instead of killing the process
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     ok = False
     try:
         code = int(args.handler(args))
@@ -1226,5 +1280,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"shortcut {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a full disk, a read-only folder, a file that vanished
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"shortcut {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
     finally:
         teardown(wait=ok)  # leave the torchrun process group, if any

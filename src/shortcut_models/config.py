@@ -12,6 +12,7 @@ from shortcut_models.errors import UsageError
 
 LR_SCHEDULES = ("constant", "cosine")
 EVAL_WEIGHTS = ("ema", "model")
+MAX_SEED = 2**63  # seeds are 63-bit (torch.manual_seed takes at most 64 bits)
 
 # Fields that may differ between a checkpoint and the run that resumes it.
 RESUMABLE_CHANGES = frozenset({"steps"})
@@ -66,6 +67,8 @@ class TrainConfig:
                 raise UsageError(f"{name.replace('_', '-')} must be finite, got {value}")
             if value < 0:
                 raise UsageError(f"{name.replace('_', '-')} must be >= 0, got {value}")
+        if self.seed >= MAX_SEED:
+            raise UsageError(f"seed must be below 2^63, got {self.seed}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise UsageError(
                 f"lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"

@@ -68,10 +68,14 @@ def _images_from_npz(path: Path) -> torch.Tensor | None:
             if "arr_0" not in data:
                 raise UsageError(f"{path} holds neither 'arr_0' images nor 'mu' / 'sigma'")
             images = data["arr_0"]
-    except (OSError, ValueError) as exc:
+    except UsageError:
+        raise
+    except Exception as exc:  # numpy raises OSError, ValueError, BadZipFile, EOFError ...
         raise UsageError(f"cannot read {path} ({exc})") from None
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
         raise UsageError(f"{path}: arr_0 must be uint8 (N, H, W, 1 or 3), got {images.shape}")
+    if len(images) < 2:
+        raise UsageError(f"{path}: arr_0 holds {len(images)} image(s); statistics need at least 2")
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
 
 

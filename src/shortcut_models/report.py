@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from shortcut_models.checkpoint import atomic_write_text
+from shortcut_models.checkpoint import atomic_write
+from shortcut_models.errors import UsageError
 
 
 def format_value(value: Any) -> str:
@@ -29,5 +33,52 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     return "\n".join(lines)
 
 
-def write_json(path: str | Path, payload: Any) -> None:
-    atomic_write_text(Path(path), json.dumps(payload, indent=2, sort_keys=False) + "\n")
+def finite_json(payload: Any) -> Any:
+    """The payload with NaN and inf replaced by null, which JSON can hold."""
+    if isinstance(payload, float) and not math.isfinite(payload):
+        return None
+    if isinstance(payload, dict):
+        return {key: finite_json(value) for key, value in payload.items()}
+    if isinstance(payload, (list, tuple)):
+        return [finite_json(value) for value in payload]
+    return payload
+
+
+def write_json(path: str | Path, payload: Any) -> Path:
+    """Valid JSON (a NaN or inf becomes null, with a warning), written atomically; see
+    write_output for where it goes when `path` cannot be written."""
+    clean = finite_json(payload)
+    if clean != payload:
+        print(f"warning: {path}: NaN or inf values written as null", file=sys.stderr)
+    text = json.dumps(clean, indent=2, sort_keys=False, allow_nan=False) + "\n"
+    return write_output(Path(path), lambda tmp: tmp.write_text(text))
+
+
+def check_output_file(path: str | Path) -> Path:
+    """Fail before any work if a result cannot be written to `path` (a folder, no permission)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder: give a file name for the result")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create {path.parent}: {exc.strerror or exc}") from None
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"cannot write {path}: permission denied")
+    return path
+
+
+def write_output(path: Path, write: Callable[[Path], None]) -> Path:
+    """atomic_write(path, write); if that still fails at the end (a full disk, a folder that
+    changed), the result goes to the temporary folder instead, and stderr says where."""
+    try:
+        atomic_write(path, write)
+        return path
+    except OSError as exc:
+        fallback = Path(tempfile.gettempdir()) / f"{os.getpid()}-{path.name}"
+        atomic_write(fallback, write)
+        print(
+            f"could not write {path} ({exc.strerror or exc}); wrote the result to {fallback}",
+            file=sys.stderr,
+        )
+        return fallback

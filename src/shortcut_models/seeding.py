@@ -13,8 +13,10 @@ DATA, OBJECTIVE, EVALUATION = 0, 1, 2  # independent streams
 
 
 def derive_seed(*keys: int) -> int:
-    """Mix integer keys into one well-spread 63-bit seed."""
-    state = np.random.SeedSequence([int(k) & 0xFFFFFFFF for k in keys]).generate_state(2)
+    """Mix integer keys into one well-spread 63-bit seed. Keys of any size count in full (seeds
+    2^32 apart differ); negative keys count modulo 2^32."""
+    words = [int(k) if k >= 0 else int(k) & 0xFFFFFFFF for k in keys]
+    state = np.random.SeedSequence(words).generate_state(2)
     return int((int(state[0]) << 32 | int(state[1])) & (2**63 - 1))
 
 

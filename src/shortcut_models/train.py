@@ -29,9 +29,12 @@ from tqdm.auto import tqdm
 from shortcut_models import distributed, parallel
 from shortcut_models.checkpoint import (
     CHECKPOINT_NAME,
+    CONFIG_NAME,
+    all_finite,
     atomic_write_text,
     load_checkpoint,
     save_checkpoint,
+    temporary_files,
 )
 from shortcut_models.config import RESUMABLE_CHANGES, TrainConfig
 from shortcut_models.data import DataSource
@@ -39,10 +42,12 @@ from shortcut_models.data.spec import DataSpec
 from shortcut_models.ema import make_ema, update_ema
 from shortcut_models.errors import TrainingError, UsageError
 from shortcut_models.factory import build_data, build_model_for, build_objective_for
+from shortcut_models.locking import FolderLock
 from shortcut_models.objectives.base import AttachContext
 from shortcut_models.seeding import OBJECTIVE, step_generator
 
 METRICS_NAME = "metrics.jsonl"
+LOG_PARTIAL = "log_partial"  # checkpoint metadata: loss sums not yet written to the log
 # A wall-clock budget (config.minutes) is turned into a step count once the steps after the first
 # PLAN_SKIP (allocator and kernel warm-up) have been timed up to step PLAN_STEPS and for at least
 # PLAN_SECONDS (or a twentieth of the budget, if less).
@@ -168,6 +173,22 @@ class Trainer:
                 f"({self.dist.world_size} processes x grad-accum {options.grad_accum})"
             )
         self.micro_batch = config.batch_size // parts
+        # one writer per folder: taken before anything in it is read or changed
+        self.lock = FolderLock(self.out_dir, "shortcut train") if self.dist.is_main else None
+        try:
+            self._setup(config, options, data)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the run folder (done at the end of `run`)."""
+        if self.lock is not None:
+            self.lock.release()
+
+    def _setup(self, config: TrainConfig, options: RunOptions, data: DataSource | None) -> None:
+        if self.dist.is_main:
+            self._remove_stale_temporaries()
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
@@ -193,6 +214,14 @@ class Trainer:
             )
         self.config = config
         self.data = data if data is not None else build_data(config.data, config.data_options)
+        stored = None if checkpoint is None or checkpoint.data is None else checkpoint.data
+        now = getattr(self.data, "fingerprint", None)
+        if stored is not None and stored.fingerprint and now and stored.fingerprint != now:
+            print(
+                f"warning: the files of {config.data_options.get('path')} changed since the "
+                "checkpoint was written (names or sizes); training continues on them as they are",
+                file=sys.stderr,
+            )
         self.objective = build_objective_for(config, self.data)
         if options.fsdp and not self.objective.shards_with_fsdp:
             raise UsageError(f"{config.objective} does not run under --fsdp; use DDP")
@@ -206,10 +235,18 @@ class Trainer:
         self.ema = make_ema(self.model)
         self.step = 0
         self.saved_step: int | None = None
+        # loss sums since the last metrics record, saved with the checkpoint so that a resumed
+        # run's first record averages the same steps as an uninterrupted run's
+        self.log_sums: dict[str, float] = {}
+        self.log_count, self.log_seconds = 0, 0.0
         if checkpoint is not None:
             checkpoint.load_weights(self.model, "model")
             checkpoint.load_weights(self.ema, "ema")
             self.step = self.saved_step = checkpoint.step
+            if LOG_PARTIAL in checkpoint.extra:
+                partial = json.loads(checkpoint.extra[LOG_PARTIAL])
+                self.log_sums, self.log_count = partial["sums"], partial["count"]
+                self.log_seconds = partial["seconds"]
         context = AttachContext(
             self.model, self.ema, config, self.data, self.device, fresh=checkpoint is None
         )
@@ -305,19 +342,20 @@ class Trainer:
         terms = dict(zip(keys, values, strict=True))
         if not math.isfinite(terms["loss"]):
             self.optimizer.zero_grad(set_to_none=True)
-            if self.saved_step is not None:
-                where = f"the last good checkpoint is {self.out_dir / CHECKPOINT_NAME}"
-                where += f" (step {self.saved_step})"
-            else:
-                where = "no checkpoint had been written yet"
             raise TrainingError(
                 f"loss is {terms['loss']} at step {self.step + 1}; "
-                f"training stopped without saving, {where}"
+                f"training stopped without saving, {self._last_good()}"
             )
         max_norm = config.grad_clip if config.grad_clip > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
         if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP
             grad_norm = grad_norm.full_tensor()
+        if not math.isfinite(float(grad_norm)):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise TrainingError(
+                f"the gradient norm is {float(grad_norm)} at step {self.step + 1} (the loss was "
+                f"{terms['loss']:.4g}); training stopped without saving, {self._last_good()}"
+            )
         self.optimizer.step()
         for average, decay in self.averages:
             if self.options.fsdp:
@@ -354,8 +392,21 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------
 
+    def _last_good(self) -> str:
+        if self.saved_step is None:
+            return "no checkpoint had been written yet"
+        return (
+            f"the last good checkpoint is {self.out_dir / CHECKPOINT_NAME} (step {self.saved_step})"
+        )
+
     def save(self) -> Path:
-        """Every process calls it (gathering FSDP weights is collective); rank 0 writes."""
+        """Every process calls it (gathering FSDP weights is collective); rank 0 writes. Weights
+        with NaN or inf are never written: a finite checkpoint is never replaced by them."""
+        finite = all_finite([*self.model.parameters(), *self.ema.parameters()])
+        if distributed.any_rank(not finite, self.dist, self.device):
+            raise TrainingError(
+                f"the weights hold NaN or inf at step {self.step}; not saved, {self._last_good()}"
+            )
         fsdp = self.options.fsdp
         model = parallel.full_state(self.model, fsdp)
         ema = parallel.full_state(self.ema, fsdp)
@@ -373,16 +424,33 @@ class Trainer:
                 DataSpec.of(self.data),
                 self.objective.state_tensors(),
                 target_ema,
+                {LOG_PARTIAL: json.dumps(self._log_partial())},
             )
         distributed.barrier(self.dist)
         self.saved_step = self.step
         return path
 
     def run(self) -> TrainResult:
-        """Train to config.steps, or until SIGINT / SIGTERM; always ends on a saved checkpoint."""
+        """Train to config.steps, or until SIGINT / SIGTERM; always ends on a saved checkpoint.
+
+        A second signal while the stop-save runs is ignored (it says so). A file that cannot be
+        written (a full disk, a file-size limit) ends training with a TrainingError naming the
+        last checkpoint, which is intact: every write is atomic.
+        """
         previous = {
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
         }
+        try:
+            return self._run()
+        except OSError as exc:
+            what = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+            raise TrainingError(f"{what}; training stopped, {self._last_good()}") from None
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.close()
+
+    def _run(self) -> TrainResult:
         main = self.dist.is_main
         writer = self._tensorboard() if main else None
         bar = tqdm(
@@ -392,8 +460,7 @@ class Trainer:
             dynamic_ncols=True,
             desc=f"{self.config.objective} on {self.config.data}",
         )
-        sums: dict[str, float] = {}
-        count, tick, last_loss, stopped = 0, time.perf_counter(), None, False
+        tick, last_loss, stopped = time.perf_counter(), None, False
         start, start_step, probe_tick = time.perf_counter(), self.step, 0.0
         plan_at = max(PLAN_STEPS, start_step + PLAN_SKIP + 5)
         probe_seconds = min(PLAN_SECONDS, self.config.minutes * 3)
@@ -414,12 +481,14 @@ class Trainer:
                         self._plan(start, probe_tick, start_step + PLAN_SKIP, bar)
                 last_loss = terms["loss"]
                 for key, value in terms.items():
-                    sums[key] = sums.get(key, 0.0) + value
-                count += 1
+                    self.log_sums[key] = self.log_sums.get(key, 0.0) + value
+                self.log_count += 1
                 bar.update(1)
                 if self.step % self.options.log_every == 0 or self.step == self.config.steps:
-                    elapsed = time.perf_counter() - tick
-                    record = {"step": self.step, **{k: v / count for k, v in sums.items()}}
+                    now = time.perf_counter()
+                    elapsed, tick = self.log_seconds + now - tick, now
+                    count = self.log_count
+                    record = {"step": self.step, **{k: v / count for k, v in self.log_sums.items()}}
                     record["lr"] = self.learning_rate(self.step - 1)
                     record["samples_per_s"] = count * self.config.batch_size / max(elapsed, 1e-9)
                     if main:
@@ -427,16 +496,17 @@ class Trainer:
                     bar.set_postfix(
                         loss=f"{record['loss']:.4f}", samples_per_s=f"{record['samples_per_s']:.0f}"
                     )
-                    sums, count, tick = {}, 0, time.perf_counter()
+                    self.log_sums, self.log_count, self.log_seconds = {}, 0, 0.0
                 if self.step % self.options.save_every == 0:
+                    self.log_seconds += time.perf_counter() - tick
+                    tick = time.perf_counter()
                     self.save()
+            self.log_seconds += time.perf_counter() - tick
         finally:
             del batches  # stops the data-loading workers
             bar.close()
             if writer is not None:
                 writer.close()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
         path = self.save() if self.saved_step != self.step else self.out_dir / CHECKPOINT_NAME
         status = "interrupted" if stopped else "completed"
         return TrainResult(self.step, status, path, self._stop_signal, last_loss)
@@ -461,7 +531,32 @@ class Trainer:
             )
 
     def _on_signal(self, signum: int, frame: object) -> None:
+        if self._stop_signal is not None:  # already stopping: the save must not be cut short
+            print(
+                f"signal {signum} ignored: saving the checkpoint at step {self.step}, please wait",
+                file=sys.stderr,
+            )
+            return
         self._stop_signal = signum  # the loop finishes its step, saves and returns
+
+    def _log_partial(self) -> dict[str, object]:
+        return {"sums": self.log_sums, "count": self.log_count, "seconds": self.log_seconds}
+
+    def _remove_stale_temporaries(self) -> None:
+        """Delete what a save cut short by kill -9 left (our own `.NAME.*.tmp` files only)."""
+        stale = [
+            path
+            for name in (CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME)
+            for path in temporary_files(self.out_dir, name)
+        ]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        if stale:
+            print(
+                f"removed {len(stale)} temporary file(s) left by an interrupted save in "
+                f"{self.out_dir}",
+                file=sys.stderr,
+            )
 
     def _log(self, record: dict[str, float], writer: object | None) -> None:
         with open(self.out_dir / METRICS_NAME, "a") as handle:
@@ -485,8 +580,24 @@ class Trainer:
         path = self.out_dir / METRICS_NAME
         if not path.exists():
             return
-        lines = path.read_text().splitlines()
-        kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+        kept, damaged = [], 0
+        for line in path.read_text(errors="replace").splitlines():
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+                damaged += 1  # a line cut short by a full disk or a kill
+            elif record["step"] <= step:
+                kept.append(line)
+        if damaged:
+            print(
+                f"dropped {damaged} damaged line(s) of {path} (a write cut short, for example "
+                "by a full disk)",
+                file=sys.stderr,
+            )
         atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 

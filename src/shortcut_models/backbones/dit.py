@@ -145,6 +145,8 @@ class DiT(nn.Module):
         position_order: str = "row-col",
     ) -> None:
         super().__init__()
+        if min(depth, hidden_size, num_heads, patch_size) < 1:
+            raise ValueError("depth, hidden size, heads and patch size must be positive")
         if input_size % patch_size:
             raise ValueError(f"input size {input_size} is not divisible by patch size {patch_size}")
         for name, value, allowed in (

@@ -100,6 +100,10 @@ class Conditioning(nn.Module):
         guidance_input: bool = False,
     ) -> None:
         super().__init__()
+        if not (math.isfinite(time_scale) and time_scale > 0):
+            raise ValueError(f"time_scale must be a positive finite number, got {time_scale}")
+        if hidden_size < 1:
+            raise ValueError(f"hidden size must be positive, got {hidden_size}")
         self.num_classes = num_classes
         self.t_embedder = TimestepEmbedder(hidden_size, frequency_size, scale=time_scale)
         self.d_embedder = TimestepEmbedder(hidden_size, frequency_size, scale=1.0)

@@ -52,6 +52,8 @@ class MLP(nn.Module):
         guidance_input: bool = False,
     ) -> None:
         super().__init__()
+        if depth < 1 or hidden_size < 1:
+            raise ValueError(f"depth and hidden size must be positive, got {depth}, {hidden_size}")
         self.dim = dim
         self.num_classes = num_classes
         self.cond = Conditioning(

@@ -9,6 +9,7 @@ image format (README.txt, .DS_Store, ...) are ignored and counted.
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from shortcut_models.data.images import ImageData
 from shortcut_models.errors import UsageError
@@ -39,6 +40,14 @@ class FolderListing:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def fingerprint(self) -> str:
+        """A hash of the listing (relative names and sizes): a resumed run can tell that the
+        folder changed under it."""
+        digest = hashlib.sha256()
+        for path in self.files:
+            digest.update(f"{path.relative_to(self.root)}\t{path.stat().st_size}\n".encode())
+        return digest.hexdigest()[:16]
 
 
 def _split(paths: list[Path]) -> tuple[list[Path], list[Path]]:
@@ -67,6 +76,12 @@ def scan_folder(root: str | Path, unconditional: bool = False) -> FolderListing:
         files, labels, names = [], [], []
         for index, folder in enumerate(subfolders):
             images, others = _split(sorted(folder.rglob("*")))
+            if not images and not unconditional:
+                print(
+                    f"warning: class folder {folder} holds no images; class {index} "
+                    f"({folder.name}) keeps its index but has no examples",
+                    file=sys.stderr,
+                )
             files += images
             labels += [index] * len(images)
             ignored += others
@@ -123,7 +138,7 @@ class FolderReader:
         path = self.listing.files[index]
         try:
             return load_image(path, self.resolution, self.channels)
-        except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        except Exception as exc:  # Pillow raises OSError, SyntaxError, struct.error, EOFError ...
             if not self.skip_bad:
                 raise UsageError(
                     f"cannot read image {path} ({type(exc).__name__}: {exc}); "
@@ -176,6 +191,8 @@ def folder_data(
     images = torch.cat([p[0] for p in parts])
     labels = None if listing.labels is None else torch.cat([p[1] for p in parts])
     name = f"folder:{path}"
-    return ImageData(
+    data = ImageData(
         name, images, labels, listing.num_classes, flip=flip, class_names=listing.class_names
     )
+    data.fingerprint = listing.fingerprint()
+    return data

@@ -117,8 +117,18 @@ def read_meta(path: str | Path) -> dict[str, Any]:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as exc:
         raise UsageError(f"{meta_path} is damaged ({exc})") from None
-    if meta.get("format") != LATENTS_FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != LATENTS_FORMAT:
         raise UsageError(f"{meta_path} is not a latent shard index ({LATENTS_FORMAT} expected)")
+    try:  # the fields training reads, with their types
+        float(meta["scaling_factor"])
+        shape = [int(n) for n in meta["shape"]]
+        shards = [(str(s["latents"]), str(s["labels"])) for s in meta["shards"]]
+        str(meta["vae"])
+        names = meta.get("class_names") or []
+        assert isinstance(names, list) and len(shape) == 3 and shards
+    except (KeyError, TypeError, ValueError, AssertionError) as exc:
+        what = f"missing {exc}" if isinstance(exc, KeyError) else "a field of the wrong type"
+        raise UsageError(f"{meta_path} is damaged ({what}); rerun shortcut encode") from None
     return meta
 
 
@@ -146,6 +156,15 @@ class LatentData(IndexedData):
         bad = [s for s in self.shards if tuple(s.shape[2:]) != self.shape]
         if bad or len(labels) != sum(len(s) for s in self.shards):
             raise UsageError(f"latent shards in {self.path} do not match {META_NAME}")
+        if (
+            self.num_classes
+            and len(labels)
+            and not 0 <= labels.min() <= labels.max() < self.num_classes
+        ):
+            raise UsageError(
+                f"latent shards in {self.path} hold labels outside 0..{self.num_classes - 1} "
+                f"({labels.min()}..{labels.max()}); rerun shortcut encode"
+            )
         self.labels = torch.from_numpy(labels) if self.num_classes else None
         self.offsets = np.cumsum([0] + [len(s) for s in self.shards])
 

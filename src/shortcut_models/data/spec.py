@@ -20,6 +20,7 @@ class DataSpec:
     class_names: list[str] = field(default_factory=list)
     vae: str | None = None  # latent data: the AutoencoderKL that decodes samples
     scaling_factor: float | None = None
+    fingerprint: str | None = None  # image folders: a hash of the file listing (names, sizes)
 
     @classmethod
     def of(cls, source: Any) -> DataSpec:
@@ -31,6 +32,7 @@ class DataSpec:
             class_names=list(getattr(source, "class_names", []) or []),
             vae=getattr(source, "vae", None),
             scaling_factor=getattr(source, "scaling_factor", None),
+            fingerprint=getattr(source, "fingerprint", None),
         )
 
     def to_json(self) -> str:

@@ -30,14 +30,14 @@ class FeatureStats:
             raise UsageError(f"need at least 2 feature vectors, got shape {features.shape}")
         return cls(features.mean(axis=0), np.cov(features, rowvar=False))
 
-    def save(self, path: str | Path, **extra: np.ndarray) -> None:
-        from shortcut_models.checkpoint import atomic_write
+    def save(self, path: str | Path, **extra: np.ndarray) -> Path:
+        from shortcut_models.report import write_output
 
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as handle:
                 np.savez(handle, mu=self.mu, sigma=self.sigma, **extra)
 
-        atomic_write(Path(path), write)
+        return write_output(Path(path), write)
 
     @classmethod
     def load(cls, path: str | Path) -> FeatureStats:
@@ -48,10 +48,14 @@ class FeatureStats:
                 mu, sigma = data["mu"], data["sigma"]
         except KeyError:
             raise UsageError(f"{path} has no 'mu' and 'sigma' arrays") from None
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # numpy raises OSError, ValueError, BadZipFile, EOFError ...
             raise UsageError(f"cannot read statistics file {path} ({exc})") from None
-        if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
+        if not (np.issubdtype(mu.dtype, np.number) and np.issubdtype(sigma.dtype, np.number)):
+            raise UsageError(f"{path}: mu and sigma must be numbers, got {mu.dtype}, {sigma.dtype}")
+        if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]) or mu.shape[0] == 0:
             raise UsageError(f"{path}: mu {mu.shape} and sigma {sigma.shape} do not fit")
+        if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+            raise UsageError(f"{path}: mu or sigma holds NaN or inf")
         return cls(mu.astype(np.float64), sigma.astype(np.float64))
 
 

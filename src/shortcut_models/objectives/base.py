@@ -6,7 +6,8 @@ knows which one it runs and each one can be checked against a hand-computed case
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import torch
@@ -117,6 +118,10 @@ class Objective:
     total_steps: int = field(default=1, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        for option in fields(self):
+            value = getattr(self, option.name)
+            if option.init and isinstance(value, float) and not math.isfinite(value):
+                raise UsageError(f"{option.name} must be a finite number, got {value}")
         if not is_power_of_two(self.denoise_timesteps) or self.denoise_timesteps < 2:
             raise UsageError(
                 f"denoise_timesteps must be a power of two >= 2, got {self.denoise_timesteps}"
