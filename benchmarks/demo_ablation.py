@@ -147,7 +147,7 @@ def run_variant(name: str, args: argparse.Namespace) -> dict[str, Any]:
     shape = trainer.data.shape
     reference = load_reference(args.data, extractor, shape, REFERENCE_NUM, args.seed)
     metrics, _ = score_budgets(
-        trainer.ema.eval(),
+        trainer.evaluated.eval(),
         trainer.objective,
         shape=shape,
         num_classes=trainer.data.num_classes,

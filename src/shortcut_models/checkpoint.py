@@ -197,9 +197,7 @@ def load_model(path: str | Path, weights: str | None = None, device: torch.devic
     objective = build_objective_for(config, data)
     model = build_model_for(config, data, objective)
     checkpoint.load_weights(model, weights)
-    if not all(
-        torch.isfinite(p).all() for p in model.state_dict().values() if p.is_floating_point()
-    ):
+    if not all_finite(model.state_dict().values()):
         raise UsageError(
             f"{checkpoint.path}: its {weights} weights hold NaN or inf values; "
             "nothing sampled from them would be meaningful"

@@ -143,9 +143,8 @@ def run_demo(options: DemoOptions) -> dict[str, dict[str, float]]:
     data = trainer.data
     extractor = DigitFeatures.for_dataset(options.data)
     reference = load_reference(options.data, extractor, data.shape, REFERENCE_NUM, options.seed)
-    evaluated = trainer.model if config.eval_weights == "model" else trainer.ema
     metrics, images = score_budgets(
-        evaluated.eval(),
+        trainer.evaluated.eval(),
         trainer.objective,
         shape=data.shape,
         num_classes=data.num_classes,

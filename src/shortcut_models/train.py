@@ -214,7 +214,7 @@ class Trainer:
             )
         self.config = config
         self.data = data if data is not None else build_data(config.data, config.data_options)
-        stored = None if checkpoint is None or checkpoint.data is None else checkpoint.data
+        stored = checkpoint.data if checkpoint is not None else None
         now = getattr(self.data, "fingerprint", None)
         if stored is not None and stored.fingerprint and now and stored.fingerprint != now:
             print(
@@ -350,10 +350,11 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
         if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP
             grad_norm = grad_norm.full_tensor()
-        if not math.isfinite(float(grad_norm)):
+        grad_norm = float(grad_norm)
+        if not math.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
             raise TrainingError(
-                f"the gradient norm is {float(grad_norm)} at step {self.step + 1} (the loss was "
+                f"the gradient norm is {grad_norm} at step {self.step + 1} (the loss was "
                 f"{terms['loss']:.4g}); training stopped without saving, {self._last_good()}"
             )
         self.optimizer.step()
@@ -362,7 +363,7 @@ class Trainer:
                 average.reshard()  # a no-grad forward leaves the root's weights gathered
             update_ema(average, self.model, decay)
         self.step += 1
-        return {"loss": terms.pop("loss"), "grad_norm": float(grad_norm), **terms}
+        return {"loss": terms.pop("loss"), "grad_norm": grad_norm, **terms}
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is None:
@@ -391,6 +392,12 @@ class Trainer:
         return config.lr * scale
 
     # -- the loop ---------------------------------------------------------------------------
+
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """The network sample and evaluate use: the EMA, or the raw weights where the config's
+        eval_weights says "model" (as `load_model` chooses for a saved run)."""
+        return self.model if self.config.eval_weights == "model" else self.ema
 
     def _last_good(self) -> str:
         if self.saved_step is None:

@@ -125,8 +125,9 @@ def read_meta(path: str | Path) -> dict[str, Any]:
         shards = [(str(s["latents"]), str(s["labels"])) for s in meta["shards"]]
         str(meta["vae"])
         names = meta.get("class_names") or []
-        assert isinstance(names, list) and len(shape) == 3 and shards
-    except (KeyError, TypeError, ValueError, AssertionError) as exc:
+        if not (isinstance(names, list) and len(shape) == 3 and shards):
+            raise TypeError("class_names, shape or shards")
+    except (KeyError, TypeError, ValueError) as exc:
         what = f"missing {exc}" if isinstance(exc, KeyError) else "a field of the wrong type"
         raise UsageError(f"{meta_path} is damaged ({what}); rerun shortcut encode") from None
     return meta
