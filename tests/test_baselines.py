@@ -10,7 +10,7 @@ from torch import nn
 from shortcut_models.errors import UsageError
 from shortcut_models.objectives import build_objective
 from shortcut_models.objectives.base import EPS
-from shortcut_models.objectives.reflow import generate_pairs
+from shortcut_models.pairs import generate_pairs
 from shortcut_models.sampling import SamplingSpec, sample
 
 

@@ -5,8 +5,10 @@ import torch
 from conftest import tiny_config, tiny_trainer
 from safetensors.torch import save_file
 
-from shortcut_models.checkpoint import atomic_write, load_checkpoint, load_model, save_checkpoint
+from shortcut_models.checkpoint import load_checkpoint, save_checkpoint
 from shortcut_models.errors import UsageError
+from shortcut_models.factory import load_run
+from shortcut_models.files import atomic_write
 
 
 def test_round_trip_restores_weights_ema_and_optimizer(run_dir):
@@ -25,8 +27,8 @@ def test_round_trip_restores_weights_ema_and_optimizer(run_dir):
         for key in old[index]:
             assert torch.equal(torch.as_tensor(old[index][key]), torch.as_tensor(new[index][key]))
     # EMA and raw weights really differ, so loading the wrong one would be caught
-    model, _, _, _ = load_model(run_dir, "ema")
-    raw, _, _, _ = load_model(run_dir, "model")
+    model = load_run(run_dir, "ema").model
+    raw = load_run(run_dir, "model").model
     assert any(
         not torch.equal(a, b)
         for a, b in zip(model.state_dict().values(), raw.state_dict().values())

@@ -209,14 +209,14 @@ def test_grids_enlarge_small_images():
 
 
 def test_bf16_if_native_follows_the_hardware(monkeypatch):
-    from shortcut_models import train
+    from shortcut_models import distributed
 
     cpu = torch.device("cpu")
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    assert train.resolve_precision("bf16-if-native", cpu) is None  # emulated: stay in fp32
+    assert distributed.resolve_precision("bf16-if-native", cpu) is None  # emulated: stay in fp32
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
-    assert train.resolve_precision("bf16-if-native", cpu) is torch.bfloat16
-    assert train.resolve_precision("auto", cpu) is None  # auto on a CPU stays fp32
+    assert distributed.resolve_precision("bf16-if-native", cpu) is torch.bfloat16
+    assert distributed.resolve_precision("auto", cpu) is None  # auto on a CPU stays fp32
     with pytest.raises(UsageError, match="bf16-if-native"):
-        train.resolve_precision("fp8", cpu)
+        distributed.resolve_precision("fp8", cpu)

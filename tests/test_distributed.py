@@ -11,9 +11,10 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from shortcut_models.checkpoint import load_checkpoint, load_model
+from shortcut_models.checkpoint import load_checkpoint
 from shortcut_models.cli import main
 from shortcut_models.errors import UsageError
+from shortcut_models.factory import load_run
 from shortcut_models.train import RunOptions, Trainer
 
 TRAIN = [
@@ -71,7 +72,7 @@ def test_two_processes_train_as_one_process_accumulating_two_micro_batches(tmp_p
     assert losses(tmp_path / "unsplit")[0] != pytest.approx(losses(tmp_path / "one")[0], rel=1e-4)
 
     # a checkpoint saved by two processes samples and resumes in one (optimizer state included)
-    model, _, _, _ = load_model(tmp_path / "two")
+    model = load_run(tmp_path / "two").model
     assert sum(p.numel() for p in model.parameters()) > 0
     single(tmp_path / "two", steps=8, resume=True, grad_accum=2)
     single(tmp_path / "one", steps=8, resume=True, grad_accum=2)

@@ -20,11 +20,11 @@ from test_folders import write_image
 from shortcut_models.checkpoint import (
     CHECKPOINT_NAME,
     load_checkpoint,
-    load_model,
     save_checkpoint,
 )
 from shortcut_models.cli import main
 from shortcut_models.errors import TrainingError, UsageError
+from shortcut_models.factory import load_run
 from shortcut_models.locking import FolderLock
 from shortcut_models.train import METRICS_NAME
 
@@ -142,19 +142,20 @@ def test_nan_weights_are_never_saved_and_never_sampled(tmp_path):
     assert (run / CHECKPOINT_NAME).read_bytes() == before
     bad = tmp_path / "bad"
     bad.mkdir()
-    model, objective, data, checkpoint = load_model(run)
+    loaded = load_run(run)
+    model, data, checkpoint = loaded.model, loaded.spec, loaded.checkpoint
     model.state_dict()[next(iter(model.state_dict()))].fill_(float("inf"))
     ema = {k: v.clone() for k, v in model.state_dict().items()}
     save_checkpoint(bad, checkpoint.config, 4, model, ema, {"state": {}}, data)
     with pytest.raises(UsageError, match="NaN or inf"):
-        load_model(bad)
+        load_run(bad)
 
 
 def test_a_huge_learning_rate_stops_at_the_gradient_or_the_loss(tmp_path):
     trainer = tiny_trainer(tmp_path / "run", tiny_config(lr=1e30, steps=50), save_every=1)
     with pytest.raises(TrainingError, match="is (nan|inf|-inf) at step"):
         trainer.run()
-    model, _, _, _ = load_model(tmp_path / "run")  # whatever was saved is finite
+    model = load_run(tmp_path / "run").model  # whatever was saved is finite
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 

@@ -7,10 +7,10 @@ from conftest import tiny_config, tiny_trainer
 from PIL import Image
 from test_cli import assert_one_line_error, run_main
 
-from shortcut_models.checkpoint import load_model
 from shortcut_models.data import build_data
 from shortcut_models.data.folder import folder_data, load_image, scan_folder
 from shortcut_models.errors import UsageError
+from shortcut_models.factory import load_run
 
 
 def write_image(path, size=(40, 30), mode="RGB", value=128):
@@ -116,7 +116,8 @@ def test_train_on_folder_and_sample_without_it(class_folder, tmp_path):
     for path in class_folder.rglob("*"):
         if path.is_file():
             path.unlink()
-    model, _, spec, _ = load_model(tmp_path / "run")
+    run = load_run(tmp_path / "run")
+    model, spec = run.model, run.spec
     assert spec.kind == "image" and spec.shape == (3, 8, 8) and spec.class_names == ["cat", "dog"]
     assert model(
         torch.zeros(1, 3, 8, 8), torch.zeros(1), torch.zeros(1), torch.zeros(1).long()

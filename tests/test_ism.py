@@ -217,17 +217,18 @@ def test_ism_trains_and_samples_on_mnist(tmp_path):
     trainer = tiny_trainer(tmp_path / "m", config)
     assert trainer.model.guidance_input and trainer.target_ema is not None
     trainer.run()
-    from shortcut_models.checkpoint import load_model
+    from shortcut_models.factory import load_run
 
-    model, objective, spec, _ = load_model(tmp_path / "m")
+    run = load_run(tmp_path / "m")
+    model, objective, spec = run.model, run.objective, run.spec
     noise = torch.randn(4, *spec.shape, generator=_gen(10))
     images = sample(model, noise, 1, objective.sampling_spec(), torch.arange(4), 2.0, 10)
     assert images.shape == (4, 1, 32, 32) and torch.isfinite(images).all()
 
 
 def test_cli_flags_reach_the_run_and_misplaced_ones_are_refused(tmp_path, capsys):
-    from shortcut_models.checkpoint import load_model
     from shortcut_models.cli import main
+    from shortcut_models.factory import load_run
 
     base = [
         "train",
@@ -243,7 +244,8 @@ def test_cli_flags_reach_the_run_and_misplaced_ones_are_refused(tmp_path, capsys
     base += ["--no-progress", "--no-tensorboard"]
     flags = ["--ot-pairing", "--target-ema-decay", "0.5", "--time-scale", "1"]
     assert main([*base, "--out", str(tmp_path / "a"), *flags]) == 0
-    model, objective, _, checkpoint = load_model(tmp_path / "a")
+    run = load_run(tmp_path / "a")
+    model, objective, checkpoint = run.model, run.objective, run.checkpoint
     assert objective.ot_pairing and objective.target_ema_decay == 0.5
     assert model.cond.t_embedder.scale == 1.0 and checkpoint.tensors("target_ema")
     wrong = [

@@ -10,9 +10,9 @@ from torch import nn
 from shortcut_models.backbones import build_backbone
 from shortcut_models.backbones.dit import sincos_2d
 from shortcut_models.backbones.flax_dit import dit_options_from_flax, dit_state_from_flax
-from shortcut_models.checkpoint import load_model
 from shortcut_models.cli import build_parser, config_from_args
 from shortcut_models.errors import UsageError
+from shortcut_models.factory import load_run
 from shortcut_models.objectives import build_objective
 from shortcut_models.recipes import (
     REFERENCE_BACKBONES,
@@ -102,9 +102,9 @@ def test_eval_weights_choose_what_sample_and_evaluate_load(tmp_path):
     run = tmp_path / "run"
     trainer = tiny_trainer(run, tiny_config(eval_weights="model", steps=3))
     trainer.run()
-    default, _, _, _ = load_model(run)
-    raw, _, _, _ = load_model(run, "model")
-    ema, _, _, _ = load_model(run, "ema")
+    default = load_run(run).model
+    raw = load_run(run, "model").model
+    ema = load_run(run, "ema").model
     for a, b in zip(default.parameters(), raw.parameters(), strict=True):
         torch.testing.assert_close(a, b)
     assert any(not torch.equal(a, c) for a, c in zip(raw.parameters(), ema.parameters()))

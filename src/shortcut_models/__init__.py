@@ -19,7 +19,7 @@ _EXPORTS = {
     "build_backbone": "shortcut_models.backbones",
     "build_objective": "shortcut_models.objectives",
     "load_checkpoint": "shortcut_models.checkpoint",
-    "load_model": "shortcut_models.checkpoint",
+    "load_run": "shortcut_models.factory",
     "sample": "shortcut_models.sampling",
 }
 

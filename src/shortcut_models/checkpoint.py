@@ -1,5 +1,8 @@
 """Checkpoints: one safetensors file (weights, EMA, optimizer state) plus config.json.
 
+This module only stores and reads tensors and configs; building a network from a checkpoint is
+`factory.load_run`.
+
 Both are written atomically (temporary file, fsync, rename), so a crash or a kill at any moment
 leaves either the previous checkpoint or the new one, never a half-written file.
 """
@@ -7,9 +10,7 @@ leaves either the previous checkpoint or the new one, never a half-written file.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,50 +19,13 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from shortcut_models.config import TrainConfig
-from shortcut_models.data.spec import DataSpec
+from shortcut_models.config import DataSpec, TrainConfig
 from shortcut_models.errors import UsageError
+from shortcut_models.files import atomic_write, atomic_write_text
 
 FORMAT = "shortcut-models/1"
 CHECKPOINT_NAME = "checkpoint.safetensors"
 CONFIG_NAME = "config.json"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def temporary_files(folder: Path, name: str) -> list[Path]:
-    """Leftovers of `atomic_write(folder / name, ...)` cut short (a kill during a save)."""
-    return sorted(Path(folder).glob(f".{name}.*.tmp"))
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call write(tmp_path), then move tmp_path over `path` in one rename. The file gets the
-    mode any new file gets (0666 less the umask), not mkstemp's private 0600."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_umask())  # after: some writers replace the file
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def save_checkpoint(
@@ -181,25 +145,3 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     known = {"format", "step", "config", "data"}
     extra = {k: v for k, v in metadata.items() if k not in known}
     return Checkpoint(path=path, config=config, step=step, data=data, extra=extra)
-
-
-def load_model(path: str | Path, weights: str | None = None, device: torch.device | str = "cpu"):
-    """(network in eval mode, objective, DataSpec, checkpoint) ready for sampling; the data
-    itself is not opened. `weights`: "ema", "model" (raw), or None for the run's eval_weights."""
-    from shortcut_models.factory import build_data, build_model_for, build_objective_for
-
-    if weights not in (None, "ema", "model"):
-        raise UsageError(f"weights must be 'ema' or 'model', got {weights!r}")
-    checkpoint = load_checkpoint(path)
-    config = checkpoint.config
-    weights = weights or config.eval_weights
-    data = checkpoint.data or DataSpec.of(build_data(config.data, config.data_options))
-    objective = build_objective_for(config, data)
-    model = build_model_for(config, data, objective)
-    checkpoint.load_weights(model, weights)
-    if not all_finite(model.state_dict().values()):
-        raise UsageError(
-            f"{checkpoint.path}: its {weights} weights hold NaN or inf values; "
-            "nothing sampled from them would be meaningful"
-        )
-    return model.to(device).eval(), objective, data, checkpoint

@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 from shortcut_models.config import TrainConfig
 from shortcut_models.data import FOLDER, IMAGE_DATASETS, dataset_names
+from shortcut_models.distributed import PRECISIONS
 from shortcut_models.errors import TrainingError, UsageError
 from shortcut_models.image_evaluation import METRICS
 from shortcut_models.objectives import OBJECTIVES, objective_options
@@ -28,7 +29,6 @@ from shortcut_models.recipes import (
     recipe_precision,
 )
 from shortcut_models.sampling import check_steps
-from shortcut_models.train import PRECISIONS
 
 DEFAULTS = TrainConfig()
 IMAGE_SOURCES = (*IMAGE_DATASETS, FOLDER)
@@ -684,14 +684,15 @@ def add_evaluate_parser(subparsers: Any) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from shortcut_models.checkpoint import load_model
     from shortcut_models.evaluation import generate
+    from shortcut_models.factory import load_run
+    from shortcut_models.files import prepare_out_dir
     from shortcut_models.sampling import check_steps
-    from shortcut_models.train import prepare_out_dir
     from shortcut_models.vae import decode_batched, decoder_for
 
     device, info = _join(args)
-    model, objective, data, _ = load_model(args.ckpt, _weights(args), device)
+    run = load_run(args.ckpt, _weights(args), device)
+    model, objective, data = run.model, run.objective, run.spec
     for n in args.steps:
         check_steps(n, objective.sampling_spec())
     if args.vae is not None and data.kind != "latent":
@@ -751,7 +752,7 @@ def _check_memory(count: int, data: Any, decoded: bool) -> None:
 def _join(args: argparse.Namespace) -> tuple[Any, Any]:
     """(this process's device, its place in the job): under torchrun, join the process group."""
     from shortcut_models import distributed
-    from shortcut_models.train import resolve_device
+    from shortcut_models.distributed import resolve_device
 
     return distributed.setup(resolve_device(args.device))
 
@@ -790,7 +791,7 @@ def _write_images(samples: dict, out: Path, npz: bool) -> None:
 def _write_points(samples: dict, out: Path) -> None:
     import numpy as np
 
-    from shortcut_models.checkpoint import atomic_write
+    from shortcut_models.files import atomic_write
     from shortcut_models.plots import scatter_panels
 
     arrays = {f"steps_{n}": x.numpy() for n, x in samples.items()}
@@ -807,14 +808,15 @@ def _write_points(samples: dict, out: Path) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from shortcut_models.checkpoint import load_model
+    from shortcut_models.factory import load_run
     from shortcut_models.report import check_output_file
 
     for path in (args.json, args.plot):
         if path is not None:
             check_output_file(path)  # before hours of sampling, not after
     device, info = _join(args)
-    loaded = [(str(path), load_model(path, _weights(args), device)) for path in args.ckpt]
+    runs = [(str(path), load_run(path, _weights(args), device)) for path in args.ckpt]
+    loaded = [(n, (r.model, r.objective, r.spec, r.checkpoint)) for n, r in runs]
     kinds = {spec.kind == "vector" for _, (_, _, spec, _) in loaded}
     if len(kinds) > 1:
         raise UsageError("evaluate 2-D and image checkpoints separately")
@@ -959,9 +961,9 @@ def add_stats_parser(subparsers: Any) -> None:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
+    from shortcut_models.distributed import resolve_device
     from shortcut_models.image_evaluation import build_extractor, load_reference
     from shortcut_models.report import check_output_file
-    from shortcut_models.train import resolve_device
 
     check_output_file(args.out)
     device = resolve_device(args.device)
@@ -999,9 +1001,10 @@ def add_encode_parser(subparsers: Any) -> None:
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
+    from shortcut_models.distributed import resolve_device
     from shortcut_models.encode import encode_dataset
+    from shortcut_models.files import prepare_out_dir
     from shortcut_models.locking import FolderLock
-    from shortcut_models.train import prepare_out_dir, resolve_device
 
     with FolderLock(prepare_out_dir(args.out), "shortcut encode"):
         meta = encode_dataset(
@@ -1044,9 +1047,10 @@ def add_pairs_parser(subparsers: Any) -> None:
 
 
 def cmd_pairs(args: argparse.Namespace) -> int:
+    from shortcut_models.distributed import resolve_device
+    from shortcut_models.files import prepare_out_dir
     from shortcut_models.locking import FolderLock
-    from shortcut_models.objectives.reflow import generate_pairs
-    from shortcut_models.train import prepare_out_dir, resolve_device
+    from shortcut_models.pairs import generate_pairs
 
     with FolderLock(prepare_out_dir(args.out), "shortcut pairs"):
         meta = generate_pairs(

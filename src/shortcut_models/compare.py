@@ -18,14 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shortcut_models.checkpoint import CHECKPOINT_NAME, load_model
+from shortcut_models.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from shortcut_models.config import TrainConfig
+from shortcut_models.distributed import resolve_device
 from shortcut_models.errors import UsageError
-from shortcut_models.factory import build_objective_for
+from shortcut_models.factory import build_objective_for, load_run
+from shortcut_models.files import atomic_write_text, prepare_out_dir
 from shortcut_models.objectives import OBJECTIVES
+from shortcut_models.pairs import generate_pairs
 from shortcut_models.report import markdown_table, write_json
 from shortcut_models.sampling import check_steps
-from shortcut_models.train import RunOptions, Trainer, prepare_out_dir
+from shortcut_models.train import RunOptions, Trainer
 
 PAPER_ORDER = (
     "flow_matching",
@@ -93,8 +96,10 @@ def _evaluator(options: CompareOptions, data: Any):
     if data.kind == "vector":
 
         def score_points(run_dir: Path, steps: list[int]) -> dict[int, float]:
-            model, objective, _, _ = load_model(run_dir, device=_device(options))
-            scores = evaluate_vectors(model, objective, data, steps, options.num, base.seed, False)
+            run = load_run(run_dir, device=_device(options))
+            scores = evaluate_vectors(
+                run.model, run.objective, data, steps, options.num, base.seed, exact=False
+            )
             return {n: s["sliced_w2"] for n, s in scores.items()}
 
         return "sliced W2", score_points
@@ -109,7 +114,8 @@ def _evaluator(options: CompareOptions, data: Any):
     cache: dict[str, Any] = {}
 
     def score_images(run_dir: Path, steps: list[int]) -> dict[int, float]:
-        model, objective, spec, _ = load_model(run_dir, device=_device(options))
+        run = load_run(run_dir, device=_device(options))
+        model, objective, spec = run.model, run.objective, run.spec
         if spec.kind == "latent":
             raise UsageError("compare runs on pixel data; evaluate latent models with evaluate")
         if "reference" not in cache:
@@ -124,15 +130,12 @@ def _evaluator(options: CompareOptions, data: Any):
 
 
 def _device(options: CompareOptions):
-    from shortcut_models.train import resolve_device
-
     return resolve_device(options.device)
 
 
 def run_compare(options: CompareOptions) -> dict[str, Any]:
     """Train every objective, evaluate each at the allowed step budgets, write table/JSON/plot."""
     from shortcut_models.data import build_data
-    from shortcut_models.objectives.reflow import generate_pairs
     from shortcut_models.plots import metric_vs_steps
 
     unknown = [o for o in options.objectives if o not in OBJECTIVES]
@@ -197,8 +200,6 @@ def run_compare(options: CompareOptions) -> dict[str, Any]:
 def _scores(run_dir: Path, steps: list[int], score: Any, setting: dict) -> dict[int, float]:
     """Scores of a finished run, computed once per setting and checkpoint (a rerun that adds a
     method re-evaluates only that one)."""
-    from shortcut_models.checkpoint import atomic_write_text, load_checkpoint
-
     key = {**setting, "step": load_checkpoint(run_dir).step}
     path = run_dir / SCORES_NAME
     stored: dict[str, float] = {}

@@ -1,4 +1,4 @@
-"""Training configuration as plain values, saved as JSON beside every checkpoint."""
+"""The records a checkpoint stores as JSON: the training configuration and the data's spec."""
 
 from __future__ import annotations
 
@@ -6,13 +6,16 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from shortcut_models.errors import UsageError
 
 LR_SCHEDULES = ("constant", "cosine")
 EVAL_WEIGHTS = ("ema", "model")
 MAX_SEED = 2**63  # seeds are 63-bit (torch.manual_seed takes at most 64 bits)
+
+# Vectors (2-D toys, arrays: MLP, Wasserstein metrics), pixel images, or VAE latents of images.
+DataKind = Literal["vector", "image", "latent"]
 
 # Fields that may differ between a checkpoint and the run that resumes it.
 RESUMABLE_CHANGES = frozenset({"steps"})
@@ -99,3 +102,41 @@ class TrainConfig:
         """Names of the fields whose values differ."""
         mine, theirs = self.to_dict(), other.to_dict()
         return [name for name in mine if mine[name] != theirs[name]]
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a trained model needs to know about its data, stored in every checkpoint: sampling
+    reads this instead of the data, so a checkpoint trained on a folder or on latent shards
+    samples on a machine that has neither."""
+
+    name: str
+    kind: DataKind
+    shape: tuple[int, ...]
+    num_classes: int
+    class_names: list[str] = field(default_factory=list)
+    vae: str | None = None  # latent data: the AutoencoderKL that decodes samples
+    scaling_factor: float | None = None
+    fingerprint: str | None = None  # image folders: a hash of the file listing (names, sizes)
+
+    @classmethod
+    def of(cls, source: Any) -> DataSpec:
+        return cls(
+            name=source.name,
+            kind=source.kind,
+            shape=tuple(source.shape),
+            num_classes=source.num_classes,
+            class_names=list(getattr(source, "class_names", []) or []),
+            vae=getattr(source, "vae", None),
+            scaling_factor=getattr(source, "scaling_factor", None),
+            fingerprint=getattr(source, "fingerprint", None),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> DataSpec:
+        values = json.loads(text)
+        values["shape"] = tuple(values["shape"])
+        return cls(**values)

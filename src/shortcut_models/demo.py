@@ -13,19 +13,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from shortcut_models.checkpoint import CHECKPOINT_NAME, atomic_write, load_checkpoint
+from shortcut_models.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from shortcut_models.config import TrainConfig
 from shortcut_models.data import IMAGE_DATASETS
 from shortcut_models.data.images import to_uint8
+from shortcut_models.distributed import resolve_precision
 from shortcut_models.errors import UsageError
 from shortcut_models.evaluation import generate
+from shortcut_models.files import atomic_write, prepare_out_dir
 from shortcut_models.image_evaluation import Reference, load_reference, score_images
 from shortcut_models.image_io import grid, save_png
 from shortcut_models.metrics.digits import DigitFeatures
 from shortcut_models.objectives import Objective
 from shortcut_models.recipes import apply_recipe, recipe, recipe_precision
 from shortcut_models.report import markdown_table, write_json
-from shortcut_models.train import RunOptions, Trainer, prepare_out_dir, resolve_precision
+from shortcut_models.train import RunOptions, Trainer
 
 BUDGETS = [1, 2, 4, 8, 16, 32, 64, 128]
 REFERENCE_NUM = 10000  # training images whose classifier features form the reference

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from shortcut_models.checkpoint import atomic_write
+from shortcut_models.files import atomic_write
 
 # Grids show small images enlarged to about this many pixels a tile (exact arrays go to .npz).
 GRID_TILE = 96

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from shortcut_models.checkpoint import atomic_write
+from shortcut_models.files import atomic_write
 
 
 def scatter_panels(panels: dict[str, torch.Tensor], path: Path, limit: float = 3.0) -> None:

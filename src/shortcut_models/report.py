@@ -11,8 +11,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from shortcut_models.checkpoint import atomic_write
 from shortcut_models.errors import UsageError
+from shortcut_models.files import atomic_write
 
 
 def format_value(value: Any) -> str:

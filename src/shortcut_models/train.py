@@ -31,17 +31,16 @@ from shortcut_models.checkpoint import (
     CHECKPOINT_NAME,
     CONFIG_NAME,
     all_finite,
-    atomic_write_text,
     load_checkpoint,
     save_checkpoint,
-    temporary_files,
 )
-from shortcut_models.config import RESUMABLE_CHANGES, TrainConfig
+from shortcut_models.config import RESUMABLE_CHANGES, DataSpec, TrainConfig
 from shortcut_models.data import DataSource
-from shortcut_models.data.spec import DataSpec
+from shortcut_models.distributed import resolve_device, resolve_precision
 from shortcut_models.ema import make_ema, update_ema
 from shortcut_models.errors import TrainingError, UsageError
-from shortcut_models.factory import build_data, build_model_for, build_objective_for
+from shortcut_models.factory import build_data, build_model_for, build_objective_for, load_run
+from shortcut_models.files import atomic_write_text, prepare_out_dir, temporary_files
 from shortcut_models.locking import FolderLock
 from shortcut_models.objectives.base import AttachContext
 from shortcut_models.seeding import OBJECTIVE, step_generator
@@ -84,61 +83,6 @@ class TrainResult:
     checkpoint: Path
     signal: int | None = None
     last_loss: float | None = None
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"unknown device '{name}'") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("device 'cuda' was asked for but no CUDA GPU is available")
-    return device
-
-
-PRECISIONS = ("auto", "fp32", "bf16", "bf16-if-native")
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether the device computes bf16 in hardware: a CUDA GPU that supports it, or a CPU with
-    AVX512-BF16 or AMX (elsewhere bf16 on a CPU is emulated and slower than fp32)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    return False
-
-
-def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for plain fp32. "bf16-if-native" is bf16 wherever
-    `native_bf16`, fp32 elsewhere (the CPU recipe's choice)."""
-    if name == "auto":
-        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if bf16 else None
-    if name == "bf16-if-native":
-        return torch.bfloat16 if native_bf16(device) else None
-    if name == "bf16":
-        return torch.bfloat16
-    if name == "fp32":
-        return None
-    raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {name!r}")
-
-
-def prepare_out_dir(out_dir: Path) -> Path:
-    """Create the run folder and prove it is writable, or raise a UsageError."""
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f".write-test-{os.getpid()}"  # one per process under torchrun
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise UsageError(
-            f"cannot write to output folder {out_dir}: {exc.strerror or exc}"
-        ) from None
-    return out_dir
 
 
 class _StepBatches(torch.utils.data.Dataset):
@@ -248,7 +192,13 @@ class Trainer:
                 self.log_sums, self.log_count = partial["sums"], partial["count"]
                 self.log_seconds = partial["seconds"]
         context = AttachContext(
-            self.model, self.ema, config, self.data, self.device, fresh=checkpoint is None
+            model=self.model,
+            ema=self.ema,
+            config=config,
+            data=self.data,
+            device=self.device,
+            fresh=checkpoint is None,
+            load_run=load_run,
         )
         self.objective.attach(context)
         # the twin EMA that computes targets (iSM), when the objective asks for one

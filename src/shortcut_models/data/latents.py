@@ -33,7 +33,7 @@ BatchReader = Callable[[int, int, int], Iterator[tuple[torch.Tensor, torch.Tenso
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    from shortcut_models.checkpoint import atomic_write
+    from shortcut_models.files import atomic_write
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as handle:
@@ -54,7 +54,7 @@ def encode_to_shards(
 ) -> dict[str, Any]:
     """Encode source rows 0..count-1 (and their mirrors) into shards under `out`; returns the
     metadata. `plan` describes the source; a rerun with the same plan resumes, another refuses."""
-    from shortcut_models.checkpoint import atomic_write_text
+    from shortcut_models.files import atomic_write_text
 
     if shard_size < 1 or batch_size < 1:
         raise UsageError("shard size and batch size must be positive")

@@ -7,6 +7,7 @@ knows which one it runs and each one can be checked against a hand-computed case
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -83,15 +84,18 @@ def grid_times(
 
 @dataclass
 class AttachContext:
-    """What an objective may need beyond a batch: the networks, the run's config and data,
-    and whether the run starts fresh (not resumed)."""
+    """What an objective may need beyond a batch: the networks (the trained one and its EMA,
+    the one evaluated), the run's config and data, whether the run starts fresh (not resumed),
+    and `load_run(path, weights, device)` to open another trained run (a teacher) without the
+    objective importing the checkpoint layer."""
 
     model: nn.Module
-    ema_model: nn.Module
+    ema: nn.Module
     config: Any
     data: Any
     device: torch.device
     fresh: bool
+    load_run: Callable[..., Any]
 
 
 def is_power_of_two(n: int) -> bool:
@@ -140,7 +144,7 @@ class Objective:
     def targets(
         self,
         model: nn.Module,
-        ema_model: nn.Module,
+        target_model: nn.Module,
         x1: torch.Tensor,
         y: torch.Tensor | None,
         generator: torch.Generator,

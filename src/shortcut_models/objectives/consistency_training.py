@@ -37,7 +37,7 @@ class ConsistencyTraining(Objective):
         return min(stages - 1, self.step * stages // max(1, self.total_steps))
 
     @torch.no_grad()
-    def targets(self, model, ema_model, x1, y, generator) -> TrainingBatch:
+    def targets(self, model, target_model, x1, y, generator) -> TrainingBatch:
         n = x1.shape[0]
         sections = 2 ** self.stage()
         t = grid_times(n, sections, generator, x1.device)
@@ -46,7 +46,7 @@ class ConsistencyTraining(Objective):
         x_t, x_t2 = interpolate(x0, x1, t), interpolate(x0, x1, t2)
         d = torch.full((n,), 1.0 / self.denoise_timesteps, device=x1.device)
         y = self.drop_labels(y, generator)
-        target = consistency_velocity(x_t, t, x_t2, t2, ema_model(x_t2, t2, d, y))
+        target = consistency_velocity(x_t, t, x_t2, t2, target_model(x_t2, t2, d, y))
         return TrainingBatch(x_t=x_t, t=t, d=d, y=y, target=target, parts={"ct": slice(0, n)})
 
     def sampling_spec(self) -> SamplingSpec:

@@ -58,7 +58,7 @@ class FlowMatching(Objective):
     def targets(
         self,
         model: nn.Module,
-        ema_model: nn.Module,
+        target_model: nn.Module,
         x1: torch.Tensor,
         y: torch.Tensor | None,
         generator: torch.Generator,

@@ -35,7 +35,7 @@ class LiveReflow(FlowMatching):
     # the last B - B/b (every image once)
     reference_batch_split: bool = False
 
-    def targets(self, model, ema_model, x1, y, generator) -> TrainingBatch:
+    def targets(self, model, target_model, x1, y, generator) -> TrainingBatch:
         n = x1.shape[0]
         nb = n // self.bootstrap_every
         if nb == 0:

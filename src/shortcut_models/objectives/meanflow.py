@@ -104,7 +104,7 @@ class MeanFlow(Objective):
     def targets(
         self,
         model: nn.Module,
-        ema_model: nn.Module,
+        target_model: nn.Module,
         x1: torch.Tensor,
         y: torch.Tensor | None,
         generator: torch.Generator,
@@ -114,7 +114,7 @@ class MeanFlow(Objective):
         x0 = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
         x_t, v = interpolate(x0, x1, t), flow_velocity(x0, x1)
         y_in = self.drop_labels(y, generator)
-        net = base_network(ema_model if self.jvp_ema else model)
+        net = base_network(target_model if self.jvp_ema else model)
         with torch.no_grad():
             v = self.guided_velocity(net, x_t, t, v, y_in)
             _, dudt = time_derivative(net, x_t, t, d, y_in, v)

@@ -64,7 +64,7 @@ class ProgressiveDistillation(Objective):
         loaded = load_teacher(self.teacher, context, self.name)
         initialise_student(context, loaded)
         self.teacher_network = frozen_copy(loaded)
-        self.student_ema = context.ema_model
+        self.student_ema = context.ema
         self.teacher_phase = 0
 
     def set_step(self, step: int, total_steps: int) -> None:
@@ -84,7 +84,7 @@ class ProgressiveDistillation(Objective):
             self.teacher_phase = int(tensors["phase"])
 
     @torch.no_grad()
-    def targets(self, model, ema_model, x1, y, generator) -> TrainingBatch:
+    def targets(self, model, target_model, x1, y, generator) -> TrainingBatch:
         n = x1.shape[0]
         steps = self.student_steps()
         t = torch.randint(0, steps, (n,), generator=generator, device=x1.device).float() / steps

@@ -127,7 +127,7 @@ class Shortcut(FlowMatching):
     def targets(
         self,
         model: nn.Module,
-        ema_model: nn.Module,
+        target_model: nn.Module,
         x1: torch.Tensor,
         y: torch.Tensor | None,
         generator: torch.Generator,
@@ -140,7 +140,7 @@ class Shortcut(FlowMatching):
                 f"with bootstrap_every={self.bootstrap_every}"
             )
         flow_rows = slice(0, n - nb) if self.reference_batch_split else slice(nb, n)
-        teacher = ema_model if self.bootstrap_ema else model
+        teacher = target_model if self.bootstrap_ema else model
         w_boot = self.guidance_scales(nb, generator, x1.device) if self.guided else None
         boot = self.bootstrap_part(
             teacher, x1[:nb], None if y is None else y[:nb], generator, w_boot

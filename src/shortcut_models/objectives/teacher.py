@@ -20,12 +20,10 @@ TEACHER_OBJECTIVES = ("flow_matching", "shortcut")
 
 def load_teacher(path: str | Path | None, context: AttachContext, who: str) -> nn.Module:
     """The teacher's EMA network, frozen, on the run's device."""
-    from shortcut_models.checkpoint import load_model
-
     if not path:
         raise UsageError(f"{who} needs a teacher: pass --teacher RUN (a trained flow-matching run)")
-    network, _, spec, checkpoint = load_model(path, "ema", context.device)
-    config = checkpoint.config
+    run = context.load_run(path, "ema", context.device)
+    config, spec = run.checkpoint.config, run.spec
     if config.objective not in TEACHER_OBJECTIVES:
         raise UsageError(
             f"teacher {path} was trained with '{config.objective}'; {who} needs one of "
@@ -46,7 +44,7 @@ def load_teacher(path: str | Path | None, context: AttachContext, who: str) -> n
             f"{spec.num_classes} classes, this run's data is {tuple(context.data.shape)} with "
             f"{context.data.num_classes}"
         )
-    return network.requires_grad_(False).eval()
+    return run.model.requires_grad_(False).eval()
 
 
 def initialise_student(context: AttachContext, teacher: nn.Module) -> None:
@@ -54,7 +52,7 @@ def initialise_student(context: AttachContext, teacher: nn.Module) -> None:
     if context.fresh:
         state = teacher.state_dict()
         context.model.load_state_dict(state)
-        context.ema_model.load_state_dict(state)
+        context.ema.load_state_dict(state)
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:

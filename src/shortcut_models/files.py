@@ -1,0 +1,66 @@
+"""Files written so that a crash, a kill or a full disk never leaves a half-written one.
+
+`atomic_write` is the one way the library writes a result: a temporary file in the same folder,
+fsync, then one rename over the target.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from shortcut_models.errors import UsageError
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def temporary_files(folder: Path, name: str) -> list[Path]:
+    """Leftovers of `atomic_write(folder / name, ...)` cut short (a kill during a save)."""
+    return sorted(Path(folder).glob(f".{name}.*.tmp"))
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call write(tmp_path), then move tmp_path over `path` in one rename. The file gets the
+    mode any new file gets (0666 less the umask), not mkstemp's private 0600."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # after: some writers replace the file
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def prepare_out_dir(out_dir: Path) -> Path:
+    """Create the run folder and prove it is writable, or raise a UsageError."""
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".write-test-{os.getpid()}"  # one per process under torchrun
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(
+            f"cannot write to output folder {out_dir}: {exc.strerror or exc}"
+        ) from None
+    return out_dir
