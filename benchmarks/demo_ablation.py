@@ -33,9 +33,7 @@ from typing import Any
 import torch
 
 from shortcut_models.config import TrainConfig
-from shortcut_models.demo import REFERENCE_NUM, score_budgets
-from shortcut_models.image_evaluation import load_reference
-from shortcut_models.metrics.digits import DigitFeatures
+from shortcut_models.demo import demo_scorer, score_budgets
 from shortcut_models.recipes import recipe
 from shortcut_models.report import markdown_table
 from shortcut_models.train import RunOptions, Trainer
@@ -143,16 +141,14 @@ def run_variant(name: str, args: argparse.Namespace) -> dict[str, Any]:
     if trainer.run().status != "completed":
         raise SystemExit(f"{name}: training was interrupted; no row written")
     seconds = time.perf_counter() - tick
-    extractor = DigitFeatures.for_dataset(args.data)
     shape = trainer.data.shape
-    reference = load_reference(args.data, extractor, shape, REFERENCE_NUM, args.seed)
+    scorer = demo_scorer(args.data, args.seed)
     metrics, _ = score_budgets(
         trainer.evaluated.eval(),
         trainer.objective,
         shape=shape,
         num_classes=trainer.data.num_classes,
-        extractor=extractor,
-        reference=reference,
+        scorer=scorer,
         budgets=BUDGETS,
         num=args.num,
         seed=args.seed,
@@ -172,7 +168,7 @@ def run_variant(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "precision": precision,
         "config": config.to_dict(),
         "scores": metrics,
-        "metric": extractor.name,
+        "metric": scorer.label,
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch "
         f"{torch.__version__}",
     }

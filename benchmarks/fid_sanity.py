@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from shortcut_models.data.mnist import digit_data
-from shortcut_models.image_evaluation import Reference, load_reference, score_images
+from shortcut_models.evaluation.images import Reference, load_reference, score_images
 from shortcut_models.metrics.digits import DigitFeatures
 from shortcut_models.metrics.inception import InceptionFeatures
 from shortcut_models.report import markdown_table, write_json

@@ -120,7 +120,7 @@ def test_digit_classifier_learns_and_scores(tiny_digits):
 
 
 def test_evaluate_tiny_checkpoint_end_to_end(tmp_path, tiny_digits, monkeypatch, capsys):
-    from shortcut_models import image_evaluation
+    from shortcut_models.evaluation import images as image_evaluation
 
     monkeypatch.setenv("SHORTCUT_MODELS_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(image_evaluation, "build_extractor", lambda *a, **k: tiny_digits)
@@ -157,7 +157,7 @@ def test_evaluate_errors(tmp_path, capsys):
     bad = tmp_path / "x.npz"
     np.savez(bad, nothing=np.zeros(2))
     with pytest.raises(UsageError, match="neither 'arr_0'"):
-        from shortcut_models.image_evaluation import load_reference
+        from shortcut_models.evaluation.images import load_reference
 
         load_reference(str(bad), None, (1, 32, 32), 10)
 
@@ -169,7 +169,7 @@ def test_standard_inception_weights_fetched_from_their_wheel():
 
 
 def test_stats_command_writes_a_common_layout_file(tmp_path, tiny_digits, monkeypatch, capsys):
-    from shortcut_models import image_evaluation
+    from shortcut_models.evaluation import images as image_evaluation
 
     monkeypatch.setattr(image_evaluation, "build_extractor", lambda *a, **k: tiny_digits)
     images = digit_data("mnist", "test").sample(40, seed=0).permute(0, 2, 3, 1).numpy()

@@ -10,7 +10,8 @@ from torch import nn
 from shortcut_models.backbones import build_backbone
 from shortcut_models.backbones.dit import sincos_2d
 from shortcut_models.backbones.flax_dit import dit_options_from_flax, dit_state_from_flax
-from shortcut_models.cli import build_parser, config_from_args
+from shortcut_models.cli import build_parser
+from shortcut_models.cli.train import config_from_args
 from shortcut_models.errors import UsageError
 from shortcut_models.factory import load_run
 from shortcut_models.objectives import build_objective

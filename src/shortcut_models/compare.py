@@ -22,6 +22,7 @@ from shortcut_models.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from shortcut_models.config import TrainConfig
 from shortcut_models.distributed import resolve_device
 from shortcut_models.errors import UsageError
+from shortcut_models.evaluation.scoring import scorer_for
 from shortcut_models.factory import build_objective_for, load_run
 from shortcut_models.files import atomic_write_text, prepare_out_dir
 from shortcut_models.objectives import OBJECTIVES
@@ -46,6 +47,39 @@ SCORES_NAME = "compare_scores.json"
 EVAL_STEPS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
+# Per kind of data: backbone, steps, batch size, lr (EMA 0.99 and cosine decay for both).
+DEFAULTS_BY_KIND = {"vector": ("mlp", 4000, 256, 1e-3), "image": ("DiT-T/4", 2500, 64, 1e-3)}
+
+
+def compare_config(
+    data: str,
+    data_options: dict[str, Any] | None = None,
+    *,
+    backbone: str | None = None,
+    steps: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    ema_decay: float = 0.99,
+    seed: int = 0,
+) -> TrainConfig:
+    """The shared settings of every method in a comparison; None: the default for the kind of
+    data (an MLP for vectors, DiT-T/4 for images)."""
+    from shortcut_models.data import dataset
+
+    defaults = DEFAULTS_BY_KIND["vector" if dataset(data).kind == "vector" else "image"]
+    return TrainConfig(
+        data=data,
+        data_options=dict(data_options or {}),
+        backbone=backbone or defaults[0],
+        steps=defaults[1] if steps is None else steps,
+        batch_size=defaults[2] if batch_size is None else batch_size,
+        lr=defaults[3] if lr is None else lr,
+        ema_decay=ema_decay,
+        lr_schedule="cosine",
+        seed=seed,
+    )
+
+
 @dataclass
 class CompareOptions:
     base: TrainConfig  # data, backbone, steps (the budget S), batch, lr, EMA, seed
@@ -66,9 +100,13 @@ def _train(config: TrainConfig, run_dir: Path, options: CompareOptions, data: An
     """Train (or finish) one run on the shared data source; returns the seconds spent now."""
     resume = (run_dir / CHECKPOINT_NAME).exists()
     run = RunOptions(
-        out_dir=run_dir, device=options.device, resume=resume, progress=options.progress,
-        save_every=max(500, config.steps // 4), tensorboard=False,
-    )  # fmt: skip
+        out_dir=run_dir,
+        device=options.device,
+        resume=resume,
+        progress=options.progress,
+        save_every=max(500, config.steps // 4),
+        tensorboard=False,
+    )
     tick = time.perf_counter()
     result = Trainer(config, run, data).run()
     if result.status == "interrupted":
@@ -90,43 +128,29 @@ def _budget_note(name: str, options: CompareOptions) -> str:
 
 def _evaluator(options: CompareOptions, data: Any):
     """(metric label, score(run_dir, steps) -> {steps: value}) for the run's data source."""
-    from shortcut_models.evaluation import evaluate_vectors
-
     base = options.base
-    if data.kind == "vector":
+    if data.kind == "latent":
+        raise UsageError("compare runs on pixel data; evaluate latent models with evaluate")
+    scorer = scorer_for(
+        data,
+        base,
+        metric=options.metric,
+        exact=False,
+        data=data,
+        inception=options.inception,
+        device=_device(options),
+        ref_num=10000,
+        seed=base.seed,
+        batch=256,
+        progress=options.progress,
+    )
 
-        def score_points(run_dir: Path, steps: list[int]) -> dict[int, float]:
-            run = load_run(run_dir, device=_device(options))
-            scores = evaluate_vectors(
-                run.model, run.objective, data, steps, options.num, base.seed, exact=False
-            )
-            return {n: s["sliced_w2"] for n, s in scores.items()}
-
-        return "sliced W2", score_points
-
-    from shortcut_models.image_evaluation import build_extractor, evaluate_images, load_reference
-
-    metric = options.metric
-    if metric == "auto":
-        metric = "fd-digits" if base.data in ("mnist", "fashion-mnist") else "fid"
-    extractor = build_extractor(metric, base.data, options.inception, _device(options))
-    ref = base.data_options.get("path") if base.data == "folder" else base.data
-    cache: dict[str, Any] = {}
-
-    def score_images(run_dir: Path, steps: list[int]) -> dict[int, float]:
+    def score(run_dir: Path, steps: list[int]) -> dict[int, float]:
         run = load_run(run_dir, device=_device(options))
-        model, objective, spec = run.model, run.objective, run.spec
-        if spec.kind == "latent":
-            raise UsageError("compare runs on pixel data; evaluate latent models with evaluate")
-        if "reference" not in cache:
-            cache["reference"] = load_reference(ref, extractor, spec.shape, 10000, base.seed)
-        scores = evaluate_images(
-            model, objective, spec, steps, options.num, extractor, cache["reference"],
-            base.seed, 256, 1.0, None, options.progress,
-        )  # fmt: skip
-        return {n: s[extractor.key] for n, s in scores.items()}
+        scores = scorer.score(run, steps, options.num, base.seed)
+        return {n: s[scorer.key] for n, s in scores.items()}
 
-    return extractor.name, score_images
+    return scorer.label, score
 
 
 def _device(options: CompareOptions):
@@ -164,9 +188,14 @@ def run_compare(options: CompareOptions) -> dict[str, Any]:
         if name == "reflow":
             tick = time.perf_counter()
             generate_pairs(
-                teacher_dir, out / "reflow_pairs", options.pairs_num, options.pairs_steps,
-                options.base.seed, device=_device(options), progress=options.progress,
-            )  # fmt: skip
+                teacher_dir,
+                out / "reflow_pairs",
+                num=options.pairs_num,
+                steps=options.pairs_steps,
+                seed=options.base.seed,
+                device=_device(options),
+                progress=options.progress,
+            )
             seconds["reflow_pairs"] = time.perf_counter() - tick
             extra["pairs"] = str((out / "reflow_pairs").resolve())
             steps = options.base.steps - half

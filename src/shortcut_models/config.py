@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from shortcut_models.errors import UsageError
+from shortcut_models.options import option
 
 LR_SCHEDULES = ("constant", "cosine")
 EVAL_WEIGHTS = ("ema", "model")
@@ -34,23 +35,35 @@ class TrainConfig:
     objective_options: dict[str, Any] = field(default_factory=dict)
     backbone: str = "mlp"
     backbone_options: dict[str, Any] = field(default_factory=dict)
-    steps: int = 5000
-    batch_size: int = 256
-    lr: float = 1e-4
-    beta1: float = 0.9
-    beta2: float = 0.999
-    weight_decay: float = 0.1
-    warmup_steps: int = 0
-    lr_schedule: str = "constant"  # or "cosine": decay to 0 at `steps` (the reference's use_cosine)
-    grad_clip: float = 0.0  # max global grad norm; 0 turns clipping off
-    ema_decay: float = 0.999
-    # train for this wall-clock budget instead: `steps` is re-planned from the step rate measured
-    # over the first steps (train.PLAN_*) and stored, so a resumed run continues the same plan
-    minutes: float = 0.0
-    seed: int = 0
-    # weights that sample / evaluate / compare use unless told otherwise: "ema", or "model" (the
-    # raw training weights, as the reference evaluates with its default use_ema=0)
-    eval_weights: str = "ema"
+    steps: int = option(5000, "total number of optimizer steps")
+    batch_size: int = option(256, "samples per step")
+    lr: float = option(1e-4, "AdamW learning rate")
+    beta1: float = option(0.9, "AdamW beta1")
+    beta2: float = option(0.999, "AdamW beta2")
+    weight_decay: float = option(0.1, "AdamW weight decay")
+    warmup_steps: int = option(0, "linear learning-rate warm-up steps (0: none)")
+    lr_schedule: str = option(
+        "constant",
+        "constant, or cosine decay to zero at --steps (the reference's use_cosine)",
+        choices=LR_SCHEDULES,
+    )
+    grad_clip: float = option(0.0, "clip the global gradient norm to this (0: off)")
+    ema_decay: float = option(0.999, "decay of the weight EMA used for sampling and targets")
+    # `steps` is re-planned from the step rate measured over the first steps (train.PLAN_*) and
+    # stored, so a resumed run continues the same plan
+    minutes: float = option(
+        0.0,
+        "train for this wall-clock budget instead of --steps: the step count (and the cosine "
+        "schedule) is planned from the rate measured over the first steps (at least 20 steps "
+        "and 15 s) and stored (0: off)",
+    )
+    seed: int = option(0, "seed of initial weights, data order and noise")
+    eval_weights: str = option(
+        "ema",
+        "weights sample / evaluate / compare use: ema, or model (the raw weights, as the "
+        "reference evaluates)",
+        choices=EVAL_WEIGHTS,
+    )
     recipe: str = ""  # the named recipe the run started from (its values are the fields above)
 
     def __post_init__(self) -> None:

@@ -7,23 +7,21 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from shortcut_models.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from shortcut_models.config import TrainConfig
-from shortcut_models.data import IMAGE_DATASETS
+from shortcut_models.data import DIGIT_DATASETS
 from shortcut_models.data.images import to_uint8
 from shortcut_models.distributed import resolve_precision
 from shortcut_models.errors import UsageError
 from shortcut_models.evaluation import generate
-from shortcut_models.files import atomic_write, prepare_out_dir
-from shortcut_models.image_evaluation import Reference, load_reference, score_images
-from shortcut_models.image_io import grid, save_png
-from shortcut_models.metrics.digits import DigitFeatures
+from shortcut_models.evaluation.samples import save_arrays
+from shortcut_models.evaluation.scoring import ImageScorer
+from shortcut_models.files import prepare_out_dir
+from shortcut_models.image_io import save_grid
 from shortcut_models.objectives import Objective
 from shortcut_models.recipes import apply_recipe, recipe, recipe_precision
 from shortcut_models.report import markdown_table, write_json
@@ -80,13 +78,17 @@ def demo_config(options: DemoOptions) -> tuple[TrainConfig, str]:
     return TrainConfig(**values, recipe=options.recipe), precision
 
 
+def demo_scorer(data: str, seed: int) -> ImageScorer:
+    """FD-digits (with precision, recall, class scores) against REFERENCE_NUM training images."""
+    return ImageScorer("fd-digits", data, data, ref_num=REFERENCE_NUM, seed=seed)
+
+
 def score_budgets(
     model: nn.Module,
     objective: Objective,
     shape: tuple[int, ...],
     num_classes: int,
-    extractor: DigitFeatures,
-    reference: Reference,
+    scorer: ImageScorer,
     budgets: Sequence[int],
     num: int,
     seed: int,
@@ -109,7 +111,7 @@ def score_budgets(
         seconds = time.perf_counter() - tick
         images[n] = to_uint8(x)
         metrics[str(n)] = {
-            **score_images(images[n], extractor, reference),
+            **scorer.score_images(images[n]),
             "sample_seconds": seconds,
         }
     return metrics, images
@@ -117,8 +119,8 @@ def score_budgets(
 
 def run_demo(options: DemoOptions) -> dict[str, dict[str, float]]:
     """Train (or resume) into OUT/run; write grids, a side-by-side image and a metrics table."""
-    if options.data not in IMAGE_DATASETS:
-        raise UsageError(f"the demo takes an image data set ({', '.join(IMAGE_DATASETS)})")
+    if options.data not in DIGIT_DATASETS:
+        raise UsageError(f"the demo takes an image data set ({', '.join(DIGIT_DATASETS)})")
     if options.num < 10:
         raise UsageError(f"--num must be at least 10, got {options.num}")
     out = prepare_out_dir(options.out)
@@ -143,15 +145,13 @@ def run_demo(options: DemoOptions) -> dict[str, dict[str, float]]:
         return {}
 
     data = trainer.data
-    extractor = DigitFeatures.for_dataset(options.data)
-    reference = load_reference(options.data, extractor, data.shape, REFERENCE_NUM, options.seed)
+    scorer = demo_scorer(options.data, options.seed)
     metrics, images = score_budgets(
         trainer.evaluated.eval(),
         trainer.objective,
         shape=data.shape,
         num_classes=data.num_classes,
-        extractor=extractor,
-        reference=reference,
+        scorer=scorer,
         budgets=BUDGETS,
         num=options.num,
         seed=options.seed,
@@ -159,9 +159,13 @@ def run_demo(options: DemoOptions) -> dict[str, dict[str, float]]:
         precision=precision,
     )
     for n, x in images.items():
-        save_png(grid(x[:100], ncol=10), out / f"steps_{n:03d}.png")
-    save_png(grid(torch.cat([x[:10] for x in images.values()]), ncol=10), out / "all_steps.png")
-    _save_arrays(images, out / "samples.npz")
+        save_grid(x[:100], out / f"steps_{n:03d}.png")
+    save_grid(torch.cat([x[:10] for x in images.values()]), out / "all_steps.png")
+    # uint8 NHWC arrays per budget (steps_001, ...), at their exact size
+    save_arrays(
+        {f"steps_{n:03d}": x.permute(0, 2, 3, 1).numpy() for n, x in images.items()},
+        out / "samples.npz",
+    )
     rows = [
         [n, *(metrics[str(n)][k] for k in COLUMNS), metrics[str(n)]["sample_seconds"]]
         for n in BUDGETS
@@ -174,11 +178,11 @@ def run_demo(options: DemoOptions) -> dict[str, dict[str, float]]:
         f"{options.num} samples per budget, CFG {options.cfg}\n\n"
         "Rows of all_steps.png, top to bottom: 1, 2, 4, ..., 128 steps; columns: classes 0-9. "
         "Grids are enlarged 3x (nearest neighbour); samples.npz holds the exact 32x32 images.\n\n"
-        f"{extractor.name}: Fréchet distance on the features of the shipped classifier (test "
-        f"accuracy {extractor.accuracy:.4f}) against {reference.description}; not FID, and biased "
-        f"upward with few samples, so compare it across budgets. Confident: share of samples the "
-        f"classifier puts in one class with p >= 0.9; class coverage: how evenly those spread "
-        f"over the classes (1 = evenly).\n\n"
+        f"{scorer.label}: Fréchet distance on the features of the shipped classifier (test "
+        f"accuracy {scorer.extractor.accuracy:.4f}) against {scorer.description}; not FID, and "
+        f"biased upward with few samples, so compare it across budgets. Confident: share of "
+        f"samples the classifier puts in one class with p >= 0.9; class coverage: how evenly "
+        f"those spread over the classes (1 = evenly).\n\n"
     )
     (out / "metrics.md").write_text(header + table + "\n")
     write_json(
@@ -187,7 +191,7 @@ def run_demo(options: DemoOptions) -> dict[str, dict[str, float]]:
             "config": config.to_dict(),
             "budgets": metrics,
             "train_seconds": train_seconds,
-            "metric": extractor.name,
+            "metric": scorer.label,
         },
     )
     print(table)
@@ -196,16 +200,3 @@ def run_demo(options: DemoOptions) -> dict[str, dict[str, float]]:
         f"checkpoint {run_dir}"
     )
     return metrics
-
-
-def _save_arrays(images: dict[int, torch.Tensor], path: Path) -> None:
-    """uint8 NHWC arrays per budget (steps_001, ...), at their exact size."""
-    arrays: dict[str, Any] = {
-        f"steps_{n:03d}": x.permute(0, 2, 3, 1).numpy() for n, x in images.items()
-    }
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
-
-    atomic_write(path, write)

@@ -10,6 +10,8 @@ import torch
 
 from shortcut_models.data import image_reader
 from shortcut_models.data.latents import encode_to_shards
+from shortcut_models.files import prepare_out_dir
+from shortcut_models.locking import FolderLock
 from shortcut_models.vae import load_vae
 
 
@@ -23,11 +25,13 @@ def encode_dataset(
     device: torch.device | str = "cpu",
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Encode every image of `data` and its mirror with the VAE at `vae`; returns the metadata."""
-    read, count, class_names, source = image_reader(data, options)
-    codec = load_vae(vae, device)
-    plan = {**source, "class_names": class_names}
-    meta = encode_to_shards(read, count, codec, out, plan, shard_size, batch_size, progress)
+    """Encode every image of `data` and its mirror with the VAE at `vae`; returns the metadata.
+    One process writes a folder at a time (a second is refused while the first runs)."""
+    with FolderLock(prepare_out_dir(out), "shortcut encode"):
+        read, count, class_names, source = image_reader(data, options)
+        codec = load_vae(vae, device)
+        plan = {**source, "class_names": class_names}
+        meta = encode_to_shards(read, count, codec, out, plan, shard_size, batch_size, progress)
     if meta["count"] < count:
         print(
             f"warning: {count - meta['count']} of {count} images were unreadable and skipped",

@@ -52,3 +52,8 @@ def save_npz(images: torch.Tensor, path: Path) -> None:
             np.savez(handle, arr_0=array)
 
     atomic_write(Path(path), write)
+
+
+def save_grid(images: torch.Tensor, path: Path, ncol: int = 10) -> None:
+    """uint8 (N, C, H, W) images as one PNG mosaic, `ncol` per row."""
+    save_png(grid(images, ncol=ncol), path)

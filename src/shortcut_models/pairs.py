@@ -17,7 +17,8 @@ from tqdm import tqdm
 
 from shortcut_models.errors import UsageError
 from shortcut_models.factory import load_run
-from shortcut_models.files import atomic_write, atomic_write_text
+from shortcut_models.files import atomic_write, atomic_write_text, prepare_out_dir
+from shortcut_models.locking import FolderLock
 from shortcut_models.objectives.reflow import PAIRS_FORMAT
 from shortcut_models.sampling import sample
 from shortcut_models.seeding import derive_seed
@@ -34,15 +35,39 @@ def generate_pairs(
     device: torch.device | str = "cpu",
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Write `num` (noise, sample, label) triples from `teacher` into `out`; returns the meta."""
+    """Write `num` (noise, sample, label) triples from `teacher` into `out`; returns the meta.
+    One process writes a folder at a time (a second is refused while the first runs)."""
+    with FolderLock(prepare_out_dir(out), "shortcut pairs"):
+        return _generate(teacher, Path(out), num, steps, seed, chunk, cfg, device, progress)
+
+
+def _generate(
+    teacher: str | Path,
+    out: Path,
+    num: int,
+    steps: int,
+    seed: int,
+    chunk: int,
+    cfg: float,
+    device: torch.device | str,
+    progress: bool,
+) -> dict[str, Any]:
     if num < 1 or chunk < 1:
         raise UsageError("number of pairs and chunk size must be positive")
     run = load_run(teacher, "ema", device)
     model, objective, spec = run.model, run.objective, run.spec
-    plan = {"format": PAIRS_FORMAT, "teacher": str(Path(teacher).resolve()), "num": num,
-            "steps": steps, "seed": seed, "chunk": chunk, "cfg": cfg,
-            "shape": list(spec.shape), "num_classes": spec.num_classes,
-            "teacher_step": run.checkpoint.step}  # fmt: skip
+    plan = {
+        "format": PAIRS_FORMAT,
+        "teacher": str(Path(teacher).resolve()),
+        "num": num,
+        "steps": steps,
+        "seed": seed,
+        "chunk": chunk,
+        "cfg": cfg,
+        "shape": list(spec.shape),
+        "num_classes": spec.num_classes,
+        "teacher_step": run.checkpoint.step,
+    }
     out.mkdir(parents=True, exist_ok=True)
     meta_path = out / "meta.json"
     if meta_path.exists():

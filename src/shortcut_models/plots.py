@@ -10,7 +10,8 @@ from shortcut_models.files import atomic_write
 
 
 def scatter_panels(panels: dict[str, torch.Tensor], path: Path, limit: float = 3.0) -> None:
-    """One scatter plot per named 2-D point cloud, side by side, saved as PNG."""
+    """One scatter plot per named point cloud, side by side, saved as PNG: the first two
+    coordinates of each point (a histogram for 1-D points)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -19,11 +20,14 @@ def scatter_panels(panels: dict[str, torch.Tensor], path: Path, limit: float = 3
     fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3), squeeze=False)
     for ax, (title, points) in zip(axes[0], panels.items(), strict=True):
         pts = points.detach().cpu().float().numpy()
-        ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.5)
         ax.set_title(title)
         ax.set_xlim(-limit, limit)
-        ax.set_ylim(-limit, limit)
-        ax.set_aspect("equal")
+        if pts.shape[1] == 1:
+            ax.hist(pts[:, 0], bins=60, range=(-limit, limit))
+        else:
+            ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.5)
+            ax.set_ylim(-limit, limit)
+            ax.set_aspect("equal")
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()

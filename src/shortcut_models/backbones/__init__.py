@@ -1,4 +1,5 @@
-"""Backbones: networks s(x, t, d, y) -> velocity. Add one with a file and a registry line.
+"""Backbones: networks s(x, t, d, y) -> velocity. Add one with a file and a line in each registry
+below (the class, and the dataclass of its user options, from which the flags are generated).
 
 Each backbone class has `data_options(shape, num_classes)`: the constructor arguments the data
 fixes. Preset names (`DiT-B/2`, ...) expand to a class plus size options.
@@ -10,9 +11,9 @@ from typing import Any
 
 from torch import nn
 
-from shortcut_models.backbones.dit import DIT_PRESETS, DiT, dit_preset
-from shortcut_models.backbones.mlp import MLP
-from shortcut_models.backbones.unet import UNet
+from shortcut_models.backbones.dit import DIT_PRESETS, DiT, DiTOptions, dit_preset
+from shortcut_models.backbones.mlp import MLP, MLPOptions
+from shortcut_models.backbones.unet import UNet, UNetOptions
 from shortcut_models.errors import UsageError
 
 BACKBONES: dict[str, type[nn.Module]] = {
@@ -20,6 +21,7 @@ BACKBONES: dict[str, type[nn.Module]] = {
     "dit": DiT,
     "unet": UNet,
 }
+BACKBONE_OPTIONS: dict[str, type] = {"mlp": MLPOptions, "dit": DiTOptions, "unet": UNetOptions}
 
 
 def backbone_names() -> list[str]:

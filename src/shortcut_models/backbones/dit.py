@@ -22,6 +22,8 @@ the official code with converted parameters):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -30,6 +32,7 @@ from torch.utils.checkpoint import checkpoint
 
 from shortcut_models.backbones.embeddings import Conditioning
 from shortcut_models.backbones.mlp import modulate
+from shortcut_models.options import option
 
 # name -> (hidden size, depth, heads); the patch size is the part after the slash.
 DIT_SIZES: dict[str, tuple[int, int, int]] = {
@@ -116,6 +119,43 @@ class DiTBlock(nn.Module):
         s1, sc1, g1, s2, sc2, g2 = self.ada(c)[:, None].chunk(6, dim=-1)
         x = x + g1 * self.attn(modulate(self.norm1(x), s1, sc1))
         return x + g2 * self.mlp(modulate(self.norm2(x), s2, sc2))
+
+
+@dataclass
+class DiTOptions:
+    """The DiT's user options (the data fixes input size, channels and classes; a preset name
+    such as DiT-B/2 sets width, depth, heads and patch)."""
+
+    patch_size: int = option(2, "side of the square patches")
+    hidden_size: int = option(768)
+    depth: int = option(12)
+    num_heads: int = option(12, "attention heads")
+    mlp_ratio: float = option(4.0)
+    time_scale: float = option(
+        1000.0,
+        "t is multiplied by this before its sinusoidal embedding (meanflow: 1; the reference: 1)",
+    )
+    attention_scale: str = option(
+        "sqrt",
+        "attention logits scaled by 1/sqrt(d_head) (sqrt) or 1/d_head (linear, the reference)",
+        choices=ATTENTION_SCALES,
+    )
+    block_adaln_init: str = option(
+        "zero",
+        "the blocks' modulation layers start at zero (zero, DiT's adaLN-Zero) or "
+        "xavier-uniform (xavier, the reference)",
+        choices=ADALN_INITS,
+    )
+    qkv_init: str = option(
+        "fused",
+        "one xavier draw for q, k, v together (fused) or one each (separate, the reference)",
+        choices=QKV_INITS,
+    )
+    position_order: str = option(
+        "row-col",
+        "halves of the 2-D position table, row-col or col-row (the reference)",
+        choices=POSITION_ORDERS,
+    )
 
 
 class DiT(nn.Module):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from shortcut_models.backbones.embeddings import Conditioning
+from shortcut_models.options import option
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -31,6 +34,19 @@ class ResidualBlock(nn.Module):
     def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         shift, scale, gate = self.ada(c).chunk(3, dim=-1)
         return h + gate * self.mlp(modulate(self.norm(h), shift, scale))
+
+
+@dataclass
+class MLPOptions:
+    """The MLP's user options (the data fixes `dim` and `num_classes`)."""
+
+    hidden_size: int = option(128, "backbone width")
+    depth: int = option(3, "number of backbone blocks")
+    mlp_ratio: float = option(2.0, "inner width of each block's MLP, as a multiple of the width")
+    time_scale: float = option(
+        1000.0,
+        "t is multiplied by this before its sinusoidal embedding (meanflow: 1; the reference: 1)",
+    )
 
 
 class MLP(nn.Module):

@@ -12,6 +12,7 @@ block and the output convolution start at zero, so an untrained network predicts
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,7 @@ from torch import nn
 
 from shortcut_models.backbones.dit import square_image_options
 from shortcut_models.backbones.embeddings import Conditioning
+from shortcut_models.options import option
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
@@ -67,6 +69,18 @@ class SelfAttention(nn.Module):
         q, k, v = qkv.transpose(-1, -2).unbind(1)  # (b, heads, pixels, head dim)
         out = F.scaled_dot_product_attention(q, k, v)
         return x + self.proj(out.transpose(-1, -2).reshape(b, ch, hgt, wid))
+
+
+@dataclass
+class UNetOptions:
+    """The UNet's user options that one flag can hold (its `channels` per level is a list:
+    set it from Python)."""
+
+    blocks: int = option(1, "residual blocks per resolution level on the way down")
+    attention: bool = option(True, "self-attention at the lowest resolution")
+    num_heads: int = option(4)
+    cond_size: int = option(128, "width of the conditioning embedding")
+    time_scale: float = option(1000.0)
 
 
 class UNet(nn.Module):

@@ -1,61 +1,107 @@
-"""Data sources; each has `name`, `kind`, `shape`, `num_classes` and a stateless
-`batch(step, size, seed)`. Sources that need settings (a folder's path, its resolution) take
-them as `data_options`, which the run's config stores."""
+"""Data sources and their registry.
+
+A source has `name`, `kind`, `shape`, `num_classes`, a stateless `batch(step, size, seed)` and
+`sample(n, seed)` (reference sets for evaluation). Sources that need settings (a folder's path,
+its resolution) declare them as a dataclass of `option(...)` fields: the command line's flags are
+generated from it and the run's config stores the values as `data_options`.
+
+Bring your own data with `register_dataset(name, builder, options, kind=...)` (see the README's
+"Bring your own data"); the built-ins below are registered the same way.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 
+from shortcut_models.config import DataKind
 from shortcut_models.data.images import ImageData, to_uint8
-from shortcut_models.data.mnist import digit_data
 from shortcut_models.data.toy2d import TOY_DATASETS, ToyData
 from shortcut_models.errors import UsageError
+from shortcut_models.options import declared_options, option
+
+DATA_KINDS: tuple[DataKind, ...] = ("vector", "image", "latent")
 
 
 class DataSource(Protocol):
     name: str
     shape: tuple[int, ...]
     num_classes: int
-    kind: str
+    kind: DataKind
 
     def batch(
         self, step: int, batch_size: int, seed: int, rows: slice | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]: ...
 
+    def sample(self, n: int, seed: int) -> torch.Tensor: ...
 
-IMAGE_DATASETS = ("mnist", "fashion-mnist")
-FOLDER, LATENTS = "folder", "latents"
 
-# The options each kind of source accepts, with their defaults (None: required).
-DATA_OPTIONS: dict[str, dict[str, Any]] = {
-    FOLDER: {
-        "path": None,
-        "resolution": 64,
-        "channels": 3,
-        "flip": False,
-        "skip_bad": False,
-        "unconditional": False,
-    },
-    LATENTS: {"path": None, "flip": False},
-}
+@dataclass(frozen=True)
+class Dataset:
+    """A registered source: `builder(**options)` returns the DataSource."""
+
+    name: str
+    builder: Callable[..., DataSource]
+    options: type | None  # a dataclass of option(...) fields, or None for no settings
+    kind: DataKind
+    description: str
+
+
+_REGISTRY: dict[str, Dataset] = {}
+
+
+def register_dataset(
+    name: str,
+    builder: Callable[..., DataSource],
+    options: type | None = None,
+    *,
+    kind: DataKind,
+    description: str = "",
+) -> None:
+    """Make `name` usable everywhere a data set is named (`shortcut train --data NAME`, configs,
+    evaluation). `options` is a dataclass whose `option(...)` fields `builder` takes as keyword
+    arguments; a field without a default value (None) is required."""
+    if kind not in DATA_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(DATA_KINDS)}, got {kind!r}")
+    if options is not None and not dataclasses.is_dataclass(options):
+        raise TypeError(f"options of data set '{name}' must be a dataclass")
+    _REGISTRY[name] = Dataset(name, builder, options, kind, description)
+
+
+def dataset(name: str) -> Dataset:
+    """The registered data set `name`; an unknown name is a UsageError listing the choices."""
+    if name not in _REGISTRY:
+        raise UsageError(f"unknown data set '{name}' (choose from: {', '.join(dataset_names())})")
+    return _REGISTRY[name]
+
+
+def dataset_names(kind: DataKind | None = None) -> list[str]:
+    return [name for name, entry in _REGISTRY.items() if kind in (None, entry.kind)]
+
+
+def data_option_classes() -> dict[str, type]:
+    """{data set: its options dataclass} for the sources that take options."""
+    return {name: entry.options for name, entry in _REGISTRY.items() if entry.options}
 
 
 def option_flag(key: str) -> str:
     """The command-line flag of a data option."""
-    return "--data-path" if key == "path" else "--" + key.replace("_", "-")
-
-
-def dataset_names() -> list[str]:
-    return [*TOY_DATASETS, *IMAGE_DATASETS, FOLDER, LATENTS]
+    for cls in data_option_classes().values():
+        for f in declared_options(cls):
+            if f.name == key and f.metadata["flag"]:
+                return f.metadata["flag"]
+    return "--" + key.replace("_", "-")
 
 
 def resolve_data_options(name: str, options: dict[str, Any] | None) -> dict[str, Any]:
     """`options` checked against what source `name` accepts, with defaults filled in."""
     options = dict(options or {})
-    accepted = DATA_OPTIONS.get(name, {})
+    cls = dataset(name).options
+    accepted = {f.name: f.default for f in declared_options(cls)} if cls else {}
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         flags = ", ".join(option_flag(key) for key in unknown)
@@ -68,31 +114,19 @@ def resolve_data_options(name: str, options: dict[str, Any] | None) -> dict[str,
 
 
 def build_data(name: str, options: dict[str, Any] | None = None) -> DataSource:
-    """The data source called `name`; an unknown name is a UsageError listing the choices."""
-    if name not in dataset_names():
-        raise UsageError(f"unknown data set '{name}' (choose from: {', '.join(dataset_names())})")
-    values = resolve_data_options(name, options)
-    if name in TOY_DATASETS:
-        return ToyData(name)
-    if name in IMAGE_DATASETS:
-        return digit_data(name)
-    if name == FOLDER:
-        from shortcut_models.data.folder import folder_data
-
-        return folder_data(**values)
-    from shortcut_models.data.latents import LatentData
-
-    return LatentData(**values)
+    """The data source called `name`, built with its options (defaults filled in)."""
+    entry = dataset(name)
+    return entry.builder(**resolve_data_options(name, options))
 
 
 def image_reader(name: str, options: dict[str, Any] | None = None):
     """(read(start, stop, batch_size) -> uint8 batches, count, class names, description) of an
     image source, streaming files for a folder so a large one never sits in memory."""
-    choices = (*IMAGE_DATASETS, FOLDER)
+    choices = dataset_names("image")
     if name not in choices:
         raise UsageError(f"'{name}' is not an image data set ({', '.join(choices)})")
     values = resolve_data_options(name, options)
-    if name == FOLDER:
+    if name == "folder":
         from shortcut_models.data.folder import FolderReader, scan_folder
 
         listing = scan_folder(values["path"], values["unconditional"])
@@ -104,26 +138,104 @@ def image_reader(name: str, options: dict[str, Any] | None = None):
         source = {"data": name, **values, "path": str(listing.root.resolve())}
         source.pop("flip")
         return read_files, len(listing.files), listing.class_names, source
-    data = digit_data(name)
+    data = build_data(name, values)
+    if not isinstance(data, ImageData):
+        raise UsageError(f"data set '{name}' does not hold its images in memory; cannot read it")
 
     def read_rows(start: int, stop: int, batch_size: int) -> Iterator:
         for first in range(start, stop, batch_size):
             index = torch.arange(first, min(first + batch_size, stop))
-            yield to_uint8(data.prepare(data.images[index])), data.labels[index]
+            labels = None if data.labels is None else data.labels[index]
+            yield to_uint8(data.prepare(data.images[index])), labels
 
-    names = [str(c) for c in range(data.num_classes)]
+    names = data.class_names or [str(c) for c in range(data.num_classes)]
     return read_rows, len(data), names, {"data": name, "resolution": data.shape[-1]}
 
 
+# -- the built-in sources ----------------------------------------------------------------------
+
+DIGIT_DATASETS = ("mnist", "fashion-mnist")  # 28x28 digit-like sets padded to 32: FD-digits
+
+
+@dataclass
+class FolderOptions:
+    path: str | None = option(
+        None,
+        "folder: the image folder (flat, or one subfolder per class); latents: the shard folder "
+        "of `shortcut encode`; array: an .npy [N, D], or an .npz with x [N, D] and labels y [N]",
+        flag="--data-path",
+        path=True,
+    )
+    resolution: int = option(64, "side of the square images after center crop and resize")
+    channels: int = option(3, "3 for RGB, 1 for grey")
+    flip: bool = option(False, "random horizontal flips (latents: the stored mirror)")
+    skip_bad: bool = option(False, "skip unreadable image files with a warning instead of stopping")
+    unconditional: bool = option(False, "ignore class subfolders and train without labels")
+
+
+@dataclass
+class LatentOptions:
+    path: str | None = option(None, flag="--data-path", path=True)
+    flip: bool = option(False)
+
+
+@dataclass
+class ArrayOptions:
+    path: str | None = option(None, flag="--data-path", path=True)
+
+
+def _digits(name: str) -> Callable[[], DataSource]:
+    def build() -> DataSource:
+        from shortcut_models.data.mnist import digit_data
+
+        return digit_data(name)
+
+    return build
+
+
+def _folder(**values: Any) -> DataSource:
+    from shortcut_models.data.folder import folder_data
+
+    return folder_data(**values)
+
+
+def _latents(**values: Any) -> DataSource:
+    from shortcut_models.data.latents import LatentData
+
+    return LatentData(**values)
+
+
+def _arrays(path: str) -> DataSource:
+    from shortcut_models.data.arrays import ArrayData
+
+    return ArrayData(path)
+
+
+for _name in TOY_DATASETS:
+    register_dataset(
+        _name, lambda _n=_name: ToyData(_n), kind="vector", description="a 2-D toy distribution"
+    )
+for _name in DIGIT_DATASETS:
+    register_dataset(_name, _digits(_name), kind="image", description="28x28 digits, padded to 32")
+register_dataset("folder", _folder, FolderOptions, kind="image", description="an image folder")
+register_dataset(
+    "latents", _latents, LatentOptions, kind="latent", description="VAE latents of images"
+)
+register_dataset("array", _arrays, ArrayOptions, kind="vector", description="an .npy / .npz")
+
+
 __all__ = [
-    "DATA_OPTIONS",
-    "IMAGE_DATASETS",
+    "DIGIT_DATASETS",
     "TOY_DATASETS",
     "DataSource",
+    "Dataset",
     "ImageData",
     "ToyData",
     "build_data",
+    "data_option_classes",
+    "dataset",
     "dataset_names",
     "image_reader",
+    "register_dataset",
     "resolve_data_options",
 ]

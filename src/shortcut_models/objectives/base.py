@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from shortcut_models.errors import UsageError
+from shortcut_models.options import option
 from shortcut_models.sampling import SamplingSpec
 
 # The reference's interpolation keeps a sliver of noise at t = 1: x_t = (1 - (1 - EPS) t) x0 + t x1.
@@ -110,22 +111,28 @@ class Objective:
     shards_with_fsdp: ClassVar[bool] = True  # False where the objective copies whole networks
     time_scale: ClassVar[float | None] = None  # t multiplier of the backbone (None: its 1000)
 
-    denoise_timesteps: int = 128  # M: the finest grid of t and the smallest step 1/M
-    class_dropout_prob: float = 0.1  # labels replaced by the null class, for CFG
+    denoise_timesteps: int = option(
+        128, "M: the grid of t and the smallest step 1/M, a power of two"
+    )
+    class_dropout_prob: float = option(
+        0.1, "probability of replacing a label by the null class, for CFG"
+    )
     num_classes: int = 0  # set from the data; 0 means unconditional
-    # iSM's twin EMA: a second EMA with this decay computes the targets, while the run's EMA
-    # (--ema-decay) stays the one evaluated; 0 computes targets with the run's EMA
-    target_ema_decay: float = 0.0
+    target_ema_decay: float = option(
+        0.0,
+        "twin EMA (iSM): a second EMA with this decay computes the targets while --ema-decay's "
+        "is evaluated (0: targets from the one EMA)",
+    )
 
     # training progress, set by the trainer before each step (curricula and phases read it)
     step: int = field(default=0, init=False, repr=False)
     total_steps: int = field(default=1, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        for option in fields(self):
-            value = getattr(self, option.name)
-            if option.init and isinstance(value, float) and not math.isfinite(value):
-                raise UsageError(f"{option.name} must be a finite number, got {value}")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.init and isinstance(value, float) and not math.isfinite(value):
+                raise UsageError(f"{f.name} must be a finite number, got {value}")
         if not is_power_of_two(self.denoise_timesteps) or self.denoise_timesteps < 2:
             raise UsageError(
                 f"denoise_timesteps must be a power of two >= 2, got {self.denoise_timesteps}"

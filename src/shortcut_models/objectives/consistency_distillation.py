@@ -24,6 +24,7 @@ from shortcut_models.objectives.base import (
     interpolate,
 )
 from shortcut_models.objectives.teacher import initialise_student, load_teacher
+from shortcut_models.options import option
 from shortcut_models.sampling import SamplingSpec
 
 
@@ -31,7 +32,7 @@ from shortcut_models.sampling import SamplingSpec
 class ConsistencyDistillation(Objective):
     name = "consistency_distillation"
 
-    teacher: str = ""  # run folder or checkpoint of the flow-matching teacher
+    teacher: str = option("", path=True)  # run folder or checkpoint of the teacher
     teacher_network: nn.Module | None = field(default=None, init=False, repr=False)
 
     def attach(self, context: AttachContext) -> None:

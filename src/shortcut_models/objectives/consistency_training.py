@@ -22,6 +22,7 @@ from shortcut_models.objectives.base import (
     grid_times,
     interpolate,
 )
+from shortcut_models.options import option
 from shortcut_models.sampling import SamplingSpec
 
 
@@ -29,7 +30,9 @@ from shortcut_models.sampling import SamplingSpec
 class ConsistencyTraining(Objective):
     name = "consistency_training"
 
-    renoise_sampling: bool = True  # multistep consistency sampling (off: plain Euler)
+    renoise_sampling: bool = option(
+        True, "multistep consistency sampling (off: plain Euler, as the reference evaluates)"
+    )
 
     def stage(self) -> int:
         """0, 1, ..., log2(M) - 1 over training: the curriculum's level, dt = 2^-stage."""

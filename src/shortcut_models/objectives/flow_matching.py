@@ -12,6 +12,7 @@ from shortcut_models.errors import UsageError
 from shortcut_models.objectives.base import Objective, TrainingBatch, adaptive_loss
 from shortcut_models.objectives.pairing import ot_pair
 from shortcut_models.objectives.wavelet import auto_levels, wavelet_loss
+from shortcut_models.options import option
 from shortcut_models.sampling import SamplingSpec
 
 TIME_SAMPLINGS = ("grid", "logit_normal")
@@ -28,18 +29,27 @@ class FlowMatching(Objective):
     name = "flow_matching"
 
     # iSM options (off by default: the paper's objective)
-    ot_pairing: bool = False  # pair noise and data by minibatch optimal transport (sOT)
-    ot_group: int = 0  # rows per assignment problem; 0: the whole batch of this process
-    # multi-level Haar wavelet loss with this many levels; 0: MSE; -1: as many as the images
-    # allow, up to 3 (MSE for vectors)
-    wavelet_levels: int = 0
-    # times of the flow rows: "grid" (k / M, the reference) or "logit_normal" (1 - sigmoid of
-    # N(time_mu, time_sigma), MeanFlow's / SD3's; mu < 0 leans toward the data end)
-    time_sampling: str = "grid"
-    time_mu: float = -0.4
-    time_sigma: float = 1.0
-    norm_p: float = 0.0  # MeanFlow's adaptive weight 1 / (||err||^2 + c)^p (summed); 0: plain
-    norm_c: float = 1e-3
+    ot_pairing: bool = option(
+        False, "pair noise and data by minibatch optimal transport (iSM's sOT)"
+    )
+    ot_group: int = option(0, "rows per optimal-transport assignment (0: this process's batch)")
+    wavelet_levels: int = option(
+        0,
+        "multi-level Haar wavelet loss with this many levels (0: MSE; -1: as many as the "
+        "images allow, up to 3; vectors: MSE)",
+    )
+    time_sampling: str = option(
+        "grid",
+        "times of the flow rows: grid (k/M, the reference) or logit_normal (1 - sigmoid of "
+        "N(mu, sigma), MeanFlow's)",
+        choices=("grid", "logit_normal"),
+    )
+    time_mu: float = option(-0.4, "logit-normal time mean (< 0 leans to the data end)")
+    time_sigma: float = option(1.0, "logit-normal time std")
+    norm_p: float = option(
+        0.0, "adaptive loss power p: weight 1 / (||err||^2 + c)^p, ||.||^2 summed (0: plain loss)"
+    )
+    norm_c: float = option(1e-3, "adaptive loss constant c")
 
     def __post_init__(self) -> None:
         super().__post_init__()

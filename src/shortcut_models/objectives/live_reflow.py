@@ -19,6 +19,7 @@ from shortcut_models.errors import UsageError
 from shortcut_models.guidance import guided_velocity
 from shortcut_models.objectives.base import TrainingBatch, grid_times, interpolate
 from shortcut_models.objectives.flow_matching import FlowMatching
+from shortcut_models.options import option
 from shortcut_models.sampling import SamplingSpec
 
 GENERATION_STEPS = 8
@@ -28,12 +29,13 @@ GENERATION_STEPS = 8
 class LiveReflow(FlowMatching):
     name = "live_reflow"
 
-    bootstrap_every: int = 8  # 1 / (fraction of the batch with reflow targets)
-    # CFG while generating the reflow targets (1: none; the reference uses its cfg_scale, 4)
-    reflow_cfg_scale: float = 1.0
+    bootstrap_every: int = option(8)  # 1 / (fraction of the batch with reflow targets)
+    reflow_cfg_scale: float = option(
+        1.0, "CFG scale while generating the reflow targets (1: none; the reference: 4)"
+    )
     # flow rows from the first B - B/b images (the reference's overlapping split) instead of
     # the last B - B/b (every image once)
-    reference_batch_split: bool = False
+    reference_batch_split: bool = option(False)
 
     def targets(self, model, target_model, x1, y, generator) -> TrainingBatch:
         n = x1.shape[0]

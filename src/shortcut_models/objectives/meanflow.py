@@ -37,6 +37,7 @@ from shortcut_models.objectives.base import (
     flow_velocity,
     interpolate,
 )
+from shortcut_models.options import option
 from shortcut_models.sampling import SamplingSpec
 
 
@@ -76,14 +77,16 @@ class MeanFlow(Objective):
     # noise. Measured on checkerboard, 4,000 steps: 1-step sliced W2 0.63 (x1000) -> 0.14 (x1).
     time_scale = 1.0
 
-    mean_fraction: float = 0.25  # share of rows with r != t (the paper's best, Table 1a)
-    time_mu: float = -0.4  # logit-normal time sampling (the paper's best for DiT-B/4)
-    time_sigma: float = 1.0
-    norm_p: float = 1.0  # adaptive weight 1 / (||err||^2 + c)^p, ||.||^2 summed; 0: plain MSE
-    norm_c: float = 1e-3
-    cfg_omega: float = 1.0  # CFG scale folded into the target velocity (1: no guidance)
-    cfg_kappa: float = 0.0  # the paper's mixing scale kappa
-    jvp_ema: bool = False  # take the JVP through the EMA weights (the paper uses the live ones)
+    mean_fraction: float = option(0.25, "share of rows with r != t (the paper's best, Table 1a)")
+    time_mu: float = option(-0.4)  # logit-normal time sampling (the paper's best for DiT-B/4)
+    time_sigma: float = option(1.0)
+    norm_p: float = option(1.0)
+    norm_c: float = option(1e-3)
+    cfg_omega: float = option(1.0, "CFG scale folded into the target velocity (1: none)")
+    cfg_kappa: float = option(0.0, "the paper's CFG mixing scale kappa")
+    jvp_ema: bool = option(
+        False, "take the JVP through the EMA weights (off: the live ones, as the paper)"
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

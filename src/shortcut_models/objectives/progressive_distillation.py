@@ -34,6 +34,7 @@ from shortcut_models.objectives.teacher import (
     initialise_student,
     load_teacher,
 )
+from shortcut_models.options import option
 from shortcut_models.sampling import SamplingSpec
 
 CLIP = 4.0
@@ -44,10 +45,18 @@ class ProgressiveDistillation(Objective):
     name = "progressive_distillation"
     shards_with_fsdp = False  # each phase copies the (sharded) student EMA into its teacher
 
-    teacher: str = ""  # run folder or checkpoint of the flow-matching teacher
-    clip_target: bool = True  # clip the target to [-4, 4] as shortcut's (the reference does not)
-    step_input: bool = True  # tell the network the phase's d (off: the constant 1/M)
-    first_phase_cfg_scale: float = 1.0  # CFG in the teacher's half steps of phase 0 (1: none)
+    teacher: str = option("", "the flow-matching teacher: its run folder or checkpoint", path=True)
+    clip_target: bool = option(
+        True, "clip the distillation target to [-4, 4] as shortcut's (the reference: off)"
+    )
+    step_input: bool = option(
+        True,
+        "tell the network the phase's step size (off: the constant 1/M, as the reference's "
+        "network, which ignores it)",
+    )
+    first_phase_cfg_scale: float = option(
+        1.0, "CFG scale of the teacher's half steps in the first phase (1: none)"
+    )
     teacher_network: nn.Module | None = field(default=None, init=False, repr=False)
     teacher_phase: int = field(default=-1, init=False, repr=False)
     student_ema: nn.Module | None = field(default=None, init=False, repr=False)

@@ -24,6 +24,7 @@ from shortcut_models.objectives.base import (
     grid_times,
 )
 from shortcut_models.objectives.teacher import initialise_student, load_teacher
+from shortcut_models.options import option
 from shortcut_models.sampling import SamplingSpec
 
 PAIRS_FORMAT = "shortcut-models-pairs/1"
@@ -48,8 +49,10 @@ def load_pairs(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor
 class Reflow(Objective):
     name = "reflow"
 
-    pairs: str = ""  # folder written by `shortcut pairs`
-    init_from_teacher: bool = True  # start from the weights of the model that made the pairs
+    pairs: str = option("", "the folder written by `shortcut pairs`", path=True)
+    init_from_teacher: bool = option(
+        True, "start from the weights of the model that made the pairs"
+    )
     stored: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
 
     def attach(self, context: AttachContext) -> None:

@@ -27,6 +27,7 @@ from shortcut_models.errors import UsageError
 from shortcut_models.guidance import guided_velocity
 from shortcut_models.objectives.base import TrainingBatch, broadcast, interpolate
 from shortcut_models.objectives.flow_matching import FlowMatching
+from shortcut_models.options import option
 from shortcut_models.sampling import SamplingSpec
 
 CLIP = 4.0  # the reference clips the intermediate point and the target to [-4, 4]
@@ -77,23 +78,37 @@ class Shortcut(FlowMatching):
 
     name = "shortcut"
 
-    bootstrap_every: int = 8  # 1 / (fraction of the batch with bootstrap targets)
-    # step levels of the bootstrap rows: "groups" (the reference's equal groups over the levels)
-    # or "coarse" (random, P(level k) ~ 2^-k: more rows for the few-step levels; see
-    # benchmarks/results/demo_ablation.md)
-    level_sampling: str = "groups"
-    bootstrap_ema: bool = True  # compute the targets with the EMA weights, as the reference
-    bootstrap_cfg: bool = False  # CFG inside the targets of the finest-level group
-    bootstrap_cfg_scale: float = 4.0  # the reference's cfg_scale, used when bootstrap_cfg is on
-    reference_batch_split: bool = False  # reuse the reference's overlapping split (see above)
-    # fewer bootstrap rows than levels: rotate their levels with the step (off: all at level 0,
-    # as the reference; see above)
-    rotate_levels: bool = True
-    # iSM's intrinsic guidance: the network takes the guidance scale w as an input (no effect
-    # without labels); see `guided_targets`
-    intrinsic_guidance: bool = False
-    guidance_min: float = 1.0  # training scales w ~ U[guidance_min, guidance_max] per row
-    guidance_max: float = 4.0
+    bootstrap_every: int = option(
+        8, "1 in this many rows of a batch gets self-consistency (reflow) targets"
+    )
+    level_sampling: str = option(
+        "groups",
+        "step levels of the bootstrap rows: groups (the reference's equal groups) or coarse "
+        "(random, P(k) ~ 2^-k: more rows for the few-step levels)",
+        choices=("groups", "coarse"),
+    )
+    bootstrap_ema: bool = option(True, "compute self-consistency targets with the EMA weights")
+    bootstrap_cfg: bool = option(
+        False, "apply CFG inside the finest-level targets, as the reference's bootstrap_cfg"
+    )
+    bootstrap_cfg_scale: float = option(4.0, "CFG scale used with --bootstrap-cfg")
+    reference_batch_split: bool = option(
+        False,
+        "reuse the reference's overlapping bootstrap / flow split of the batch (off: disjoint "
+        "rows)",
+    )
+    rotate_levels: bool = option(
+        True,
+        "with fewer bootstrap rows than step levels, rotate their levels with the step so every "
+        "level is trained (off: all at level 0, as the reference)",
+    )
+    intrinsic_guidance: bool = option(
+        False,
+        "the network takes the CFG scale as an input, trained on guided targets; sampling "
+        "--cfg is then one call per step (labelled data)",
+    )
+    guidance_min: float = option(1.0, "intrinsic guidance: smallest training scale")
+    guidance_max: float = option(4.0, "intrinsic guidance: largest training scale")
     _warned: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -259,7 +274,7 @@ class ImprovedShortcut(Shortcut):
 
     name = "ism"
 
-    intrinsic_guidance: bool = True
-    ot_pairing: bool = True
-    wavelet_levels: int = -1  # as many as the images allow, up to 3; vectors: MSE
-    target_ema_decay: float = 0.5
+    intrinsic_guidance: bool = option(True)
+    ot_pairing: bool = option(True)
+    wavelet_levels: int = option(-1)  # as many as the images allow, up to 3; vectors: MSE
+    target_ema_decay: float = option(0.5)

@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from shortcut_models.data import FOLDER, IMAGE_DATASETS
+from shortcut_models.data import DIGIT_DATASETS
 from shortcut_models.data.images import to_uint8
 from shortcut_models.distributed import SINGLE, Dist, shard_chunks
 from shortcut_models.downloads import cache_dir
 from shortcut_models.errors import UsageError
-from shortcut_models.evaluation import generate
+from shortcut_models.evaluation.generation import generate
 from shortcut_models.metrics.frechet import FeatureStats, frechet_distance
 from shortcut_models.metrics.precision_recall import precision_recall
 from shortcut_models.objectives import Objective
@@ -82,7 +82,7 @@ def _images_from_npz(path: Path) -> torch.Tensor | None:
 def _reference_source(ref: str, resolution: int, channels: int) -> tuple[str, Any]:
     """(cache key, loader of the data source) of a data set name or an image folder; the data
     is only opened when the features are not cached."""
-    if ref in IMAGE_DATASETS:
+    if ref in DIGIT_DATASETS:
         from shortcut_models.data.mnist import digit_data
 
         return f"{ref}-train", lambda: digit_data(ref, "train")
@@ -91,7 +91,7 @@ def _reference_source(ref: str, resolution: int, channels: int) -> tuple[str, An
     options = {"path": ref, "resolution": resolution, "channels": channels}
     digest = hashlib.sha1(str(Path(ref).resolve()).encode()).hexdigest()[:10]
     key = f"folder-{Path(ref).name}-{digest}-{resolution}px{channels}"
-    return key, lambda: build_data(FOLDER, options)
+    return key, lambda: build_data("folder", options)
 
 
 def load_reference(
@@ -105,9 +105,9 @@ def load_reference(
             return Reference(FeatureStats.load(path), None, f"statistics {path}")
         features = extractor(images)
         return Reference(FeatureStats.of(features), features, f"{len(images)} images of {path}")
-    if ref not in IMAGE_DATASETS and not path.is_dir():
+    if ref not in DIGIT_DATASETS and not path.is_dir():
         raise UsageError(
-            f"--ref {ref}: not a data set ({', '.join(IMAGE_DATASETS)}), image folder or .npz"
+            f"--ref {ref}: not a data set ({', '.join(DIGIT_DATASETS)}), image folder or .npz"
         )
     key, open_data = _reference_source(ref, shape[-1], shape[0])
     cache = cache_dir() / f"ref-{extractor.identity}-{key}-n{num}-seed{seed}.npz"

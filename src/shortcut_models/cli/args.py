@@ -1,0 +1,185 @@
+"""What every command parses the same way: the parser class, number types, the shared flags, and
+the flags generated from the option dataclasses (TrainConfig, objectives, backbones, data)."""
+
+from __future__ import annotations
+
+import argparse
+from functools import cache
+from pathlib import Path
+from typing import Any, NoReturn
+
+from shortcut_models.options import Option
+
+POWERS_OF_TWO = [1, 2, 4, 8, 16, 32, 64, 128]
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line on stderr (no usage dump) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def int_arg(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    value = int_arg(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def seed_arg(text: str) -> int:
+    from shortcut_models.config import MAX_SEED
+
+    value = int_arg(text)
+    if not 0 <= value < MAX_SEED:
+        raise argparse.ArgumentTypeError(f"a seed is an integer in [0, 2^63), got {text}")
+    return value
+
+
+def add_device(p: argparse.ArgumentParser, default: str = "auto") -> None:
+    p.add_argument("--device", default=default, help="cpu, cuda, cuda:N or auto (default auto)")
+
+
+def add_progress(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="hide progress bars"
+    )
+
+
+def add_sampling(p: argparse.ArgumentParser, default_steps: list[int], default_num: int) -> None:
+    """The flags of commands that sample a checkpoint: budgets, count, noise, batch, weights."""
+    p.add_argument(
+        "--steps",
+        nargs="+",
+        type=positive_int,
+        default=default_steps,
+        help=f"step budgets; a shortcut model takes powers of two up to M "
+        f"(default {' '.join(map(str, default_steps))})",
+    )
+    p.add_argument(
+        "--num",
+        "--num-samples",  # the spelling torchrun's own parser does not mistake for --numa-binding
+        dest="num",
+        type=positive_int,
+        default=default_num,
+        help=f"number of samples per step budget (default {default_num})",
+    )
+    p.add_argument(
+        "--seed",
+        type=seed_arg,
+        default=0,
+        help="noise seed; every step budget gets the same noise (default 0)",
+    )
+    p.add_argument(
+        "--batch", type=positive_int, default=4096, help="samples per network call (default 4096)"
+    )
+    p.add_argument(
+        "--raw",
+        action="store_true",
+        help="use the raw training weights instead of the EMA weights (the default unless the "
+        "run's eval_weights says model, as under --recipe reference)",
+    )
+    add_device(p)
+
+
+def weights(args: argparse.Namespace) -> str | None:
+    """ "model" with --raw, else the run's own choice (its config's eval_weights)."""
+    return "model" if args.raw else None
+
+
+# -- flags generated from the option dataclasses ----------------------------------------------
+
+
+@cache
+def config_options() -> list[Option]:
+    from shortcut_models.config import TrainConfig
+    from shortcut_models.options import collect
+
+    return collect({"train": TrainConfig})
+
+
+@cache
+def objective_options() -> list[Option]:
+    from shortcut_models.objectives import OBJECTIVES
+    from shortcut_models.options import collect
+
+    return collect(OBJECTIVES)
+
+
+@cache
+def backbone_options() -> list[Option]:
+    from shortcut_models.backbones import BACKBONE_OPTIONS
+    from shortcut_models.options import collect
+
+    return collect(BACKBONE_OPTIONS)
+
+
+@cache
+def data_options() -> list[Option]:
+    from shortcut_models.data import data_option_classes
+    from shortcut_models.options import collect
+
+    return collect(data_option_classes())
+
+
+def add_options(
+    p: argparse.ArgumentParser | Any, options: list[Option], skip: tuple[str, ...] = ()
+) -> None:
+    """One flag per option, absent from the namespace unless given (so a config knows what the
+    user set); the help names what accepts it when not everything does, and its default."""
+    for o in options:
+        if o.name in skip:
+            continue
+        owners = list(o.defaults)
+        every = len(owners) == len(_all_owners(options))
+        text = o.help if every else f"{', '.join(owners)}: {o.help}"
+        text = f"{text} (default {o.default_text()})".replace("%", "%%")
+        kwargs: dict[str, Any] = {"dest": o.name, "default": argparse.SUPPRESS, "help": text}
+        if o.kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = _TYPES.get(o.name, _KIND_TYPES[o.kind])
+            if o.choices:
+                kwargs["choices"] = list(o.choices)
+        p.add_argument(o.flag, **kwargs)
+
+
+def given(args: argparse.Namespace, options: list[Option]) -> dict[str, Any]:
+    """{option: value} of the flags given; path options made absolute."""
+    values = vars(args)
+    out = {o.name: values[o.name] for o in options if o.name in values}
+    for o in options:
+        if o.path and o.name in out:
+            out[o.name] = str(Path(out[o.name]).expanduser().resolve())
+    return out
+
+
+def option_tables() -> str:
+    """The README's tables of every generated flag (checked against the README by a test)."""
+    from shortcut_models.backbones import BACKBONE_OPTIONS
+    from shortcut_models.data import data_option_classes
+    from shortcut_models.objectives import OBJECTIVES
+    from shortcut_models.options import markdown_table
+
+    parts = [
+        ("Training (`shortcut train`)", config_options(), None),
+        ("Objectives", objective_options(), list(OBJECTIVES)),
+        ("Backbones", backbone_options(), list(BACKBONE_OPTIONS)),
+        ("Data", data_options(), list(data_option_classes())),
+    ]
+    return "\n\n".join(f"#### {title}\n\n{markdown_table(o, owners)}" for title, o, owners in parts)
+
+
+def _all_owners(options: list[Option]) -> set[str]:
+    return {owner for o in options for owner in o.defaults}
+
+
+_KIND_TYPES: dict[type, Any] = {int: int_arg, float: float, str: str}
+_TYPES: dict[str, Any] = {"seed": seed_arg}

@@ -1,0 +1,105 @@
+"""`shortcut compare`: train the paper's methods with one budget and compare them by steps."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from shortcut_models.cli import args as a
+
+
+def register(subparsers: Any) -> None:
+    from shortcut_models.compare import EVAL_STEPS, METHODS
+    from shortcut_models.data import dataset_names
+    from shortcut_models.evaluation.images import METRICS
+
+    p = subparsers.add_parser(
+        "compare",
+        help="train the paper's methods with one budget and compare them across step counts",
+        description="Train flow matching, progressive and consistency distillation, consistency "
+        "training, reflow, live reflow and shortcut with the same backbone, data, seed and "
+        "number of optimizer steps (a teacher's steps count in a distillation method's budget), "
+        "evaluate each at 1, 2, 4, ..., 128 steps (sliced W2 for vectors, FD-digits for MNIST, "
+        "FID otherwise), and write OUT/compare.md, OUT/compare.png and --json. Resumable.",
+    )
+    p.add_argument("--data", required=True, choices=dataset_names(), help="data set")
+    a.add_options(p, a.data_options())
+    p.add_argument("--json", type=Path, help="write {objective: {steps: value}} here")
+    p.add_argument("--out", type=Path, help="run folders (default runs/compare-DATA)")
+    p.add_argument(
+        "--objectives",
+        nargs="+",
+        default=list(METHODS),
+        choices=list(METHODS),
+        help="methods to train (default: all)",
+    )
+    p.add_argument("--backbone", help="network (default mlp for vectors, DiT-T/4 for images)")
+    p.add_argument(
+        "--steps", type=a.positive_int, help="optimizer steps per method (default 4000 / 2500)"
+    )
+    p.add_argument("--batch-size", type=a.positive_int, help="default 256 vectors, 64 images")
+    p.add_argument("--lr", type=float, help="AdamW learning rate (default 1e-3)")
+    p.add_argument("--ema-decay", type=float, default=0.99, help="EMA decay (default 0.99)")
+    p.add_argument("--seed", type=a.seed_arg, default=0, help="seed (default 0)")
+    p.add_argument(
+        "--eval-steps",
+        nargs="+",
+        type=a.positive_int,
+        default=list(EVAL_STEPS),
+        help="sampling step budgets evaluated, where a method allows them",
+    )
+    p.add_argument(
+        "--num", type=a.positive_int, default=2000, help="samples per evaluation (default 2000)"
+    )
+    p.add_argument(
+        "--metric", choices=["auto", *METRICS], default="auto", help="images: metric (auto)"
+    )
+    p.add_argument("--inception", help="fid: TorchScript Inception weights path")
+    p.add_argument(
+        "--pairs-num", type=a.positive_int, default=10000, help="reflow pairs (default 10000)"
+    )
+    p.add_argument(
+        "--pairs-steps",
+        type=a.positive_int,
+        default=32,
+        help="teacher steps per pair (default 32)",
+    )
+    a.add_device(p)
+    a.add_progress(p)
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from shortcut_models.compare import CompareOptions, compare_config, run_compare
+    from shortcut_models.report import check_output_file, write_json
+
+    if args.json is not None:
+        check_output_file(args.json)
+    results = run_compare(
+        CompareOptions(
+            base=compare_config(
+                args.data,
+                a.given(args, a.data_options()),
+                backbone=args.backbone,
+                steps=args.steps,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                ema_decay=args.ema_decay,
+                seed=args.seed,
+            ),
+            out=args.out or Path("runs") / f"compare-{args.data}",
+            objectives=tuple(args.objectives),
+            eval_steps=tuple(args.eval_steps),
+            num=args.num,
+            metric=args.metric,
+            pairs_num=args.pairs_num,
+            pairs_steps=args.pairs_steps,
+            device=args.device,
+            progress=args.progress,
+            inception=args.inception,
+        )
+    )
+    if args.json is not None:
+        print(f"wrote {write_json(args.json, results)}")
+    return 0

@@ -1,0 +1,86 @@
+"""`shortcut demo`: train a small shortcut model on MNIST and show 1 to 128 steps."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from shortcut_models.cli import args as a
+
+
+def register(subparsers: Any) -> None:
+    from shortcut_models.data import DIGIT_DATASETS
+    from shortcut_models.demo import RECIPE, DemoOptions
+    from shortcut_models.distributed import PRECISIONS
+    from shortcut_models.recipes import recipe, recipe_names
+
+    d = DemoOptions(out=Path("."))
+    config, precision = recipe(RECIPE)
+    p = subparsers.add_parser(
+        "demo",
+        help="train a small shortcut model on MNIST and show 1 to 128 steps",
+        description=f"Train a class-conditional shortcut model on MNIST (recipe {RECIPE}: "
+        f"{config['backbone']} {config['backbone_options']}), then write a PNG grid per step "
+        "budget (1, 2, ..., 128 steps; same noise and labels), all_steps.png side by side, "
+        "samples.npz, metrics.md / metrics.json and the checkpoint (OUT/run). Run it again to "
+        "resume.",
+    )
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument(
+        "--data", default=d.data, choices=list(DIGIT_DATASETS), help=f"data set (default {d.data})"
+    )
+    p.add_argument(
+        "--recipe",
+        default=d.recipe,
+        choices=recipe_names(),
+        help=f"training recipe (default {d.recipe}; cpu-dit-tiny: the earlier defaults)",
+    )
+    p.add_argument(
+        "--minutes",
+        type=float,
+        help="train for this wall-clock budget (steps planned from the measured rate) instead "
+        "of a step count",
+    )
+    p.add_argument(
+        "--steps", type=a.positive_int, help=f"training steps (default {config['steps']})"
+    )
+    p.add_argument("--backbone", help=f"network, e.g. DiT-S/2 (default {config['backbone']})")
+    p.add_argument(
+        "--batch-size",
+        type=a.positive_int,
+        help=f"images per step (default {config['batch_size']})",
+    )
+    p.add_argument("--lr", type=float, help=f"learning rate (default {config['lr']})")
+    p.add_argument("--ema-decay", type=float, help=f"EMA decay (default {config['ema_decay']})")
+    p.add_argument(
+        "--precision",
+        choices=list(PRECISIONS),
+        help=f"autocast precision of training (default {precision['precision']}: "
+        "bf16 autocast where the CPU or GPU computes bf16 natively, else fp32; weights, loss "
+        "and EMA stay fp32)",
+    )
+    p.add_argument(
+        "--cfg",
+        type=float,
+        default=d.cfg,
+        help=f"classifier-free guidance scale at sampling (default {d.cfg})",
+    )
+    p.add_argument(
+        "--num",
+        type=a.positive_int,
+        default=d.num,
+        help=f"samples per step budget (default {d.num})",
+    )
+    p.add_argument("--seed", type=a.seed_arg, default=d.seed, help=f"seed (default {d.seed})")
+    a.add_device(p, d.device)
+    a.add_progress(p)
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from shortcut_models.demo import DemoOptions, run_demo
+
+    fields = {k: v for k, v in vars(args).items() if k not in ("handler", "command")}
+    metrics = run_demo(DemoOptions(**fields))
+    return 0 if metrics else 128 + 15

