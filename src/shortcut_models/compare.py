@@ -22,6 +22,7 @@ from shortcut_models.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from shortcut_models.config import TrainConfig
 from shortcut_models.distributed import resolve_device
 from shortcut_models.errors import UsageError
+from shortcut_models.evaluation.generation import SamplingPlan
 from shortcut_models.evaluation.scoring import scorer_for
 from shortcut_models.factory import build_objective_for, load_run
 from shortcut_models.files import atomic_write_text, prepare_out_dir
@@ -141,13 +142,13 @@ def _evaluator(options: CompareOptions, data: Any):
         device=_device(options),
         ref_num=10000,
         seed=base.seed,
-        batch=256,
         progress=options.progress,
     )
 
     def score(run_dir: Path, steps: list[int]) -> dict[int, float]:
         run = load_run(run_dir, device=_device(options))
-        scores = scorer.score(run, steps, options.num, base.seed)
+        plan = SamplingPlan(steps, options.num, base.seed, cfg=1.0, batch=256)
+        scores = scorer.score(run, plan)
         return {n: s[scorer.key] for n, s in scores.items()}
 
     return scorer.label, score

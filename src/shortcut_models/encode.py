@@ -25,8 +25,8 @@ def encode_dataset(
     device: torch.device | str = "cpu",
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Encode every image of `data` and its mirror with the VAE at `vae`; returns the metadata.
-    One process writes a folder at a time (a second is refused while the first runs)."""
+    """Encode every image of `data` and its mirror with the VAE at `vae`; returns the metadata
+    (the folder is locked: a second writer is refused)."""
     with FolderLock(prepare_out_dir(out), "shortcut encode"):
         read, count, class_names, source = image_reader(data, options)
         codec = load_vae(vae, device)

@@ -27,6 +27,7 @@ from shortcut_models.seeding import derive_seed
 def generate_pairs(
     teacher: str | Path,
     out: Path,
+    *,
     num: int,
     steps: int = 32,
     seed: int = 0,
@@ -35,9 +36,9 @@ def generate_pairs(
     device: torch.device | str = "cpu",
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Write `num` (noise, sample, label) triples from `teacher` into `out`; returns the meta.
-    One process writes a folder at a time (a second is refused while the first runs)."""
-    with FolderLock(prepare_out_dir(out), "shortcut pairs"):
+    """Write `num` (noise, sample, label) triples from `teacher` into `out`; returns the meta."""
+    lock = FolderLock(prepare_out_dir(out), "shortcut pairs")  # a second writer is refused
+    with lock:
         return _generate(teacher, Path(out), num, steps, seed, chunk, cfg, device, progress)
 
 

@@ -4,13 +4,16 @@ the flags generated from the option dataclasses (TrainConfig, objectives, backbo
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from shortcut_models.options import Option
 
 POWERS_OF_TWO = [1, 2, 4, 8, 16, 32, 64, 128]
+T = TypeVar("T")
 
 
 class Parser(argparse.ArgumentParser):
@@ -18,6 +21,37 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def command(
+    subparsers: Any,
+    name: str,
+    handler: Callable[[argparse.Namespace], int],
+    summary: str,
+    description: str,
+    **kwargs: Any,
+) -> argparse.ArgumentParser:
+    """A subcommand whose parsed arguments go to `handler`."""
+    p = subparsers.add_parser(name, help=summary, description=description, **kwargs)
+    p.set_defaults(handler=handler)
+    return p
+
+
+def from_args(cls: type[T], args: argparse.Namespace, **overrides: Any) -> T:
+    """Dataclass `cls` from the parsed arguments of the same names (and `overrides`)."""
+    values = vars(args)
+    known = {f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values}
+    return cls(**{**known, **overrides})
+
+
+def pick(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """{name: value} of the parsed arguments `names`, to pass on as keywords."""
+    return {name: getattr(args, name) for name in names}
+
+
+def add_count(p: argparse.ArgumentParser, flag: str, default: int, text: str) -> None:
+    """A positive integer flag whose help ends with its default."""
+    p.add_argument(flag, type=positive_int, default=default, help=f"{text} (default {default})")
 
 
 def int_arg(text: str) -> int:

@@ -8,21 +8,25 @@ from typing import Any
 
 from shortcut_models.cli import args as a
 
+SUMMARY = "train the paper's methods with one budget and compare them across step counts"
+DESCRIPTION = (
+    "Train flow matching, progressive and consistency distillation, consistency "
+    "training, reflow, live reflow and shortcut with the same backbone, data, seed and "
+    "number of optimizer steps (a teacher's steps count in a distillation method's budget), "
+    "evaluate each at 1, 2, 4, ..., 128 steps (sliced W2 for vectors, FD-digits for MNIST, "
+    "FID otherwise), and write OUT/compare.md, OUT/compare.png and --json. Resumable."
+)
+
+# the flags that set every method's TrainConfig (compare.compare_config)
+SHARED = ("backbone", "steps", "batch_size", "lr", "ema_decay", "seed")
+
 
 def register(subparsers: Any) -> None:
     from shortcut_models.compare import EVAL_STEPS, METHODS
     from shortcut_models.data import dataset_names
     from shortcut_models.evaluation.images import METRICS
 
-    p = subparsers.add_parser(
-        "compare",
-        help="train the paper's methods with one budget and compare them across step counts",
-        description="Train flow matching, progressive and consistency distillation, consistency "
-        "training, reflow, live reflow and shortcut with the same backbone, data, seed and "
-        "number of optimizer steps (a teacher's steps count in a distillation method's budget), "
-        "evaluate each at 1, 2, 4, ..., 128 steps (sliced W2 for vectors, FD-digits for MNIST, "
-        "FID otherwise), and write OUT/compare.md, OUT/compare.png and --json. Resumable.",
-    )
+    p = a.command(subparsers, "compare", run, SUMMARY, DESCRIPTION)
     p.add_argument("--data", required=True, choices=dataset_names(), help="data set")
     a.add_options(p, a.data_options())
     p.add_argument("--json", type=Path, help="write {objective: {steps: value}} here")
@@ -49,25 +53,15 @@ def register(subparsers: Any) -> None:
         default=list(EVAL_STEPS),
         help="sampling step budgets evaluated, where a method allows them",
     )
-    p.add_argument(
-        "--num", type=a.positive_int, default=2000, help="samples per evaluation (default 2000)"
-    )
+    a.add_count(p, "--num", 2000, "samples per evaluation")
     p.add_argument(
         "--metric", choices=["auto", *METRICS], default="auto", help="images: metric (auto)"
     )
     p.add_argument("--inception", help="fid: TorchScript Inception weights path")
-    p.add_argument(
-        "--pairs-num", type=a.positive_int, default=10000, help="reflow pairs (default 10000)"
-    )
-    p.add_argument(
-        "--pairs-steps",
-        type=a.positive_int,
-        default=32,
-        help="teacher steps per pair (default 32)",
-    )
+    a.add_count(p, "--pairs-num", 10000, "reflow pairs")
+    a.add_count(p, "--pairs-steps", 32, "teacher steps per pair")
     a.add_device(p)
     a.add_progress(p)
-    p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,27 +71,17 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None:
         check_output_file(args.json)
     results = run_compare(
-        CompareOptions(
+        a.from_args(
+            CompareOptions,
+            args,
             base=compare_config(
                 args.data,
                 a.given(args, a.data_options()),
-                backbone=args.backbone,
-                steps=args.steps,
-                batch_size=args.batch_size,
-                lr=args.lr,
-                ema_decay=args.ema_decay,
-                seed=args.seed,
+                **{k: getattr(args, k) for k in SHARED},
             ),
             out=args.out or Path("runs") / f"compare-{args.data}",
             objectives=tuple(args.objectives),
             eval_steps=tuple(args.eval_steps),
-            num=args.num,
-            metric=args.metric,
-            pairs_num=args.pairs_num,
-            pairs_steps=args.pairs_steps,
-            device=args.device,
-            progress=args.progress,
-            inception=args.inception,
         )
     )
     if args.json is not None:

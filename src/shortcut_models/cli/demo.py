@@ -17,10 +17,12 @@ def register(subparsers: Any) -> None:
 
     d = DemoOptions(out=Path("."))
     config, precision = recipe(RECIPE)
-    p = subparsers.add_parser(
+    p = a.command(
+        subparsers,
         "demo",
-        help="train a small shortcut model on MNIST and show 1 to 128 steps",
-        description=f"Train a class-conditional shortcut model on MNIST (recipe {RECIPE}: "
+        run,
+        "train a small shortcut model on MNIST and show 1 to 128 steps",
+        f"Train a class-conditional shortcut model on MNIST (recipe {RECIPE}: "
         f"{config['backbone']} {config['backbone_options']}), then write a PNG grid per step "
         "budget (1, 2, ..., 128 steps; same noise and labels), all_steps.png side by side, "
         "samples.npz, metrics.md / metrics.json and the checkpoint (OUT/run). Run it again to "
@@ -75,12 +77,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seed", type=a.seed_arg, default=d.seed, help=f"seed (default {d.seed})")
     a.add_device(p, d.device)
     a.add_progress(p)
-    p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from shortcut_models.demo import DemoOptions, run_demo
 
-    fields = {k: v for k, v in vars(args).items() if k not in ("handler", "command")}
-    metrics = run_demo(DemoOptions(**fields))
+    metrics = run_demo(a.from_args(DemoOptions, args))
     return 0 if metrics else 128 + 15

@@ -8,19 +8,20 @@ from typing import Any
 
 from shortcut_models.cli import args as a
 
+SUMMARY = "score checkpoints at several step budgets"
+DESCRIPTION = (
+    "Score one or more checkpoints at each step budget. Images: FID (TF "
+    "Inception pool3, offline) or FD-digits (a small MNIST-like classifier's features; not "
+    "FID), with precision and recall on the same features, a table, JSON and a plot of the "
+    "metric against steps (one line per checkpoint). Vectors: sliced Wasserstein-2 and exact "
+    "W2 (POT) against fresh data."
+)
+
 
 def register(subparsers: Any) -> None:
     from shortcut_models.evaluation.images import METRICS
 
-    p = subparsers.add_parser(
-        "evaluate",
-        help="score checkpoints at several step budgets",
-        description="Score one or more checkpoints at each step budget. Images: FID (TF "
-        "Inception pool3, offline) or FD-digits (a small MNIST-like classifier's features; not "
-        "FID), with precision and recall on the same features, a table, JSON and a plot of the "
-        "metric against steps (one line per checkpoint). Vectors: sliced Wasserstein-2 and exact "
-        "W2 (POT) against fresh data.",
-    )
+    p = a.command(subparsers, "evaluate", run, SUMMARY, DESCRIPTION)
     p.add_argument(
         "--ckpt", required=True, nargs="+", type=Path, help="run folders or checkpoint files"
     )
@@ -37,12 +38,7 @@ def register(subparsers: Any) -> None:
         ".npz of uint8 images (arr_0) or an .npz of statistics (mu, sigma) "
         "(default: the checkpoint's training data)",
     )
-    p.add_argument(
-        "--ref-num",
-        type=a.positive_int,
-        default=10000,
-        help="images: reference images to draw from a data set or folder (default 10000)",
-    )
+    a.add_count(p, "--ref-num", 10000, "images: reference images to draw from a data set or folder")
     p.add_argument(
         "--cfg", type=float, default=1.0, help="images: classifier-free guidance scale (default 1)"
     )
@@ -64,7 +60,6 @@ def register(subparsers: Any) -> None:
     )
     a.add_progress(p)
     a.add_sampling(p, a.POWERS_OF_TWO, 2000)
-    p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,21 +73,11 @@ def run(args: argparse.Namespace) -> int:
     device, dist = distributed.setup(distributed.resolve_device(args.device))
     evaluation = evaluate_runs(
         args.ckpt,
-        EvaluateOptions(
-            steps=args.steps,
-            num=args.num,
-            seed=args.seed,
-            cfg=args.cfg,
-            metric=args.metric,
-            ref=args.ref,
-            ref_num=args.ref_num,
-            batch=args.batch,
-            inception=args.inception,
-            vae=args.vae,
-            exact=args.exact,
+        a.from_args(
+            EvaluateOptions,
+            args,
             weights=a.weights(args),
             plot=args.plot or (args.json.with_suffix(".png") if args.json else None),
-            progress=args.progress,
         ),
         device,
         dist,

@@ -8,15 +8,16 @@ from typing import Any
 
 from shortcut_models.cli import args as a
 
+SUMMARY = "draw samples from a checkpoint"
+DESCRIPTION = (
+    "Sample a checkpoint at one or more step budgets. Images: PNG files in "
+    "steps_N/, a 10x10 grid_steps_N.png and, with --npz, a uint8 .npz per budget. Vectors: "
+    "samples.npz (one array per budget, key steps_N) and a scatter plot samples.png."
+)
+
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "sample",
-        help="draw samples from a checkpoint",
-        description="Sample a checkpoint at one or more step budgets. Images: PNG files in "
-        "steps_N/, a 10x10 grid_steps_N.png and, with --npz, a uint8 .npz per budget. Vectors: "
-        "samples.npz (one array per budget, key steps_N) and a scatter plot samples.png.",
-    )
+    p = a.command(subparsers, "sample", run, SUMMARY, DESCRIPTION)
     p.add_argument("--ckpt", required=True, type=Path, help="run folder or checkpoint file")
     p.add_argument("--out", required=True, type=Path, help="output folder (created if missing)")
     p.add_argument(
@@ -44,7 +45,6 @@ def register(subparsers: Any) -> None:
         "latent shards were encoded with)",
     )
     a.add_sampling(p, [1, 4, 128], 2000)
-    p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,16 +56,7 @@ def run(args: argparse.Namespace) -> int:
     sample_run(
         load_run(args.ckpt, a.weights(args), device),
         args.out,
-        SampleOptions(
-            steps=args.steps,
-            num=args.num,
-            seed=args.seed,
-            batch=args.batch,
-            cfg=args.cfg,
-            classes=args.classes,
-            vae=args.vae,
-            npz=args.npz,
-        ),
+        a.from_args(SampleOptions, args),
         dist,
     )
     return 0

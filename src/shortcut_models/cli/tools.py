@@ -9,6 +9,27 @@ from typing import Any
 
 from shortcut_models.cli import args as a
 
+STATS_SUMMARY = "compute reference statistics (mu, sigma) of an image set for FID"
+STATS_DESCRIPTION = (
+    "Compute the feature mean and covariance of a data set (its training split), "
+    "an image folder or an .npz of uint8 images and save them as an .npz with mu and sigma, "
+    "the layout pytorch-fid and ADM use; pass it to evaluate --ref."
+)
+
+ENCODE_SUMMARY = "encode an image set into latent shards once, for latent-mode training"
+ENCODE_DESCRIPTION = (
+    "Encode every image of a data set, and its horizontal mirror, with a local "
+    "diffusers AutoencoderKL (posterior mean x scaling factor) into float16 shards in --out. "
+    "Interrupted runs resume. Then train with: shortcut train --data latents --data-path OUT."
+)
+
+PAIRS_SUMMARY = "reflow stage 1: couple noise with a trained flow's samples"
+PAIRS_DESCRIPTION = (
+    "Sample a trained flow (the teacher) from seeded noise and store the (noise, "
+    "sample, label) triples in --out, chunk by chunk; an interrupted run resumes. Then train "
+    "with: shortcut train --objective reflow --pairs OUT."
+)
+
 
 def register(subparsers: Any) -> None:
     register_stats(subparsers)
@@ -19,32 +40,18 @@ def register(subparsers: Any) -> None:
 def register_stats(subparsers: Any) -> None:
     from shortcut_models.evaluation.images import METRICS
 
-    p = subparsers.add_parser(
-        "stats",
-        help="compute reference statistics (mu, sigma) of an image set for FID",
-        description="Compute the feature mean and covariance of a data set (its training split), "
-        "an image folder or an .npz of uint8 images and save them as an .npz with mu and sigma, "
-        "the layout pytorch-fid and ADM use; pass it to evaluate --ref.",
-    )
+    p = a.command(subparsers, "stats", run_stats, STATS_SUMMARY, STATS_DESCRIPTION)
     p.add_argument("--ref", required=True, help="data set name, image folder or .npz of images")
     p.add_argument("--out", required=True, type=Path, help="statistics file to write (.npz)")
     p.add_argument("--metric", choices=METRICS, default="fid", help="feature network (fid)")
-    p.add_argument(
-        "--ref-num", type=a.positive_int, default=50000, help="images to use at most (50000)"
-    )
-    p.add_argument(
-        "--resolution",
-        type=a.positive_int,
-        default=32,
-        help="image folders: side of the center-cropped square (default 32)",
-    )
+    a.add_count(p, "--ref-num", 50000, "images to use at most")
+    a.add_count(p, "--resolution", 32, "image folders: side of the center-cropped square")
     p.add_argument("--channels", type=a.int_arg, default=3, help="image folders: 1 or 3 (3)")
     p.add_argument("--inception", type=Path, help="fid: TorchScript Inception weights path")
-    p.add_argument("--batch", type=a.positive_int, default=64, help="images per call (64)")
+    a.add_count(p, "--batch", 64, "images per call")
     p.add_argument("--seed", type=a.seed_arg, default=0, help="which images are drawn (0)")
     a.add_device(p)
     a.add_progress(p)
-    p.set_defaults(handler=run_stats)
 
 
 def run_stats(args: argparse.Namespace) -> int:
@@ -71,26 +78,15 @@ def run_stats(args: argparse.Namespace) -> int:
 def register_encode(subparsers: Any) -> None:
     from shortcut_models.data import dataset_names
 
-    p = subparsers.add_parser(
-        "encode",
-        help="encode an image set into latent shards once, for latent-mode training",
-        description="Encode every image of a data set, and its horizontal mirror, with a local "
-        "diffusers AutoencoderKL (posterior mean x scaling factor) into float16 shards in --out. "
-        "Interrupted runs resume. Then train with: shortcut train --data latents --data-path OUT.",
-    )
+    p = a.command(subparsers, "encode", run_encode, ENCODE_SUMMARY, ENCODE_DESCRIPTION)
     p.add_argument("--data", required=True, choices=dataset_names("image"), help="image data set")
     a.add_options(p, a.data_options(), skip=("flip",))
     p.add_argument("--vae", type=Path, help="AutoencoderKL folder (diffusers layout) or file")
     p.add_argument("--out", required=True, type=Path, help="shard folder (created if missing)")
-    p.add_argument(
-        "--batch", type=a.positive_int, default=32, help="images per VAE call (default 32)"
-    )
-    p.add_argument(
-        "--shard-size", type=a.positive_int, default=4096, help="images per shard (default 4096)"
-    )
+    a.add_count(p, "--batch", 32, "images per VAE call")
+    a.add_count(p, "--shard-size", 4096, "images per shard")
     a.add_device(p)
     a.add_progress(p)
-    p.set_defaults(handler=run_encode)
 
 
 def run_encode(args: argparse.Namespace) -> int:
@@ -113,27 +109,16 @@ def run_encode(args: argparse.Namespace) -> int:
 
 
 def register_pairs(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "pairs",
-        help="reflow stage 1: couple noise with a trained flow's samples",
-        description="Sample a trained flow (the teacher) from seeded noise and store the (noise, "
-        "sample, label) triples in --out, chunk by chunk; an interrupted run resumes. Then train "
-        "with: shortcut train --objective reflow --pairs OUT.",
-    )
+    p = a.command(subparsers, "pairs", run_pairs, PAIRS_SUMMARY, PAIRS_DESCRIPTION)
     p.add_argument("--ckpt", required=True, type=Path, help="the teacher run or checkpoint")
     p.add_argument("--out", required=True, type=Path, help="pairs folder (created if missing)")
-    p.add_argument("--num", type=a.positive_int, default=50000, help="pairs (default 50000)")
-    p.add_argument(
-        "--steps", type=a.positive_int, default=32, help="teacher sampling steps (default 32)"
-    )
+    a.add_count(p, "--num", 50000, "pairs")
+    a.add_count(p, "--steps", 32, "teacher sampling steps")
     p.add_argument("--cfg", type=float, default=1.0, help="teacher CFG scale (default 1)")
-    p.add_argument(
-        "--chunk", type=a.positive_int, default=1024, help="pairs per file (default 1024)"
-    )
+    a.add_count(p, "--chunk", 1024, "pairs per file")
     p.add_argument("--seed", type=a.seed_arg, default=0, help="noise seed (default 0)")
     a.add_device(p)
     a.add_progress(p)
-    p.set_defaults(handler=run_pairs)
 
 
 def run_pairs(args: argparse.Namespace) -> int:
@@ -143,13 +128,8 @@ def run_pairs(args: argparse.Namespace) -> int:
     meta = generate_pairs(
         args.ckpt,
         args.out,
-        num=args.num,
-        steps=args.steps,
-        seed=args.seed,
-        chunk=args.chunk,
-        cfg=args.cfg,
         device=resolve_device(args.device),
-        progress=args.progress,
+        **a.pick(args, "num", "steps", "seed", "chunk", "cfg", "progress"),
     )
     print(f"{meta['num']} reflow pairs ({meta['steps']}-step teacher samples) in {args.out}")
     return 0

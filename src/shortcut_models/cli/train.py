@@ -13,18 +13,21 @@ from shortcut_models.config import TrainConfig
 DEFAULTS = TrainConfig()
 
 
+SUMMARY = "train a model"
+DESCRIPTION = (
+    "Train a shortcut (or baseline) model; writes checkpoint.safetensors, "
+    "config.json and metrics.jsonl into --out."
+)
+
+
 def register(subparsers: Any) -> None:
     from shortcut_models.data import dataset_names
     from shortcut_models.distributed import PRECISIONS
     from shortcut_models.objectives import OBJECTIVES
     from shortcut_models.recipes import RECIPES, recipe_names
 
-    p = subparsers.add_parser(
-        "train",
-        help="train a model",
-        description="Train a shortcut (or baseline) model; writes checkpoint.safetensors, "
-        "config.json and metrics.jsonl into --out.",
-        argument_default=argparse.SUPPRESS,
+    p = a.command(
+        subparsers, "train", run, SUMMARY, DESCRIPTION, argument_default=argparse.SUPPRESS
     )
     p.add_argument("--out", required=True, type=Path, help="run folder (created if missing)")
     p.add_argument("--data", choices=dataset_names(), help=f"data set (default {DEFAULTS.data})")
@@ -51,18 +54,8 @@ def register(subparsers: Any) -> None:
         help="continue the checkpoint in --out exactly where it stopped",
     )
     a.add_device(p)
-    p.add_argument(
-        "--log-every",
-        type=a.positive_int,
-        default=100,
-        help="steps between metrics.jsonl records (default 100)",
-    )
-    p.add_argument(
-        "--save-every",
-        type=a.positive_int,
-        default=1000,
-        help="steps between checkpoints (default 1000)",
-    )
+    a.add_count(p, "--log-every", 100, "steps between metrics.jsonl records")
+    a.add_count(p, "--save-every", 1000, "steps between checkpoints")
     p.add_argument(
         "--no-progress", dest="progress", action="store_false", default=True, help="hide progress"
     )
@@ -115,7 +108,6 @@ def register(subparsers: Any) -> None:
         default=False,
         help="shard weights, gradients and optimizer state across processes (large DiTs)",
     )
-    p.set_defaults(handler=run)
 
 
 def config_from_args(args: argparse.Namespace, base: TrainConfig | None) -> TrainConfig:
@@ -149,20 +141,11 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args, base)
     trainer = Trainer(
         config,
-        RunOptions(
+        a.from_args(
+            RunOptions,
+            args,
             out_dir=args.out,
-            device=args.device,
-            resume=args.resume,
-            log_every=args.log_every,
-            save_every=args.save_every,
-            progress=args.progress,
-            tensorboard=args.tensorboard,
             precision=args.precision or recipe_precision(config.recipe),
-            compile=args.compile,
-            grad_accum=args.grad_accum,
-            workers=args.workers,
-            activation_checkpointing=args.activation_checkpointing,
-            fsdp=args.fsdp,
         ),
     )
     result = trainer.run()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -10,6 +13,18 @@ from shortcut_models.errors import UsageError
 from shortcut_models.objectives import Objective
 from shortcut_models.sampling import check_steps, sample, seeded_noise
 from shortcut_models.seeding import derive_seed
+
+
+@dataclass
+class SamplingPlan:
+    """Which samples to draw from a run: `num` per step budget, from noise seeded by `seed` (the
+    same for every budget), guided with `cfg`, at most `batch` per network call."""
+
+    steps: Sequence[int]
+    num: int = 2000
+    seed: int = 0
+    cfg: float = 1.0
+    batch: int = 4096
 
 
 def generate(

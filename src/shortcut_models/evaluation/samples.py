@@ -17,7 +17,7 @@ from shortcut_models.config import DataSpec
 from shortcut_models.data.images import to_uint8
 from shortcut_models.distributed import SINGLE, Dist
 from shortcut_models.errors import UsageError
-from shortcut_models.evaluation.generation import generate
+from shortcut_models.evaluation.generation import SamplingPlan, generate
 from shortcut_models.factory import LoadedRun
 from shortcut_models.files import atomic_write, prepare_out_dir
 from shortcut_models.image_io import save_grid, save_npz, save_png
@@ -27,12 +27,7 @@ from shortcut_models.vae import decode_batched, decoder_for
 
 
 @dataclass
-class SampleOptions:
-    steps: Sequence[int]
-    num: int = 2000
-    seed: int = 0
-    batch: int = 4096
-    cfg: float = 1.0
+class SampleOptions(SamplingPlan):
     classes: Sequence[int] | None = None  # labels to cycle (None: all classes in turn)
     vae: str | Path | None = None  # latent runs: the decoder (None: the one they were encoded with)
     npz: bool = False  # images: also a uint8 .npz per budget

@@ -19,6 +19,7 @@ from shortcut_models.data import DIGIT_DATASETS, DataSource, build_data
 from shortcut_models.distributed import SINGLE, Dist, main_first
 from shortcut_models.errors import UsageError
 from shortcut_models.evaluation import images
+from shortcut_models.evaluation.generation import SamplingPlan
 from shortcut_models.evaluation.vectors import evaluate_vectors
 from shortcut_models.factory import LoadedRun, load_run
 from shortcut_models.plots import metric_vs_steps
@@ -52,19 +53,11 @@ class VectorScorer:
         self.exact = exact
         self.data = data  # None: each run's own data, built from its config
 
-    def score(
-        self,
-        run: LoadedRun,
-        steps: Sequence[int],
-        num: int,
-        seed: int,
-        cfg: float = 1.0,
-        dist: Dist = SINGLE,
-    ) -> Scores:
+    def score(self, run: LoadedRun, plan: SamplingPlan, dist: Dist = SINGLE) -> Scores:
         config = run.checkpoint.config
         data = self.data or build_data(config.data, config.data_options)
         return evaluate_vectors(
-            run.model, run.objective, data, steps, num, seed, exact=self.exact, dist=dist
+            run.model, run.objective, data, plan.steps, plan.num, plan.seed, self.exact, dist
         )
 
 
@@ -83,7 +76,6 @@ class ImageScorer:
         feature_batch: int = 64,
         ref_num: int = 10000,
         seed: int = 0,
-        batch: int = 256,
         vae: str | Path | None = None,
         progress: bool = True,
         dist: Dist = SINGLE,
@@ -95,7 +87,7 @@ class ImageScorer:
             dist, lambda: images.build_extractor(metric, name, inception, device, feature_batch)
         )
         self.label, self.key, self.columns = self.extractor.name, self.extractor.key, IMAGE_COLUMNS
-        self.ref, self.ref_num, self.seed, self.batch = ref, ref_num, seed, batch
+        self.ref, self.ref_num, self.seed = ref, ref_num, seed
         self.vae, self.device, self.progress, self.dist = vae, device, progress, dist
         self.references: dict[tuple[int, ...], images.Reference] = {}
 
@@ -109,15 +101,7 @@ class ImageScorer:
             )
         return self.references[shape]
 
-    def score(
-        self,
-        run: LoadedRun,
-        steps: Sequence[int],
-        num: int,
-        seed: int,
-        cfg: float = 1.0,
-        dist: Dist = SINGLE,
-    ) -> Scores:
+    def score(self, run: LoadedRun, plan: SamplingPlan, dist: Dist = SINGLE) -> Scores:
         spec = run.spec
         codec = decoder_for(spec, self.vae, self.device) if spec.kind == "latent" else None
         shape = spec.shape
@@ -127,13 +111,13 @@ class ImageScorer:
             run.model,
             run.objective,
             spec,
-            steps,
-            num,
+            plan.steps,
+            plan.num,
             self.extractor,
             self.reference(shape),
-            seed=seed,
-            batch=self.batch,
-            cfg=cfg,
+            seed=plan.seed,
+            batch=min(plan.batch, 4096),
+            cfg=plan.cfg,
             codec=codec,
             progress=self.progress,
             dist=dist,
@@ -172,17 +156,12 @@ def scorer_for(
 
 
 @dataclass
-class EvaluateOptions:
+class EvaluateOptions(SamplingPlan):
     """What `shortcut evaluate` scores: every run at every budget, with one seed's noise."""
 
-    steps: Sequence[int]
-    num: int = 2000
-    seed: int = 0
-    cfg: float = 1.0
     metric: str = "fid"
     ref: str | None = None
     ref_num: int = 10000
-    batch: int = 4096
     inception: str | Path | None = None
     vae: str | Path | None = None
     exact: bool = True
@@ -217,19 +196,14 @@ def evaluate_runs(
         metric=options.metric,
         ref=options.ref,
         exact=options.exact,
-        inception=options.inception,
         device=device,
         feature_batch=options.batch,
-        ref_num=options.ref_num,
-        seed=options.seed,
-        batch=min(options.batch, 4096),
-        vae=options.vae,
-        progress=options.progress,
         dist=dist,
+        **{k: getattr(options, k) for k in ("inception", "ref_num", "seed", "vae", "progress")},
     )
     results, rows, curves = {}, [], {}
     for name, run in runs.items():
-        scores = scorer.score(run, options.steps, options.num, options.seed, options.cfg, dist)
+        scores = scorer.score(run, options, dist)
         results[name] = {str(n): s for n, s in scores.items()}
         curves[name] = {n: s[scorer.key] for n, s in scores.items()}
         for n, s in scores.items():
