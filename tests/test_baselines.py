@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_config, tiny_trainer
+from helpers import tiny_config, tiny_trainer
 from torch import nn
 
 from shortcut_models.errors import UsageError
@@ -235,6 +235,7 @@ def test_reflow_pairs_resume_and_are_reused(teacher, tmp_path):
         tiny_trainer(tmp_path / "c", wrong)
 
 
+@pytest.mark.slow
 def test_compare_end_to_end_on_2d(tmp_path, capsys):
     from shortcut_models.cli import main
 

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import tiny_config, tiny_trainer
+from helpers import tiny_config, tiny_trainer
 from safetensors.torch import save_file
 
 from shortcut_models.checkpoint import load_checkpoint, save_checkpoint

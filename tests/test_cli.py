@@ -5,10 +5,8 @@ import sys
 
 import pytest
 import torch
-from conftest import tiny_config, tiny_trainer
+from helpers import assert_one_line_error, run_main, tiny_config, tiny_trainer
 from safetensors.torch import save_file
-
-from shortcut_models.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -16,23 +14,6 @@ def trained(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("cli") / "run"
     tiny_trainer(run_dir, tiny_config(steps=3)).run()
     return run_dir
-
-
-def run_main(argv, capsys):
-    try:
-        code = main(argv)
-    except SystemExit as exc:  # argparse errors
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_one_line_error(code, err, expect):
-    assert code == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    assert expect in lines[0], lines[0]
 
 
 def test_unknown_data_set(tmp_path, capsys):

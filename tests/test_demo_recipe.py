@@ -9,7 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config, tiny_trainer
+from helpers import tiny_config, tiny_trainer
 
 from shortcut_models import downloads
 from shortcut_models.backbones import build_backbone
@@ -67,6 +67,7 @@ def test_unet_trains_a_shortcut_model(tmp_path):
     assert saved.config.backbone_options == {"channels": [8, 16]}
 
 
+@pytest.mark.slow
 def test_minutes_budget_plans_and_stores_the_step_count(tmp_path):
     config = tiny_config(steps=5, minutes=0.08, lr_schedule="cosine")  # 4.8 s: >> 5 steps
     trainer = tiny_trainer(tmp_path / "run", config)

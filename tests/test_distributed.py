@@ -9,13 +9,16 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from helpers import tiny_config
 
 from shortcut_models.checkpoint import load_checkpoint
 from shortcut_models.cli import main
 from shortcut_models.errors import UsageError
 from shortcut_models.factory import load_run
 from shortcut_models.train import RunOptions, Trainer
+
+# several processes (torchrun-like, gloo on CPU): slow, and the first thing to skip locally
+pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 TRAIN = [
     "--data", "checkerboard", "--objective", "shortcut", "--steps", "6", "--batch-size", "64",

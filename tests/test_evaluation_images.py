@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
-from conftest import tiny_config, tiny_trainer
-from test_cli import assert_one_line_error, run_main
+from helpers import assert_one_line_error, run_main, tiny_config, tiny_trainer
 
 from shortcut_models.data.mnist import digit_data
 from shortcut_models.errors import UsageError

@@ -13,9 +13,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config, tiny_trainer
-from test_cli import assert_one_line_error, run_main
-from test_folders import write_image
+from helpers import assert_one_line_error, run_main, tiny_config, tiny_trainer, write_image
 
 from shortcut_models.checkpoint import (
     CHECKPOINT_NAME,
@@ -70,6 +68,7 @@ def test_torn_metrics_lines_are_dropped_on_resume(tmp_path, capsys):
     assert [r["step"] for r in records] == list(range(1, 9))
 
 
+@pytest.mark.slow
 def test_a_full_disk_ends_in_one_line_and_the_run_resumes(tmp_path):
     out = tmp_path / "run"
     argv = [
@@ -96,6 +95,7 @@ def test_a_full_disk_ends_in_one_line_and_the_run_resumes(tmp_path):
     assert load_checkpoint(out).step == 400
 
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused_while_the_first_runs(tmp_path):
     out = tmp_path / "run"
     first = shortcut("train", *TINY_CLI, "--steps", "1000000", "--out", str(out), "--no-progress")
@@ -193,6 +193,7 @@ def test_a_second_signal_during_the_stop_save_is_ignored(tmp_path, monkeypatch, 
     assert "signal 2 ignored: saving the checkpoint at step 3" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_two_quick_signals_to_the_command_lose_nothing(tmp_path):
     out = tmp_path / "run"
     process = shortcut(

@@ -3,23 +3,13 @@
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config, tiny_trainer
+from helpers import assert_one_line_error, run_main, tiny_config, tiny_trainer, write_image
 from PIL import Image
-from test_cli import assert_one_line_error, run_main
 
 from shortcut_models.data import build_data
 from shortcut_models.data.folder import folder_data, load_image, scan_folder
 from shortcut_models.errors import UsageError
 from shortcut_models.factory import load_run
-
-
-def write_image(path, size=(40, 30), mode="RGB", value=128):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    channels = {"RGB": 3, "RGBA": 4, "L": 1}[mode]
-    array = np.full((size[1], size[0], channels), value, dtype=np.uint8).squeeze(
-        -1 if channels == 1 else None
-    )
-    Image.fromarray(array, mode).save(path)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_trainer
+from helpers import tiny_trainer
 
 from shortcut_models.cli import main
 from shortcut_models.config import TrainConfig
@@ -71,6 +71,7 @@ def test_class_conditional_image_training_and_sampling(tmp_path, capsys):
     assert code == 2 and "--class must be in 0..9" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_demo_end_to_end(tmp_path, tiny_digits, monkeypatch):
     from shortcut_models.metrics.digits import DigitFeatures
 

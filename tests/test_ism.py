@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 import torch
-from conftest import tiny_config, tiny_trainer
+from helpers import tiny_config, tiny_trainer
 from torch import nn
 
 from shortcut_models.backbones import build_backbone

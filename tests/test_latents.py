@@ -6,9 +6,8 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config, tiny_trainer
+from helpers import assert_one_line_error, run_main, tiny_config, tiny_trainer
 from PIL import Image
-from test_cli import assert_one_line_error, run_main
 
 from shortcut_models.data import build_data
 from shortcut_models.data.folder import folder_data

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import tiny_config
+from helpers import tiny_config
 
 from shortcut_models.checkpoint import load_checkpoint
 from shortcut_models.errors import UsageError
@@ -28,6 +28,7 @@ def assert_close_weights(a, b, atol):
         torch.testing.assert_close(wa[key], wb[key], atol=atol, rtol=0, msg=key)
 
 
+@pytest.mark.slow
 def test_compiled_network_trains_like_the_eager_one(tmp_path):
     train(tmp_path / "eager")
     compiled = train(tmp_path / "compiled", compile=True)
@@ -67,6 +68,7 @@ def test_bad_speed_options_are_clear_errors(tmp_path):
         train(tmp_path / "c", workers=-1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options", [{"precision": "bf16"}, {"compile": True}])
 def test_meanflow_jvp_runs_under_bf16_and_compile(tmp_path, options):
     config = tiny_config(

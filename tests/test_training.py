@@ -9,7 +9,7 @@ import time
 
 import pytest
 import torch
-from conftest import tiny_config, tiny_trainer
+from helpers import tiny_config, tiny_trainer
 
 from shortcut_models.checkpoint import load_checkpoint
 from shortcut_models.data import ToyData
@@ -72,6 +72,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(run_dir):
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_loadable_checkpoint(run_dir):
     command = [
         sys.executable, "-m", "shortcut_models", "train", "--out", str(run_dir),
@@ -94,6 +95,7 @@ def test_sigterm_saves_a_loadable_checkpoint(run_dir):
     assert resumed.step == checkpoint.step
 
 
+@pytest.mark.slow
 def test_training_beats_an_untrained_model(run_dir):
     config = tiny_config(
         data="8gaussians",

@@ -140,6 +140,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         config = TrainConfig.from_dict(json.loads(metadata["config"]))
         step = int(metadata["step"])
         data = DataSpec.from_json(metadata["data"]) if "data" in metadata else None
+    except UsageError:  # a config our validation refuses says so itself
+        raise
     except (KeyError, ValueError, TypeError) as exc:
         raise UsageError(f"{path} has a damaged config ({exc})") from None
     known = {"format", "step", "config", "data"}

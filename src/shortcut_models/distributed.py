@@ -81,6 +81,15 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {name!r}")
 
 
+def unwrap(net: torch.nn.Module, through_ddp: bool = True) -> torch.nn.Module:
+    """The network under torch.compile's wrapper and (with `through_ddp`) DDP's: the plain
+    module whose attributes and forward-mode derivatives the objectives use."""
+    net = getattr(net, "_orig_mod", net)
+    if through_ddp and isinstance(net, torch.nn.parallel.DistributedDataParallel):
+        net = net.module
+    return net
+
+
 def launched_world_size() -> int:
     try:
         return int(os.environ.get("WORLD_SIZE", "1"))

@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 import torch
 
+from shortcut_models.distributed import unwrap
+
 Network = Callable[..., torch.Tensor]
 
 
@@ -59,7 +61,4 @@ def conditional_pair(
 
 def has_guidance_input(model: Network) -> bool:
     """Whether the network (or the one under a DDP / compile wrapper) takes a guidance scale."""
-    for candidate in (model, getattr(model, "module", None), getattr(model, "_orig_mod", None)):
-        if getattr(candidate, "guidance_input", False):
-            return True
-    return False
+    return bool(getattr(unwrap(model), "guidance_input", False))

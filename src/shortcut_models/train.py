@@ -327,7 +327,7 @@ class Trainer:
         if self.options.fsdp:
             self.model.set_requires_gradient_sync(False)
             return _restore_sync(self.model)
-        return getattr(self.net, "_orig_mod", self.net).no_sync()  # DDP, maybe under compile
+        return distributed.unwrap(self.net, through_ddp=False).no_sync()  # DDP
 
     def learning_rate(self, step: int) -> float:
         """Linear warm-up, then constant or cosine decay to zero at config.steps (held at its

@@ -45,9 +45,13 @@ class DigitClassifier(nn.Module):
 
 
 def train_classifier(
-    train: ImageData, test: ImageData, steps: int = 1000, batch: int = 128, seed: int = 0,
+    train: ImageData,
+    test: ImageData,
+    steps: int = 1000,
+    batch: int = 128,
+    seed: int = 0,
     progress: bool = True,
-) -> tuple[DigitClassifier, float]:  # fmt: skip
+) -> tuple[DigitClassifier, float]:
     """Adam, cosine schedule, seeded batches; returns (model in eval mode, test accuracy)."""
     torch.manual_seed(seed)
     model = DigitClassifier(train.num_classes, train.shape[0])

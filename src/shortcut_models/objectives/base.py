@@ -103,6 +103,11 @@ def is_power_of_two(n: int) -> bool:
     return isinstance(n, int) and n >= 1 and n & (n - 1) == 0
 
 
+def num_levels(denoise_timesteps: int) -> int:
+    """log2(M): the step levels 2^0 ... 2^-(log2 M - 1) above the finest 1/M (M a power of two)."""
+    return denoise_timesteps.bit_length() - 1
+
+
 @dataclass
 class Objective:
     """Base class. Subclasses are dataclasses whose fields are their options."""

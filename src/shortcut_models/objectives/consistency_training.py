@@ -21,6 +21,7 @@ from shortcut_models.objectives.base import (
     consistency_velocity,
     grid_times,
     interpolate,
+    num_levels,
 )
 from shortcut_models.options import option
 from shortcut_models.sampling import SamplingSpec
@@ -36,7 +37,7 @@ class ConsistencyTraining(Objective):
 
     def stage(self) -> int:
         """0, 1, ..., log2(M) - 1 over training: the curriculum's level, dt = 2^-stage."""
-        stages = self.denoise_timesteps.bit_length() - 1
+        stages = num_levels(self.denoise_timesteps)
         return min(stages - 1, self.step * stages // max(1, self.total_steps))
 
     @torch.no_grad()

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from shortcut_models.errors import UsageError
-from shortcut_models.objectives.base import Objective, TrainingBatch, adaptive_loss
+from shortcut_models.objectives.base import (
+    Objective,
+    TrainingBatch,
+    adaptive_loss,
+    num_levels,
+)
 from shortcut_models.objectives.pairing import ot_pair
 from shortcut_models.objectives.wavelet import auto_levels, wavelet_loss
 from shortcut_models.options import option
@@ -108,4 +112,4 @@ class FlowMatching(Objective):
 
     @property
     def num_levels(self) -> int:
-        return int(math.log2(self.denoise_timesteps))
+        return num_levels(self.denoise_timesteps)

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from shortcut_models.distributed import unwrap
 from shortcut_models.errors import UsageError
 from shortcut_models.guidance import conditional_pair
 from shortcut_models.objectives.base import (
@@ -43,7 +44,7 @@ from shortcut_models.sampling import SamplingSpec
 
 def base_network(net: nn.Module) -> nn.Module:
     """The module under DDP (forward-mode AD runs on the plain module; gradients do not flow)."""
-    return getattr(net, "module", net)
+    return unwrap(net)
 
 
 def time_derivative(
@@ -123,10 +124,8 @@ class MeanFlow(Objective):
             _, dudt = time_derivative(net, x_t, t, d, y_in, v)
         target = v + broadcast(d, v) * dudt.to(v.dtype)
         num_mean = round(n * self.mean_fraction)
-        return TrainingBatch(
-            x_t=x_t, t=t, d=d, y=y_in, target=target,
-            parts={"mean": slice(0, num_mean), "flow": slice(num_mean, n)},
-        )  # fmt: skip
+        parts = {"mean": slice(0, num_mean), "flow": slice(num_mean, n)}
+        return TrainingBatch(x_t=x_t, t=t, d=d, y=y_in, target=target, parts=parts)
 
     def guided_velocity(
         self,

@@ -27,6 +27,7 @@ from shortcut_models.objectives.base import (
     TrainingBatch,
     broadcast,
     interpolate,
+    num_levels,
 )
 from shortcut_models.objectives.teacher import (
     copy_weights,
@@ -62,7 +63,7 @@ class ProgressiveDistillation(Objective):
     student_ema: nn.Module | None = field(default=None, init=False, repr=False)
 
     def phase(self) -> int:
-        phases = self.denoise_timesteps.bit_length() - 1
+        phases = num_levels(self.denoise_timesteps)
         return min(phases - 1, self.step * phases // max(1, self.total_steps))
 
     def student_steps(self) -> int:

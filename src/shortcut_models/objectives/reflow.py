@@ -71,8 +71,8 @@ class Reflow(Objective):
 
     def targets(self, model, target_model, x1, y, generator) -> TrainingBatch:
         n = x1.shape[0]
-        index = torch.randint(0, len(self.stored["x0"]), (n,), generator=generator,
-                              device=x1.device)  # fmt: skip
+        count = len(self.stored["x0"])
+        index = torch.randint(0, count, (n,), generator=generator, device=x1.device)
         x0, x1 = self.stored["x0"][index], self.stored["x1"][index]
         y = self.stored["y"][index] if "y" in self.stored else None
         t = grid_times(n, self.denoise_timesteps, generator, x1.device)

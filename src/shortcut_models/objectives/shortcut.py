@@ -25,7 +25,13 @@ from torch import nn
 
 from shortcut_models.errors import UsageError
 from shortcut_models.guidance import guided_velocity
-from shortcut_models.objectives.base import TrainingBatch, broadcast, interpolate
+from shortcut_models.objectives.base import (
+    TrainingBatch,
+    broadcast,
+    grid_times,
+    interpolate,
+    num_levels,
+)
 from shortcut_models.objectives.flow_matching import FlowMatching
 from shortcut_models.options import option
 from shortcut_models.sampling import SamplingSpec
@@ -43,12 +49,12 @@ def bootstrap_levels(
     given `rotate_from` (a counter such as the training step) the rows instead take consecutive
     levels starting at position rotate_from * num_bootstrap of the cycle log2(M)-1, ..., 0.
     """
-    num_levels = denoise_timesteps.bit_length() - 1
-    group = num_bootstrap // num_levels
+    count = num_levels(denoise_timesteps)
+    group = num_bootstrap // count
     if group == 0 and rotate_from is not None:
-        position = (rotate_from * num_bootstrap + torch.arange(num_bootstrap)) % num_levels
-        return num_levels - 1 - position
-    levels = torch.arange(num_levels - 1, -1, -1).repeat_interleave(group)
+        position = (rotate_from * num_bootstrap + torch.arange(num_bootstrap)) % count
+        return count - 1 - position
+    levels = torch.arange(count - 1, -1, -1).repeat_interleave(group)
     return torch.cat([levels, torch.zeros(num_bootstrap - levels.numel(), dtype=levels.dtype)])
 
 
@@ -56,13 +62,13 @@ LEVEL_SAMPLINGS = ("groups", "coarse")
 
 
 def coarse_levels(
-    num_bootstrap: int, num_levels: int, generator: torch.Generator, device: torch.device
+    num_bootstrap: int, count: int, generator: torch.Generator, device: torch.device
 ) -> torch.Tensor:
-    """Levels drawn at random with P(k) proportional to 2^-k over 0 .. num_levels-1 (log2(M)
+    """Levels drawn at random with P(k) proportional to 2^-k over 0 .. count-1 (log2(M)
     levels): half the bootstrap rows train the one-step level, a quarter the two-step level, and
     so on; every level appears at any batch size (in expectation), unlike fixed groups with fewer
     rows than levels."""
-    weights = torch.pow(2.0, -torch.arange(num_levels, dtype=torch.float32, device=device))
+    weights = torch.pow(2.0, -torch.arange(count, dtype=torch.float32, device=device))
     return torch.multinomial(weights, num_bootstrap, replacement=True, generator=generator)
 
 
@@ -225,7 +231,7 @@ class Shortcut(FlowMatching):
                     file=sys.stderr,
                 )
         sections = torch.pow(2.0, levels.float())
-        t = torch.floor(torch.rand(nb, generator=generator, device=x1.device) * sections) / sections
+        t = grid_times(nb, sections, generator, x1.device)
         d = 1.0 / sections
         x_t = interpolate(self.noise(x1, generator), x1, t)
         target = self.bootstrap_target(teacher, x_t, t, d, y, w)
