@@ -27,7 +27,7 @@ def main() -> None:
     args = p.parse_args()
     for name in args.data:
         model, accuracy = train_classifier(
-            digit_data(name, "train"), digit_data(name, "test"), STEPS, seed=SEED
+            digit_data(name, "train"), digit_data(name, "test"), steps=STEPS, seed=SEED
         )
         path = weights_path(name)
         path.parent.mkdir(parents=True, exist_ok=True)

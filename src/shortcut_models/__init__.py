@@ -20,6 +20,7 @@ _EXPORTS = {
     "build_objective": "shortcut_models.objectives",
     "load_checkpoint": "shortcut_models.checkpoint",
     "load_run": "shortcut_models.factory",
+    "register_dataset": "shortcut_models.data",
     "sample": "shortcut_models.sampling",
 }
 

@@ -43,7 +43,6 @@ PAPER_ORDER = (
 )
 BEYOND_PAPER = ("meanflow", "ism")  # newer one-step objectives, compared in the same harness
 METHODS = PAPER_ORDER + BEYOND_PAPER
-NEEDS_TEACHER = ("progressive_distillation", "consistency_distillation", "reflow")
 SCORES_NAME = "compare_scores.json"
 EVAL_STEPS = (1, 2, 4, 8, 16, 32, 64, 128)
 
@@ -117,9 +116,9 @@ def _train(config: TrainConfig, run_dir: Path, options: CompareOptions, data: An
 
 def _budget_note(name: str, options: CompareOptions) -> str:
     s = options.base.steps
-    if name in ("progressive_distillation", "consistency_distillation"):
+    if OBJECTIVES[name].needs == "teacher":
         return f"{s // 2} teacher + {s - s // 2} student steps"
-    if name == "reflow":
+    if OBJECTIVES[name].needs == "pairs":
         return (
             f"{s // 2} teacher + {s - s // 2} reflow steps, "
             f"+ {options.pairs_num} pairs x {options.pairs_steps} teacher steps"
@@ -174,7 +173,7 @@ def run_compare(options: CompareOptions) -> dict[str, Any]:
     half = options.base.steps // 2
     seconds: dict[str, float] = {}
     teacher_dir = out / "teacher_flow_matching"
-    if any(o in NEEDS_TEACHER for o in options.objectives):
+    if any(OBJECTIVES[o].needs for o in options.objectives):
         teacher = dataclasses.replace(options.base, objective="flow_matching", steps=half)
         print(f"== teacher: flow_matching, {half} steps", file=sys.stderr)
         seconds["teacher"] = _train(teacher, teacher_dir, options, data)
@@ -183,10 +182,10 @@ def run_compare(options: CompareOptions) -> dict[str, Any]:
     for name in options.objectives:
         extra = dict(options.objective_options.get(name, {}))
         steps = options.base.steps
-        if name in ("progressive_distillation", "consistency_distillation"):
+        if OBJECTIVES[name].needs == "teacher":
             extra["teacher"] = str(teacher_dir.resolve())
             steps = options.base.steps - half
-        if name == "reflow":
+        if OBJECTIVES[name].needs == "pairs":
             tick = time.perf_counter()
             generate_pairs(
                 teacher_dir,

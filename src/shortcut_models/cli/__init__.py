@@ -37,6 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("shortcut: interrupted", file=sys.stderr)
         return 130
+    except UsageError as exc:  # a data set plugin that fails to register
+        print(f"shortcut: error: {exc}", file=sys.stderr)
+        return 2
     # past a file-size limit, a write fails (and is reported) instead of killing the process
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     ok = False

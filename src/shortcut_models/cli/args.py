@@ -83,7 +83,7 @@ def add_device(p: argparse.ArgumentParser, default: str = "auto") -> None:
 
 def add_progress(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--no-progress", dest="progress", action="store_false", help="hide progress bars"
+        "--no-progress", dest="progress", action="store_false", default=True, help="hide progress"
     )
 
 

@@ -56,9 +56,7 @@ def register(subparsers: Any) -> None:
     a.add_device(p)
     a.add_count(p, "--log-every", 100, "steps between metrics.jsonl records")
     a.add_count(p, "--save-every", 1000, "steps between checkpoints")
-    p.add_argument(
-        "--no-progress", dest="progress", action="store_false", default=True, help="hide progress"
-    )
+    a.add_progress(p)
     p.add_argument(
         "--no-tensorboard",
         dest="tensorboard",

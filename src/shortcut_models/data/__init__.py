@@ -6,7 +6,9 @@ its resolution) declare them as a dataclass of `option(...)` fields: the command
 generated from it and the run's config stores the values as `data_options`.
 
 Bring your own data with `register_dataset(name, builder, options, kind=...)` (see the README's
-"Bring your own data"); the built-ins below are registered the same way.
+"Bring your own data"); the built-ins below are registered the same way. A package that
+declares an entry point in the group `shortcut_models.datasets` (a function that calls
+`register_dataset`) makes its sets known to the `shortcut` command too.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any, Protocol
 import torch
 
 from shortcut_models.config import DataKind
+from shortcut_models.data.arrays import VectorData
 from shortcut_models.data.images import ImageData, to_uint8
 from shortcut_models.data.toy2d import TOY_DATASETS, ToyData
 from shortcut_models.errors import UsageError
@@ -52,6 +55,8 @@ class Dataset:
 
 
 _REGISTRY: dict[str, Dataset] = {}
+PLUGIN_GROUP = "shortcut_models.datasets"
+_plugins_loaded = False
 
 
 def register_dataset(
@@ -72,19 +77,39 @@ def register_dataset(
     _REGISTRY[name] = Dataset(name, builder, options, kind, description)
 
 
+def load_plugins() -> None:
+    """Call every installed `shortcut_models.datasets` entry point once (each registers sets)."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group=PLUGIN_GROUP):
+        try:
+            entry.load()()
+        except Exception as exc:  # a broken plugin is the user's to fix, and says which
+            raise UsageError(
+                f"data set plugin '{entry.name}' ({entry.value}) failed: {exc}"
+            ) from None
+
+
 def dataset(name: str) -> Dataset:
     """The registered data set `name`; an unknown name is a UsageError listing the choices."""
+    load_plugins()
     if name not in _REGISTRY:
         raise UsageError(f"unknown data set '{name}' (choose from: {', '.join(dataset_names())})")
     return _REGISTRY[name]
 
 
 def dataset_names(kind: DataKind | None = None) -> list[str]:
+    load_plugins()
     return [name for name, entry in _REGISTRY.items() if kind in (None, entry.kind)]
 
 
 def data_option_classes() -> dict[str, type]:
     """{data set: its options dataclass} for the sources that take options."""
+    load_plugins()
     return {name: entry.options for name, entry in _REGISTRY.items() if entry.options}
 
 
@@ -206,9 +231,9 @@ def _latents(**values: Any) -> DataSource:
 
 
 def _arrays(path: str) -> DataSource:
-    from shortcut_models.data.arrays import ArrayData
+    from shortcut_models.data.arrays import array_data
 
-    return ArrayData(path)
+    return array_data(path)
 
 
 for _name in TOY_DATASETS:
@@ -231,11 +256,13 @@ __all__ = [
     "Dataset",
     "ImageData",
     "ToyData",
+    "VectorData",
     "build_data",
     "data_option_classes",
     "dataset",
     "dataset_names",
     "image_reader",
+    "load_plugins",
     "register_dataset",
     "resolve_data_options",
 ]

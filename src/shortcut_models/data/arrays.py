@@ -24,9 +24,10 @@ def read_arrays(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     if not path.is_file():
         raise UsageError(f"no array file at {path}")
     try:
-        with np.load(path, allow_pickle=False) as loaded:
-            if isinstance(loaded, np.ndarray):
-                return loaded, None
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):  # an .npy
+            return loaded, None
+        with loaded:
             key = "x" if "x" in loaded else "arr_0" if "arr_0" in loaded else None
             if key is None:
                 raise UsageError(f"{path} holds no 'x' (or 'arr_0') array: {list(loaded)}")
@@ -37,27 +38,34 @@ def read_arrays(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
         raise UsageError(f"cannot read {path} as .npy / .npz ({exc})") from None
 
 
-class ArrayData(IndexedData):
-    """Rows of an [N, D] array (optionally labelled) as a training data source."""
+class VectorData(IndexedData):
+    """In-memory vectors [N, D] (optionally labelled [N]) as a training data source: what the
+    `array` source reads from a file, and the quickest way to register vectors made in Python."""
 
     kind = "vector"
 
-    def __init__(self, path: str | Path) -> None:
-        x, y = read_arrays(path)
+    def __init__(
+        self,
+        name: str,
+        vectors: torch.Tensor | np.ndarray,
+        labels: torch.Tensor | np.ndarray | None = None,
+    ) -> None:
+        x = np.asarray(vectors)
         if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 1:
-            raise UsageError(f"{path}: expected an array [N, D] with N >= 2 rows, got {x.shape}")
+            raise UsageError(f"{name}: expected an array [N, D] with N >= 2 rows, got {x.shape}")
         if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
-            raise UsageError(f"{path}: expected real numbers, got {x.dtype}")
+            raise UsageError(f"{name}: expected real numbers, got {x.dtype}")
         if not np.isfinite(x).all():
-            raise UsageError(f"{path}: the array holds NaN or inf values")
-        self.name = f"array:{path}"
+            raise UsageError(f"{name}: the array holds NaN or inf values")
+        self.name = name
         self.vectors = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         self.shape = (int(x.shape[1]),)
         self.labels, self.num_classes = None, 0
-        if y is not None:
+        if labels is not None:
+            y = np.asarray(labels)
             if y.shape != (x.shape[0],) or not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
                 raise UsageError(
-                    f"{path}: 'y' must hold {x.shape[0]} integer labels >= 0, got "
+                    f"{name}: 'y' must hold {x.shape[0]} integer labels >= 0, got "
                     f"{y.dtype} {y.shape}"
                 )
             self.labels = torch.from_numpy(y.astype(np.int64))
@@ -65,7 +73,7 @@ class ArrayData(IndexedData):
         std = self.vectors.std(dim=0)
         if bool(((std < 0.05) | (std > 20)).any()):
             print(
-                f"warning: {path}: column standard deviations range from {float(std.min()):.3g} "
+                f"warning: {name}: column standard deviations range from {float(std.min()):.3g} "
                 f"to {float(std.max()):.3g}; flows train best on standardised columns (std ~1)",
                 file=sys.stderr,
             )
@@ -78,9 +86,20 @@ class ArrayData(IndexedData):
 
     def sample(self, n: int, seed: int) -> torch.Tensor:
         """n rows for reference sets: without replacement, or with it when n exceeds the rows."""
+        return self.labelled_sample(n, seed)[0]
+
+    def labelled_sample(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`sample` with the rows' labels, so a conditional model is scored on the same mix of
+        classes as the reference."""
         generator = torch.Generator().manual_seed(seed)
         if n <= len(self):
             index = torch.randperm(len(self), generator=generator)[:n]
         else:
             index = torch.randint(0, len(self), (n,), generator=generator)
-        return self.vectors[index]
+        return self.vectors[index], None if self.labels is None else self.labels[index]
+
+
+def array_data(path: str | Path) -> VectorData:
+    """The `array` source: the vectors (and labels) of an .npy or .npz file."""
+    x, y = read_arrays(path)
+    return VectorData(f"array:{path}", x, y)

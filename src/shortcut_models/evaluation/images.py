@@ -11,24 +11,18 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from shortcut_models.data import DIGIT_DATASETS
-from shortcut_models.data.images import to_uint8
 from shortcut_models.distributed import SINGLE, Dist, shard_chunks
 from shortcut_models.downloads import cache_dir
 from shortcut_models.errors import UsageError
-from shortcut_models.evaluation.generation import generate
 from shortcut_models.metrics.frechet import FeatureStats, frechet_distance
 from shortcut_models.metrics.precision_recall import precision_recall
-from shortcut_models.objectives import Objective
-from shortcut_models.seeding import EVALUATION, derive_seed
 
 METRICS = ("fid", "fd-digits")
 PR_LIMIT = 10000  # precision / recall on at most this many points per set (k-NN is quadratic)
@@ -140,36 +134,3 @@ def score_images(
     if hasattr(extractor, "class_scores"):
         scores.update(extractor.class_scores(images))
     return scores
-
-
-def evaluate_images(
-    model: nn.Module,
-    objective: Objective,
-    spec: Any,
-    steps: Sequence[int],
-    num: int,
-    extractor: Any,
-    reference: Reference,
-    seed: int = 0,
-    batch: int = 256,
-    cfg: float = 1.0,
-    codec: Any = None,
-    progress: bool = True,
-    dist: Dist = SINGLE,
-) -> dict[int, dict[str, float]]:
-    """Generate `num` images per step budget (same noise, classes in turn) and score them."""
-    from tqdm import tqdm
-
-    from shortcut_models.vae import decode_batched
-
-    labels = None
-    if spec.num_classes:
-        labels = torch.arange(num) % spec.num_classes
-    results = {}
-    noise_seed = derive_seed(seed, EVALUATION)
-    for n in tqdm(steps, desc="step budgets", disable=not (progress and dist.is_main)):
-        x = generate(model, objective, spec.shape, num, n, noise_seed, batch, labels, cfg, dist)
-        if codec is not None:
-            x = decode_batched(codec, x, min(batch, 64))
-        results[n] = score_images(to_uint8(x), extractor, reference, dist)
-    return results

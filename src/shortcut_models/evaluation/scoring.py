@@ -13,19 +13,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from shortcut_models.config import DataSpec, TrainConfig
 from shortcut_models.data import DIGIT_DATASETS, DataSource, build_data
+from shortcut_models.data.images import to_uint8
 from shortcut_models.distributed import SINGLE, Dist, main_first
 from shortcut_models.errors import UsageError
 from shortcut_models.evaluation import images
-from shortcut_models.evaluation.generation import SamplingPlan
+from shortcut_models.evaluation.generation import SamplingPlan, generate
 from shortcut_models.evaluation.vectors import evaluate_vectors
 from shortcut_models.factory import LoadedRun, load_run
 from shortcut_models.plots import metric_vs_steps
 from shortcut_models.report import markdown_table
 from shortcut_models.sampling import check_steps
-from shortcut_models.vae import decoder_for
+from shortcut_models.seeding import EVALUATION, derive_seed
+from shortcut_models.vae import decode_batched, decoder_for
 
 Scores = dict[int, dict[str, float]]  # step budget -> metric name -> value
 IMAGE_COLUMNS = ("precision", "recall", "confident", "class_coverage")
@@ -102,26 +105,37 @@ class ImageScorer:
         return self.references[shape]
 
     def score(self, run: LoadedRun, plan: SamplingPlan, dist: Dist = SINGLE) -> Scores:
+        """`plan.num` images per step budget (the same noise, classes in turn), decoded when
+        the run is on latents, scored against the reference of their shape."""
         spec = run.spec
         codec = decoder_for(spec, self.vae, self.device) if spec.kind == "latent" else None
         shape = spec.shape
         if codec is not None:
             shape = tuple(codec.decode(torch.zeros(1, *spec.shape)).shape[1:])
-        return images.evaluate_images(
-            run.model,
-            run.objective,
-            spec,
-            plan.steps,
-            plan.num,
-            self.extractor,
-            self.reference(shape),
-            seed=plan.seed,
-            batch=min(plan.batch, 4096),
-            cfg=plan.cfg,
-            codec=codec,
-            progress=self.progress,
-            dist=dist,
-        )
+        reference = self.reference(shape)
+        labels = torch.arange(plan.num) % spec.num_classes if spec.num_classes else None
+        batch = min(plan.batch, 4096)
+        noise_seed = derive_seed(plan.seed, EVALUATION)
+        results = {}
+        for n in tqdm(
+            plan.steps, desc="step budgets", disable=not (self.progress and dist.is_main)
+        ):
+            x = generate(
+                run.model,
+                run.objective,
+                spec.shape,
+                plan.num,
+                n,
+                seed=noise_seed,
+                batch_size=batch,
+                labels=labels,
+                cfg_scale=plan.cfg,
+                dist=dist,
+            )
+            if codec is not None:
+                x = decode_batched(codec, x, min(batch, 64))
+            results[n] = images.score_images(to_uint8(x), self.extractor, reference, dist)
+        return results
 
     def score_images(self, batch: torch.Tensor) -> dict[str, float]:
         """Scores of uint8 images (N, C, H, W) a caller generated itself."""

@@ -26,16 +26,23 @@ def evaluate_vectors(
     exact: bool = True,
     dist: Dist = SINGLE,
 ) -> dict[int, dict[str, float]]:
-    """Sliced W2 (and exact W2 when `exact`) between samples and fresh data, per step budget."""
+    """Sliced W2 (and exact W2 when `exact`) between samples and fresh data, per step budget;
+    a conditional model samples the labels of the reference rows."""
     spec = objective.sampling_spec()
     for n in steps:
         check_steps(n, spec)
     if data.kind != "vector":
         raise UsageError(f"'{data.name}' holds images: the 2-D distances do not apply")
-    reference = data.sample(num, derive_seed(seed, EVALUATION))
+    labels = None
+    if data.num_classes and hasattr(data, "labelled_sample"):  # the reference's mix of classes
+        reference, labels = data.labelled_sample(num, derive_seed(seed, EVALUATION))
+    else:
+        reference = data.sample(num, derive_seed(seed, EVALUATION))
     results: dict[int, dict[str, float]] = {}
     for n in steps:
-        generated = generate(model, objective, data.shape, num, n, seed=seed, dist=dist)
+        generated = generate(
+            model, objective, data.shape, num, n, seed=seed, labels=labels, dist=dist
+        )
         scores = {"sliced_w2": sliced_wasserstein(generated, reference, seed=seed)}
         if exact:
             scores["w2"] = wasserstein2(generated, reference)

@@ -47,6 +47,7 @@ class DigitClassifier(nn.Module):
 def train_classifier(
     train: ImageData,
     test: ImageData,
+    *,
     steps: int = 1000,
     batch: int = 128,
     seed: int = 0,

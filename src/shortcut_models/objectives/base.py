@@ -115,6 +115,9 @@ class Objective:
     name: ClassVar[str] = ""
     shards_with_fsdp: ClassVar[bool] = True  # False where the objective copies whole networks
     time_scale: ClassVar[float | None] = None  # t multiplier of the backbone (None: its 1000)
+    # what a run of it needs from a flow-matching teacher run first: "" nothing, "teacher" the
+    # run itself (its `teacher` option), "pairs" reflow pairs sampled from it (`pairs` option)
+    needs: ClassVar[str] = ""
 
     denoise_timesteps: int = option(
         128, "M: the grid of t and the smallest step 1/M, a power of two"

@@ -31,6 +31,7 @@ from shortcut_models.sampling import SamplingSpec
 @dataclass
 class ConsistencyDistillation(Objective):
     name = "consistency_distillation"
+    needs = "teacher"
 
     teacher: str = option("", path=True)  # run folder or checkpoint of the teacher
     teacher_network: nn.Module | None = field(default=None, init=False, repr=False)

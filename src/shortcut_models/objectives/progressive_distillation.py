@@ -44,6 +44,7 @@ CLIP = 4.0
 @dataclass
 class ProgressiveDistillation(Objective):
     name = "progressive_distillation"
+    needs = "teacher"
     shards_with_fsdp = False  # each phase copies the (sharded) student EMA into its teacher
 
     teacher: str = option("", "the flow-matching teacher: its run folder or checkpoint", path=True)

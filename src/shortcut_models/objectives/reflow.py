@@ -48,6 +48,7 @@ def load_pairs(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor
 @dataclass
 class Reflow(Objective):
     name = "reflow"
+    needs = "pairs"
 
     pairs: str = option("", "the folder written by `shortcut pairs`", path=True)
     init_from_teacher: bool = option(
