@@ -1,8 +1,9 @@
 """The one evaluation orchestration: which reference a run is scored against, which feature
 network, what shape its decoded samples have, and the table and plot of the results.
 
-`shortcut evaluate` calls `evaluate_runs`; `compare` and `demo` build the same `Scorer` with
-`scorer_for` and call its `score` (or, for samples they already hold, `score_images`).
+`shortcut evaluate` calls `evaluate_runs`; `compare` builds the same scorer with `scorer_for` and
+calls its `score`; `demo` builds the FD-digits `ImageScorer` and scores the samples it already
+holds with `score_images`.
 """
 
 from __future__ import annotations
