@@ -32,6 +32,13 @@ def tiny_trainer(out_dir, config=None, **options) -> Trainer:
     return Trainer(config or tiny_config(), RunOptions(**opts))
 
 
+def flow_matching_run(tmp_path_factory, steps: int):
+    """A tiny trained flow-matching run (a teacher, or a source to start from) for a module."""
+    run = tmp_path_factory.mktemp("flow") / "run"
+    tiny_trainer(run, tiny_config(objective="flow_matching", steps=steps)).run()
+    return run
+
+
 def run_main(argv, capsys):
     """(exit code, stdout, stderr) of `shortcut ARGV` run in this process."""
     try:

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from helpers import tiny_config, tiny_trainer
+from helpers import flow_matching_run, tiny_config, tiny_trainer
 from torch import nn
 
 from shortcut_models.errors import UsageError
@@ -145,9 +145,7 @@ def interrupt_after_two_steps(run_dir, config):
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
-    run = tmp_path_factory.mktemp("teacher") / "fm"
-    tiny_trainer(run, tiny_config(objective="flow_matching", steps=3)).run()
-    return run
+    return flow_matching_run(tmp_path_factory, steps=3)
 
 
 def test_distillation_starts_from_the_teacher_and_resumes_exactly(teacher, tmp_path):

@@ -114,3 +114,35 @@ def test_one_step_sampling_is_one_network_call():
 def test_bad_options_are_clear_errors():
     with pytest.raises(Exception, match="mean_fraction"):
         build_objective("meanflow", mean_fraction=1.5)
+
+
+@pytest.mark.parametrize(
+    "name, options, shape",
+    [
+        ("mlp", {"dim": 2, "hidden_size": 32, "depth": 2}, (64, 2)),
+        ("DiT-T/8", {"input_size": 16, "in_channels": 1, "hidden_size": 32, "depth": 1,
+                     "num_heads": 2}, (8, 1, 16, 16)),
+    ],
+)  # fmt: skip
+def test_one_pass_gives_the_gradient_of_two_passes(name, options, shape):
+    """The JVP's primal output as the prediction: the same loss and gradients as a second
+    forward pass (float64: equal to the last bit here), and no second network call."""
+    from shortcut_models.backbones import build_backbone
+    from shortcut_models.objectives import build_objective
+
+    torch.manual_seed(0)
+    net = build_backbone(name, num_classes=3, time_scale=1.0, **options).double()
+    x1, y = torch.randn(*shape, dtype=torch.float64), torch.randint(0, 3, (shape[0],))
+    grads, calls = [], []
+    net.register_forward_hook(lambda *_: calls.append(1))
+    for one_pass in (True, False):
+        objective = build_objective("meanflow", num_classes=3, one_pass=one_pass)
+        net.zero_grad()
+        calls.clear()
+        batch = objective.targets(net, net, x1, y, torch.Generator().manual_seed(1))
+        assert (batch.prediction is not None) == one_pass
+        pred = batch.prediction if one_pass else net(*batch.inputs()[0])
+        objective.loss(pred, batch)[0].backward()
+        grads.append(torch.cat([p.grad.flatten() for p in net.parameters()]))
+        assert len(calls) == (1 if one_pass else 2)  # the JVP pass (+ the training forward)
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=1e-12)

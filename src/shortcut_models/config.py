@@ -64,6 +64,13 @@ class TrainConfig:
         "reference evaluates)",
         choices=EVAL_WEIGHTS,
     )
+    init_from: str = option(
+        "",
+        "shortcut / ism / meanflow: start the network (and its EMA) from this run's EMA weights, "
+        "same backbone and data; step-size and guidance embeddings the source lacks start at "
+        "zero; the optimiser starts fresh (fine-tune a flow-matching model into a few-step one)",
+        path=True,
+    )
     recipe: str = ""  # the named recipe the run started from (its values are the fields above)
 
     def __post_init__(self) -> None:

@@ -3,6 +3,7 @@ back from its checkpoint."""
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,3 +80,69 @@ def load_run(
             "nothing sampled from them would be meaningful"
         )
     return LoadedRun(model.to(device).eval(), objective, spec, checkpoint)
+
+
+INIT_OBJECTIVES = ("shortcut", "ism", "meanflow")
+# conditioning inputs a source network may lack: they start at zero, so the start equals it
+NEW_INPUTS = ("cond.d_embedder.", "cond.w_embedder.")
+
+
+def initialise_from(config: TrainConfig, data: DataSource, objective: Objective, networks) -> int:
+    """Load run `config.init_from`'s EMA weights into every network of `networks` (the model and
+    its EMA) after checking that the source has the same data and backbone (the first differing
+    setting is the error). Embedders of inputs the source lacks (step size, guidance scale) keep
+    their first layer and get a zero last layer: they add nothing until trained. Returns the
+    source's step."""
+    if config.objective not in INIT_OBJECTIVES:
+        raise UsageError(
+            f"--init-from applies to {', '.join(INIT_OBJECTIVES)}, not '{config.objective}'"
+        )
+    source = load_checkpoint(config.init_from)
+    difference = _first_difference(source, config, data, objective)
+    if difference:
+        raise UsageError(f"--init-from {source.path}: {difference}; they must match")
+    state = source.tensors("ema")
+    mine = networks[0].state_dict()
+    missing = [k for k in mine if k not in state]
+    unknown = [k for k in state if k not in mine]
+    foreign = [k for k in missing if not k.startswith(NEW_INPUTS)] + unknown
+    if foreign:
+        raise UsageError(f"--init-from {source.path}: weights do not fit ({foreign[0]})")
+    for key in missing:
+        is_last = key.split(".")[-2] == "2"  # mlp.2: the embedder's output layer
+        state[key] = torch.zeros_like(mine[key]) if is_last else mine[key].detach().clone()
+    if not all_finite(state.values()):
+        raise UsageError(f"--init-from {source.path}: its EMA weights hold NaN or inf values")
+    for network in networks:
+        network.load_state_dict(state)
+    return source.step
+
+
+def _first_difference(
+    source: Checkpoint, config: TrainConfig, data: DataSource, objective: Objective
+) -> str | None:
+    """The first setting in which the source run differs from this one, in words."""
+    theirs = source.config
+    spec = source.data or DataSpec.of(build_data(theirs.data, theirs.data_options))
+    for name, a, b in (
+        ("data", theirs.data, config.data),
+        ("data options", theirs.data_options, config.data_options),
+        ("sample shape", tuple(spec.shape), tuple(data.shape)),
+        ("number of classes", spec.num_classes, data.num_classes),
+        ("backbone", theirs.backbone, config.backbone),
+    ):
+        if a != b:
+            return f"its {name} is {a!r}, this run's {b!r}"
+    source_objective = build_objective_for(theirs, spec)
+    their_options = {**source_objective.backbone_options(), **theirs.backbone_options}
+    my_options = {**objective.backbone_options(), **config.backbone_options}
+    cls, _ = resolve_backbone(config.backbone)
+    defaults = {k: v.default for k, v in inspect.signature(cls).parameters.items() if k != "self"}
+    for key in sorted(set(their_options) | set(my_options)):
+        if key == "guidance_input":  # a missing guidance embedding starts at zero
+            continue
+        a, b = their_options.get(key, defaults.get(key)), my_options.get(key, defaults.get(key))
+        if a != b:
+            hint = " (pass --time-scale to match)" if key == "time_scale" else ""
+            return f"its backbone option {key} is {a!r}, this run's {b!r}{hint}"
+    return None

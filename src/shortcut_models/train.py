@@ -39,7 +39,13 @@ from shortcut_models.data import DataSource
 from shortcut_models.distributed import resolve_device, resolve_precision
 from shortcut_models.ema import make_ema, update_ema
 from shortcut_models.errors import TrainingError, UsageError
-from shortcut_models.factory import build_data, build_model_for, build_objective_for, load_run
+from shortcut_models.factory import (
+    build_data,
+    build_model_for,
+    build_objective_for,
+    initialise_from,
+    load_run,
+)
 from shortcut_models.files import atomic_write_text, prepare_out_dir, temporary_files
 from shortcut_models.locking import FolderLock
 from shortcut_models.objectives.base import AttachContext
@@ -183,6 +189,9 @@ class Trainer:
         # run's first record averages the same steps as an uninterrupted run's
         self.log_sums: dict[str, float] = {}
         self.log_count, self.log_seconds = 0, 0.0
+        if checkpoint is None and config.init_from:
+            step = initialise_from(config, self.data, self.objective, [self.model, self.ema])
+            print(f"started from {config.init_from} (step {step})", file=sys.stderr)
         if checkpoint is not None:
             checkpoint.load_weights(self.model, "model")
             checkpoint.load_weights(self.ema, "ema")
@@ -282,7 +291,9 @@ class Trainer:
             with self._gradient_sync(a == accum - 1), self._autocast():
                 batch_ = self.objective.targets(self.net, self.target_net, x1, y, generator)
                 args, kwargs = batch_.inputs()
-                pred = self.net(*args, **kwargs)
+                pred = batch_.prediction
+                if pred is None:
+                    pred = self.net(*args, **kwargs)
                 loss, info = self.objective.loss(pred, batch_)
                 (loss / accum).backward()
             for key, value in {"loss": loss.detach(), **info}.items():

@@ -33,6 +33,9 @@ class TrainingBatch:
     target: torch.Tensor
     parts: dict[str, slice] = field(default_factory=dict)  # named rows, for per-part losses
     w: torch.Tensor | None = None  # guidance scale per row, for intrinsic-guidance networks
+    # the network's output on these inputs, when the objective already computed it with
+    # gradient (MeanFlow's JVP pass); the trainer then makes no call of its own
+    prediction: torch.Tensor | None = None
 
     def inputs(self) -> tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor]]:
         """(args, kwargs) of the network call on these rows."""

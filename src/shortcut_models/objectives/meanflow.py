@@ -88,6 +88,11 @@ class MeanFlow(Objective):
     jvp_ema: bool = option(
         False, "take the JVP through the EMA weights (off: the live ones, as the paper)"
     )
+    one_pass: bool = option(
+        True,
+        "take the training prediction from the JVP's own forward pass (the tangent without "
+        "gradient) instead of a second forward; used on one process without torch.compile",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -119,13 +124,19 @@ class MeanFlow(Objective):
         x_t, v = interpolate(x0, x1, t), flow_velocity(x0, x1)
         y_in = self.drop_labels(y, generator)
         net = base_network(target_model if self.jvp_ema else model)
+        # one pass: the JVP's primal output is the prediction the loss differentiates; only
+        # where the trainer would call this very module (not a DDP / compile wrapper)
+        one_pass = self.one_pass and not self.jvp_ema and net is model and torch.is_grad_enabled()
         with torch.no_grad():
             v = self.guided_velocity(net, x_t, t, v, y_in)
-            _, dudt = time_derivative(net, x_t, t, d, y_in, v)
-        target = v + broadcast(d, v) * dudt.to(v.dtype)
+        with torch.set_grad_enabled(one_pass):
+            u, dudt = time_derivative(net, x_t, t, d, y_in, v)
+        target = v + broadcast(d, v) * dudt.detach().to(v.dtype)
         num_mean = round(n * self.mean_fraction)
         parts = {"mean": slice(0, num_mean), "flow": slice(num_mean, n)}
-        return TrainingBatch(x_t=x_t, t=t, d=d, y=y_in, target=target, parts=parts)
+        batch = TrainingBatch(x_t=x_t, t=t, d=d, y=y_in, target=target, parts=parts)
+        batch.prediction = u if one_pass else None
+        return batch
 
     def guided_velocity(
         self,
