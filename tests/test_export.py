@@ -1,0 +1,73 @@
+"""`shortcut export`: generator files that reproduce the PyTorch sampler (ONNX, torch.export)."""
+
+import numpy as np
+import pytest
+import torch
+from helpers import assert_one_line_error, run_main, tiny_config, tiny_trainer
+
+from shortcut_models.export import export_generator, run_exported
+from shortcut_models.factory import load_run
+from shortcut_models.sampling import sample
+
+pytest.importorskip("onnxruntime", reason="the export extra: pip install -e '.[export]'")
+
+
+@pytest.fixture(scope="module")
+def vector_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("vec") / "run"
+    tiny_trainer(run, tiny_config(steps=5)).run()
+    return run
+
+
+@pytest.fixture(scope="module")
+def digit_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("img") / "run"
+    dit = {"hidden_size": 32, "depth": 1, "num_heads": 2}
+    config = tiny_config(data="mnist", backbone="DiT-T/8", backbone_options=dit, batch_size=8)
+    tiny_trainer(run, config).run()
+    return run
+
+
+@pytest.mark.parametrize("fmt, steps", [("onnx", 1), ("pt2", 4)])
+def test_vector_generator_matches_the_sampler_at_any_batch(vector_run, tmp_path, fmt, steps):
+    out = tmp_path / f"gen.{fmt}"
+    report = export_generator(vector_run, out, steps=steps, fmt=fmt)
+    assert report.max_difference < 1e-4 and report.inputs == ["noise"]
+    run = load_run(vector_run)
+    for batch in (1, 7):
+        noise = torch.randn(batch, 2)
+        expected = sample(run.model, noise, steps, run.objective.sampling_spec())
+        got = run_exported(out, fmt, {"noise": noise})
+        assert got.shape == (batch, 2)
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-4)
+
+
+def test_conditional_image_generator_with_cfg(digit_run, tmp_path, capsys):
+    out = tmp_path / "digits.onnx"
+    argv = ["export", "--ckpt", str(digit_run), "--out", str(out), "--steps", "2", "--cfg", "1.5"]
+    code, printed, err = run_main(argv, capsys)
+    assert code == 0, err
+    assert "inputs noise, labels" in printed and "matches the PyTorch sampler" in printed
+    run = load_run(digit_run)
+    noise, labels = torch.randn(3, 1, 32, 32), torch.tensor([0, 7, 9])
+    x = sample(run.model, noise, 2, run.objective.sampling_spec(), labels, 1.5, 10)
+    got = run_exported(out, "onnx", {"noise": noise, "labels": labels})
+    torch.testing.assert_close(got, (x.clamp(-1, 1) + 1) / 2, rtol=0, atol=1e-4)
+    assert float(got.min()) >= 0 and float(got.max()) <= 1
+    assert np.isfinite(got.numpy()).all()
+
+
+def test_export_errors_are_one_line(vector_run, tmp_path, capsys):
+    base = ["export", "--ckpt", str(vector_run), "--out", str(tmp_path / "g.onnx")]
+    code, _, err = run_main([*base, "--steps", "3"], capsys)
+    assert_one_line_error(code, err, "power-of-two number of steps, got 3")
+    code, _, err = run_main([*base, "--cfg", "2"], capsys)
+    assert_one_line_error(code, err, "unconditional: --cfg does not apply")
+    code, _, err = run_main([*base, "--decode"], capsys)
+    assert_one_line_error(code, err, "--decode applies only to models trained on latents")
+    ct = tmp_path / "ct"
+    tiny_trainer(ct, tiny_config(objective="consistency_training", steps=2)).run()
+    argv = ["export", "--ckpt", str(ct), "--out", str(tmp_path / "c.onnx"), "--steps", "2"]
+    code, _, err = run_main(argv, capsys)
+    assert_one_line_error(code, err, "--no-renoise-sampling")
+    assert not (tmp_path / "g.onnx").exists()
