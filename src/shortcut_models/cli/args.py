@@ -77,6 +77,14 @@ def seed_arg(text: str) -> int:
     return value
 
 
+def add_paths(p: argparse.ArgumentParser, ckpt: str | None, out: str | None) -> None:
+    """The required --ckpt (a run folder or checkpoint file) and --out, with their help."""
+    if ckpt is not None:
+        p.add_argument("--ckpt", required=True, type=Path, help=ckpt)
+    if out is not None:
+        p.add_argument("--out", required=True, type=Path, help=out)
+
+
 def add_device(p: argparse.ArgumentParser, default: str = "auto") -> None:
     p.add_argument("--device", default=default, help="cpu, cuda, cuda:N or auto (default auto)")
 

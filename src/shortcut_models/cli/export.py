@@ -1,4 +1,8 @@
-"""`shortcut export`: write a trained run as a self-contained n-step generator file."""
+"""Unroll the run's sampler for --steps steps into one graph: noise (and class labels for a
+conditional model) in, samples out (images in [0, 1], decoded by the VAE with --decode). The CFG
+scale is fixed at export. The file is then run on seeded noise and compared with the PyTorch
+sampler. ONNX needs pip install -e '.[export]'.
+"""
 
 from __future__ import annotations
 
@@ -9,20 +13,13 @@ from typing import Any
 from shortcut_models.cli import args as a
 
 SUMMARY = "write a run as a one-step (or n-step) generator file: ONNX or a torch.export program"
-DESCRIPTION = (
-    "Unroll the run's sampler for --steps steps into one graph: noise (and class labels for a "
-    "conditional model) in, samples out (images in [0, 1], decoded by the VAE with --decode). "
-    "The CFG scale is fixed at export. The file is then run on seeded noise and compared with "
-    "the PyTorch sampler. ONNX needs pip install -e '.[export]'."
-)
 
 
 def register(subparsers: Any) -> None:
     from shortcut_models.export import FORMATS
 
-    p = a.command(subparsers, "export", run, SUMMARY, DESCRIPTION)
-    p.add_argument("--ckpt", required=True, type=Path, help="run folder or checkpoint file")
-    p.add_argument("--out", required=True, type=Path, help="file to write (.onnx or .pt2)")
+    p = a.command(subparsers, "export", run, SUMMARY, __doc__)  # the docstring describes it
+    a.add_paths(p, "run folder or checkpoint file", "file to write (.onnx or .pt2)")
     a.add_count(p, "--steps", 1, "sampling steps unrolled into the generator")
     p.add_argument("--format", choices=FORMATS, default="onnx", help="onnx (default) or pt2")
     p.add_argument("--cfg", type=float, default=1.0, help="CFG scale, fixed at export (default 1)")

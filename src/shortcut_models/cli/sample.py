@@ -18,8 +18,7 @@ DESCRIPTION = (
 
 def register(subparsers: Any) -> None:
     p = a.command(subparsers, "sample", run, SUMMARY, DESCRIPTION)
-    p.add_argument("--ckpt", required=True, type=Path, help="run folder or checkpoint file")
-    p.add_argument("--out", required=True, type=Path, help="output folder (created if missing)")
+    a.add_paths(p, "run folder or checkpoint file", "output folder (created if missing)")
     p.add_argument(
         "--cfg",
         type=float,

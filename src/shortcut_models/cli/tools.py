@@ -42,7 +42,7 @@ def register_stats(subparsers: Any) -> None:
 
     p = a.command(subparsers, "stats", run_stats, STATS_SUMMARY, STATS_DESCRIPTION)
     p.add_argument("--ref", required=True, help="data set name, image folder or .npz of images")
-    p.add_argument("--out", required=True, type=Path, help="statistics file to write (.npz)")
+    a.add_paths(p, None, "statistics file to write (.npz)")
     p.add_argument("--metric", choices=METRICS, default="fid", help="feature network (fid)")
     a.add_count(p, "--ref-num", 50000, "images to use at most")
     a.add_count(p, "--resolution", 32, "image folders: side of the center-cropped square")
@@ -82,7 +82,7 @@ def register_encode(subparsers: Any) -> None:
     p.add_argument("--data", required=True, choices=dataset_names("image"), help="image data set")
     a.add_options(p, a.data_options(), skip=("flip",))
     p.add_argument("--vae", type=Path, help="AutoencoderKL folder (diffusers layout) or file")
-    p.add_argument("--out", required=True, type=Path, help="shard folder (created if missing)")
+    a.add_paths(p, None, "shard folder (created if missing)")
     a.add_count(p, "--batch", 32, "images per VAE call")
     a.add_count(p, "--shard-size", 4096, "images per shard")
     a.add_device(p)
@@ -110,8 +110,7 @@ def run_encode(args: argparse.Namespace) -> int:
 
 def register_pairs(subparsers: Any) -> None:
     p = a.command(subparsers, "pairs", run_pairs, PAIRS_SUMMARY, PAIRS_DESCRIPTION)
-    p.add_argument("--ckpt", required=True, type=Path, help="the teacher run or checkpoint")
-    p.add_argument("--out", required=True, type=Path, help="pairs folder (created if missing)")
+    a.add_paths(p, "the teacher run or checkpoint", "pairs folder (created if missing)")
     a.add_count(p, "--num", 50000, "pairs")
     a.add_count(p, "--steps", 32, "teacher sampling steps")
     p.add_argument("--cfg", type=float, default=1.0, help="teacher CFG scale (default 1)")
