@@ -95,15 +95,15 @@ def main() -> None:
             handle.write(json.dumps(row) + "\n")
     every = [json.loads(line) for line in (RESULTS / "init_from.jsonl").read_text().splitlines()]
     table = markdown_table(
-        ["data", "arm", "train s", *(f"{b} step(s)" for b in BUDGETS)],
-        [[r["data"], r["arm"], round(r["train_seconds"]), *(r["scores"][str(b)] for b in BUDGETS)]
-         for r in every],
-    )  # fmt: skip
+        ["data", "arm", *(f"{b} step(s)" for b in BUDGETS)],
+        [[r["data"], r["arm"], *(r["scores"][str(b)] for b in BUDGETS)] for r in every],
+    )
     text = (
         "# Flow matching then shortcut (`--init-from`) vs shortcut from scratch\n\n"
         "Same total optimizer steps per pair of arms (N + N/4 = 1.25 N). checkerboard: sliced W2 "
         "(2,000 points); mnist: FD-digits (200 samples, CFG 1.5). Lower is better. Fixed step "
-        f"count. Machine: {machine}.\n\nReproduce: `python benchmarks/init_from.py --data DATA "
+        f"count (training seconds are in init_from.jsonl). Machine: {machine}.\n\n"
+        "Reproduce: `python benchmarks/init_from.py --data DATA "
         "--n N`\n\n"
     )
     (RESULTS / "init_from.md").write_text(text + table + "\n")
