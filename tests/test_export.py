@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from helpers import assert_one_line_error, run_main, tiny_config, tiny_trainer
+from helpers import assert_one_line_error, digit_run, run_main, tiny_config, tiny_trainer
 
 from shortcut_models.export import export_generator, run_exported
 from shortcut_models.factory import load_run
@@ -20,12 +20,8 @@ def vector_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def digit_run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("img") / "run"
-    dit = {"hidden_size": 32, "depth": 1, "num_heads": 2}
-    config = tiny_config(data="mnist", backbone="DiT-T/8", backbone_options=dit, batch_size=8)
-    tiny_trainer(run, config).run()
-    return run
+def digits(tmp_path_factory):
+    return digit_run(tmp_path_factory)
 
 
 @pytest.mark.parametrize("fmt, steps", [("onnx", 1), ("pt2", 4)])
@@ -42,13 +38,13 @@ def test_vector_generator_matches_the_sampler_at_any_batch(vector_run, tmp_path,
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-4)
 
 
-def test_conditional_image_generator_with_cfg(digit_run, tmp_path, capsys):
+def test_conditional_image_generator_with_cfg(digits, tmp_path, capsys):
     out = tmp_path / "digits.onnx"
-    argv = ["export", "--ckpt", str(digit_run), "--out", str(out), "--steps", "2", "--cfg", "1.5"]
+    argv = ["export", "--ckpt", str(digits), "--out", str(out), "--steps", "2", "--cfg", "1.5"]
     code, printed, err = run_main(argv, capsys)
     assert code == 0, err
     assert "inputs noise, labels" in printed and "matches the PyTorch sampler" in printed
-    run = load_run(digit_run)
+    run = load_run(digits)
     noise, labels = torch.randn(3, 1, 32, 32), torch.tensor([0, 7, 9])
     x = sample(run.model, noise, 2, run.objective.sampling_spec(), labels, 1.5, 10)
     got = run_exported(out, "onnx", {"noise": noise, "labels": labels})

@@ -11,11 +11,11 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from shortcut_models.cli import compare, demo, evaluate, export, sample, tools, train
+from shortcut_models.cli import compare, demo, evaluate, export, sample, serve, tools, train
 from shortcut_models.cli.args import Parser
 from shortcut_models.errors import TrainingError, UsageError
 
-COMMANDS = (train, sample, evaluate, tools, export, compare, demo)
+COMMANDS = (train, sample, evaluate, tools, export, serve, compare, demo)
 
 
 def build_parser() -> Parser:
