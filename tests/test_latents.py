@@ -155,3 +155,27 @@ def test_encode_cli_on_a_folder(image_folder, vae_dir, tmp_path, capsys):
     code, out, err = run_main(argv, capsys)
     assert code == 0, err
     assert "encoded 10 images (+ mirrors) as 4x4x4 latents" in out
+
+
+def test_export_with_the_vae_decoder_inside(image_folder, vae_dir, tmp_path, capsys):
+    pytest.importorskip("onnxruntime", reason="the export extra: pip install -e '.[export]'")
+    encode(image_folder, vae_dir, tmp_path / "lat")
+    config = tiny_config(
+        data="latents",
+        data_options={"path": str(tmp_path / "lat")},
+        backbone="DiT-T/2",
+        backbone_options={"hidden_size": 32, "depth": 1, "num_heads": 2},
+        batch_size=8,
+        steps=2,
+    )
+    tiny_trainer(tmp_path / "run", config).run()
+    out = tmp_path / "gen.onnx"
+    argv = ["export", "--ckpt", str(tmp_path / "run"), "--out", str(out), "--decode"]
+    code, printed, err = run_main(argv, capsys)
+    assert code == 0, err
+    assert "matches the PyTorch sampler" in printed
+    from shortcut_models.export import run_exported
+
+    inputs = {"noise": torch.randn(2, 4, 4, 4), "labels": torch.zeros(2, dtype=torch.long)}
+    images = run_exported(out, "onnx", inputs)
+    assert images.shape == (2, 3, 8, 8) and 0 <= float(images.min()) <= float(images.max()) <= 1
