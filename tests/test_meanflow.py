@@ -146,3 +146,60 @@ def test_one_pass_gives_the_gradient_of_two_passes(name, options, shape):
         grads.append(torch.cat([p.grad.flatten() for p in net.parameters()]))
         assert len(calls) == (1 if one_pass else 2)  # the JVP pass (+ the training forward)
     torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=1e-12)
+
+
+def test_hand_written_attention_jvp_equals_the_math_kernel_s():
+    """The attention tangent of backbones.attention (fused forward, blocks of queries) against
+    the math kernel's automatic forward-mode rule, in float64; the primal's gradient too."""
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from shortcut_models.backbones import attention as module
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 300, 16, dtype=torch.float64) for _ in range(3))
+    tangents = tuple(torch.randn_like(q) for _ in range(3))
+    with sdpa_kernel(SDPBackend.MATH):
+        reference = torch.func.jvp(
+            lambda a, b, c: F.scaled_dot_product_attention(a, b, c, scale=0.25), (q, k, v), tangents
+        )
+    with module.jvp_attention():
+        primal, tangent = torch.func.jvp(
+            lambda a, b, c: module.attention(a, b, c, 0.25), (q, k, v), tangents
+        )
+    assert module.CHUNK < 300  # several query blocks were used
+    torch.testing.assert_close(primal, reference[0], rtol=0, atol=1e-12)
+    torch.testing.assert_close(tangent, reference[1], rtol=0, atol=1e-5)
+    assert float((tangent - reference[1]).abs().max()) < 1e-12
+    mine, theirs = q.clone().requires_grad_(), q.clone().requires_grad_()
+    with module.jvp_attention():
+        torch.func.jvp(lambda a: module.attention(a, k, v, 0.25), (mine,), tangents[:1])[
+            0
+        ].sum().backward()
+    F.scaled_dot_product_attention(theirs, k, v, scale=0.25).sum().backward()
+    torch.testing.assert_close(mine.grad, theirs.grad, rtol=0, atol=1e-12)
+
+
+def test_a_dit_jvp_with_the_hand_written_rule_equals_the_math_kernel_s():
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from shortcut_models.backbones import build_backbone
+    from shortcut_models.backbones.attention import jvp_attention
+
+    torch.manual_seed(0)
+    net = build_backbone(
+        "DiT-T/4", input_size=16, in_channels=1, hidden_size=32, depth=2, num_heads=2,
+        num_classes=3, time_scale=1.0,
+    ).double()  # fmt: skip
+    x, v = torch.randn(4, 1, 16, 16, dtype=torch.float64), torch.randn(4, 1, 16, 16).double()
+    t, d, y = torch.rand(4).double(), torch.rand(4).double() * 0.1, torch.tensor([0, 1, 2, 3])
+    ones = torch.ones_like(t)
+
+    def fn(a, b, c):
+        return net(a, b, c, y)
+
+    with sdpa_kernel(SDPBackend.MATH):
+        reference = torch.func.jvp(fn, (x, t, d), (v, ones, -ones))
+    with jvp_attention():
+        got = torch.func.jvp(fn, (x, t, d), (v, ones, -ones))
+    torch.testing.assert_close(got[1], reference[1], rtol=0, atol=1e-5)

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from shortcut_models.backbones.attention import attention
 from shortcut_models.backbones.embeddings import Conditioning
 from shortcut_models.backbones.mlp import modulate
 from shortcut_models.options import option
@@ -89,7 +89,7 @@ class Attention(nn.Module):
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        out = attention(q, k, v, self.scale)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
 

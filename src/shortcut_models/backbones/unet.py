@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shortcut_models.backbones.attention import attention
 from shortcut_models.backbones.dit import square_image_options
 from shortcut_models.backbones.embeddings import Conditioning
 from shortcut_models.options import option
@@ -67,7 +68,7 @@ class SelfAttention(nn.Module):
         b, ch, hgt, wid = x.shape
         qkv = self.qkv(self.norm(x)).reshape(b, 3, self.num_heads, ch // self.num_heads, -1)
         q, k, v = qkv.transpose(-1, -2).unbind(1)  # (b, heads, pixels, head dim)
-        out = F.scaled_dot_product_attention(q, k, v)
+        out = attention(q, k, v, q.shape[-1] ** -0.5)  # SDPA's default scale
         return x + self.proj(out.transpose(-1, -2).reshape(b, ch, hgt, wid))
 
 

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from shortcut_models.backbones.attention import jvp_attention
 from shortcut_models.distributed import unwrap
 from shortcut_models.errors import UsageError
 from shortcut_models.guidance import conditional_pair
@@ -57,10 +57,11 @@ def time_derivative(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(u, du/dt) along the path with the end t + d fixed: one JVP with tangents (v, 1, -1).
 
-    Attention runs on the math kernel here: the fused kernels have no forward-mode derivative.
+    Attention takes the fused kernel with a hand-written tangent (`backbones.attention`): the
+    fused kernels have no forward-mode derivative of their own.
     """
     ones = torch.ones_like(t)
-    with sdpa_kernel(SDPBackend.MATH):
+    with jvp_attention():
         return torch.func.jvp(
             lambda x_, t_, d_: net(x_, t_, d_, y), (x, t, d), (v.to(x.dtype), ones, -ones)
         )
