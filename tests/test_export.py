@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from helpers import assert_one_line_error, digit_run, run_main, tiny_config, tiny_trainer
+from helpers import assert_one_line_error, run_main, tiny_config, tiny_digit_run, tiny_trainer
 
 from shortcut_models.export import export_generator, run_exported
 from shortcut_models.factory import load_run
@@ -21,7 +21,7 @@ def vector_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
-    return digit_run(tmp_path_factory)
+    return tiny_digit_run(tmp_path_factory.mktemp("digits") / "run")
 
 
 @pytest.mark.parametrize("fmt, steps", [("onnx", 1), ("pt2", 4)])

@@ -13,7 +13,14 @@ import time
 import numpy as np
 import pytest
 import torch
-from helpers import assert_one_line_error, run_main, tiny_config, tiny_trainer, write_image
+from helpers import (
+    assert_one_line_error,
+    run_main,
+    tiny_config,
+    tiny_digit_run,
+    tiny_trainer,
+    write_image,
+)
 
 from shortcut_models.checkpoint import (
     CHECKPOINT_NAME,
@@ -333,11 +340,7 @@ def reference_file(tmp_path, name, **arrays):
 
 
 def test_damaged_reference_files_are_refused_before_sampling(tmp_path, capsys):
-    run = tmp_path / "run"
-    tiny_trainer(
-        run,
-        tiny_config(data="mnist", backbone="DiT-T/4", backbone_options={}, batch_size=8, steps=1),
-    ).run()
+    run = tiny_digit_run(tmp_path / "run")
     good = reference_file(tmp_path, "good.npz", mu=np.zeros(4), sigma=np.eye(4))
     truncated = tmp_path / "truncated.npz"
     truncated.write_bytes(good.read_bytes()[:100])
@@ -431,11 +434,7 @@ def test_compare_keeps_a_given_zero(tmp_path, capsys):
 
 
 def test_sampling_refuses_what_memory_or_the_folder_cannot_hold(tmp_path, capsys):
-    run = tmp_path / "run"
-    tiny_trainer(
-        run,
-        tiny_config(data="mnist", backbone="DiT-T/4", backbone_options={}, batch_size=8, steps=1),
-    ).run()
+    run = tiny_digit_run(tmp_path / "run")
     code, _, err = run_main(
         ["sample", "--ckpt", str(run), "--num", "1000000000000", "--out", str(tmp_path / "s")],
         capsys,

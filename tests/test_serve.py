@@ -9,7 +9,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from helpers import digit_run, tiny_config, tiny_trainer
+from helpers import tiny_config, tiny_digit_run, tiny_trainer
 
 from shortcut_models.serve import Playground, make_server
 
@@ -22,7 +22,7 @@ def serving(run):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    httpd, url = serving(digit_run(tmp_path_factory))
+    httpd, url = serving(tiny_digit_run(tmp_path_factory.mktemp("digits") / "run"))
     yield url
     httpd.shutdown()
     httpd.server_close()

@@ -29,7 +29,7 @@ from shortcut_models.files import atomic_write_text, prepare_out_dir
 from shortcut_models.objectives import OBJECTIVES
 from shortcut_models.pairs import generate_pairs
 from shortcut_models.report import markdown_table, write_json
-from shortcut_models.sampling import check_steps
+from shortcut_models.sampling import STEP_BUDGETS, check_steps
 from shortcut_models.train import RunOptions, Trainer
 
 PAPER_ORDER = (
@@ -44,7 +44,6 @@ PAPER_ORDER = (
 BEYOND_PAPER = ("meanflow", "ism")  # newer one-step objectives, compared in the same harness
 METHODS = PAPER_ORDER + BEYOND_PAPER
 SCORES_NAME = "compare_scores.json"
-EVAL_STEPS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
 # Per kind of data: backbone, steps, batch size, lr (EMA 0.99 and cosine decay for both).
@@ -85,7 +84,7 @@ class CompareOptions:
     base: TrainConfig  # data, backbone, steps (the budget S), batch, lr, EMA, seed
     out: Path
     objectives: tuple[str, ...] = METHODS
-    eval_steps: tuple[int, ...] = EVAL_STEPS
+    eval_steps: tuple[int, ...] = STEP_BUDGETS
     num: int = 2000
     metric: str = "auto"  # sliced W2 for 2-D data, fd-digits for MNIST-like, else fid
     pairs_num: int = 10000

@@ -25,9 +25,9 @@ from shortcut_models.image_io import save_grid
 from shortcut_models.objectives import Objective
 from shortcut_models.recipes import apply_recipe, recipe, recipe_precision
 from shortcut_models.report import markdown_table, write_json
+from shortcut_models.sampling import STEP_BUDGETS
 from shortcut_models.train import RunOptions, Trainer
 
-BUDGETS = [1, 2, 4, 8, 16, 32, 64, 128]
 REFERENCE_NUM = 10000  # training images whose classifier features form the reference
 SAMPLE_CHUNK = 100
 COLUMNS = ("fd_digits", "precision", "recall", "confident", "class_coverage")
@@ -152,7 +152,7 @@ def run_demo(options: DemoOptions) -> dict[str, dict[str, float]]:
         shape=data.shape,
         num_classes=data.num_classes,
         scorer=scorer,
-        budgets=BUDGETS,
+        budgets=STEP_BUDGETS,
         num=options.num,
         seed=options.seed,
         cfg=options.cfg,
@@ -168,7 +168,7 @@ def run_demo(options: DemoOptions) -> dict[str, dict[str, float]]:
     )
     rows = [
         [n, *(metrics[str(n)][k] for k in COLUMNS), metrics[str(n)]["sample_seconds"]]
-        for n in BUDGETS
+        for n in STEP_BUDGETS
     ]
     headers = ["steps", "FD-digits", "precision", "recall", "confident", "class coverage"]
     table = markdown_table([*headers, "sampling s"], rows)

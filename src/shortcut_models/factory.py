@@ -43,12 +43,6 @@ def build_model_for(
     return build_backbone(config.backbone, **fixed, **options)
 
 
-def build_parts(config: TrainConfig) -> tuple[DataSource, Objective, nn.Module]:
-    data = build_data(config.data, config.data_options)
-    objective = build_objective_for(config, data)
-    return data, objective, build_model_for(config, data, objective)
-
-
 @dataclass(frozen=True)
 class LoadedRun:
     """A trained run ready for sampling: its network (eval mode), objective, data spec and

@@ -10,6 +10,9 @@ import torch
 from shortcut_models.errors import UsageError
 from shortcut_models.guidance import guided_velocity
 
+# the step budgets a shortcut model with M = 128 allows, and the ones every table reports
+STEP_BUDGETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
 
 @dataclass(frozen=True)
 class SamplingSpec:

@@ -357,7 +357,7 @@ class Trainer:
     @property
     def evaluated(self) -> torch.nn.Module:
         """The network sample and evaluate use: the EMA, or the raw weights where the config's
-        eval_weights says "model" (as `load_model` chooses for a saved run)."""
+        eval_weights says "model" (as `load_run` chooses for a saved run)."""
         return self.model if self.config.eval_weights == "model" else self.ema
 
     def _last_good(self) -> str:

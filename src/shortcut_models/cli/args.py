@@ -12,7 +12,6 @@ from typing import Any, NoReturn, TypeVar
 
 from shortcut_models.options import Option
 
-POWERS_OF_TWO = [1, 2, 4, 8, 16, 32, 64, 128]
 T = TypeVar("T")
 
 

@@ -22,9 +22,10 @@ SHARED = ("backbone", "steps", "batch_size", "lr", "ema_decay", "seed")
 
 
 def register(subparsers: Any) -> None:
-    from shortcut_models.compare import EVAL_STEPS, METHODS
+    from shortcut_models.compare import METHODS
     from shortcut_models.data import dataset_names
     from shortcut_models.evaluation.images import METRICS
+    from shortcut_models.sampling import STEP_BUDGETS
 
     p = a.command(subparsers, "compare", run, SUMMARY, DESCRIPTION)
     p.add_argument("--data", required=True, choices=dataset_names(), help="data set")
@@ -50,7 +51,7 @@ def register(subparsers: Any) -> None:
         "--eval-steps",
         nargs="+",
         type=a.positive_int,
-        default=list(EVAL_STEPS),
+        default=list(STEP_BUDGETS),
         help="sampling step budgets evaluated, where a method allows them",
     )
     a.add_count(p, "--num", 2000, "samples per evaluation")

@@ -20,6 +20,7 @@ DESCRIPTION = (
 
 def register(subparsers: Any) -> None:
     from shortcut_models.evaluation.images import METRICS
+    from shortcut_models.sampling import STEP_BUDGETS
 
     p = a.command(subparsers, "evaluate", run, SUMMARY, DESCRIPTION)
     p.add_argument(
@@ -59,7 +60,7 @@ def register(subparsers: Any) -> None:
         help="vectors: skip the exact W2 (slow beyond a few thousand points)",
     )
     a.add_progress(p)
-    a.add_sampling(p, a.POWERS_OF_TWO, 2000)
+    a.add_sampling(p, list(STEP_BUDGETS), 2000)
 
 
 def run(args: argparse.Namespace) -> int:

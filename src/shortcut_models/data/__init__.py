@@ -14,6 +14,7 @@ declares an entry point in the group `shortcut_models.datasets` (a function that
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -27,7 +28,7 @@ from shortcut_models.data.toy2d import TOY_DATASETS, ToyData
 from shortcut_models.errors import UsageError
 from shortcut_models.options import declared_options, option
 
-DATA_KINDS: tuple[DataKind, ...] = ("vector", "image", "latent")
+DATA_KINDS: tuple[DataKind, ...] = typing.get_args(DataKind)
 
 
 class DataSource(Protocol):

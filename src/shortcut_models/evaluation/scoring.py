@@ -32,7 +32,13 @@ from shortcut_models.seeding import EVALUATION, derive_seed
 from shortcut_models.vae import decode_batched, decoder_for
 
 Scores = dict[int, dict[str, float]]  # step budget -> metric name -> value
-IMAGE_COLUMNS = ("precision", "recall", "confident", "class_coverage")
+# the image scores after the headline metric: key -> table header
+IMAGE_COLUMNS = {
+    "precision": "precision",
+    "recall": "recall",
+    "confident": "confident",
+    "class_coverage": "class coverage",
+}
 
 
 def default_reference(config: TrainConfig) -> str:
@@ -51,17 +57,20 @@ def default_metric(data: str) -> str:
 class VectorScorer:
     """Sliced W2 (and exact W2) against fresh draws of the run's own data."""
 
-    label, key, columns = "sliced W2", "sliced_w2", ("w2",)
+    label, key, columns = "sliced W2", "sliced_w2", {"w2": "W2"}
 
-    def __init__(self, exact: bool = True, data: DataSource | None = None) -> None:
+    def __init__(
+        self, exact: bool = True, data: DataSource | None = None, dist: Dist = SINGLE
+    ) -> None:
         self.exact = exact
         self.data = data  # None: each run's own data, built from its config
+        self.dist = dist
 
-    def score(self, run: LoadedRun, plan: SamplingPlan, dist: Dist = SINGLE) -> Scores:
+    def score(self, run: LoadedRun, plan: SamplingPlan) -> Scores:
         config = run.checkpoint.config
         data = self.data or build_data(config.data, config.data_options)
         return evaluate_vectors(
-            run.model, run.objective, data, plan.steps, plan.num, plan.seed, self.exact, dist
+            run.model, run.objective, data, plan.steps, plan.num, plan.seed, self.exact, self.dist
         )
 
 
@@ -105,7 +114,7 @@ class ImageScorer:
             )
         return self.references[shape]
 
-    def score(self, run: LoadedRun, plan: SamplingPlan, dist: Dist = SINGLE) -> Scores:
+    def score(self, run: LoadedRun, plan: SamplingPlan) -> Scores:
         """`plan.num` images per step budget (the same noise, classes in turn), decoded when
         the run is on latents, scored against the reference of their shape."""
         spec = run.spec
@@ -117,7 +126,7 @@ class ImageScorer:
         labels = torch.arange(plan.num) % spec.num_classes if spec.num_classes else None
         batch = min(plan.batch, 4096)
         noise_seed = derive_seed(plan.seed, EVALUATION)
-        results = {}
+        results, dist = {}, self.dist
         for n in tqdm(
             plan.steps, desc="step budgets", disable=not (self.progress and dist.is_main)
         ):
@@ -155,6 +164,7 @@ def scorer_for(
     ref: str | None = None,
     exact: bool = True,
     data: DataSource | None = None,
+    dist: Dist = SINGLE,
     **image_options: Any,
 ) -> VectorScorer | ImageScorer:
     """The scorer of a run's kind of data: vectors against fresh draws of `data` (default: each
@@ -165,9 +175,10 @@ def scorer_for(
             raise UsageError(
                 "--ref applies to image models; 2-D models are scored against their data"
             )
-        return VectorScorer(exact, data)
+        return VectorScorer(exact, data, dist)
     metric = default_metric(config.data) if metric == "auto" else metric
-    return ImageScorer(metric, ref or default_reference(config), config.data, **image_options)
+    ref = ref or default_reference(config)
+    return ImageScorer(metric, ref, config.data, dist=dist, **image_options)
 
 
 @dataclass
@@ -218,14 +229,12 @@ def evaluate_runs(
     )
     results, rows, curves = {}, [], {}
     for name, run in runs.items():
-        scores = scorer.score(run, options, dist)
+        scores = scorer.score(run, options)
         results[name] = {str(n): s for n, s in scores.items()}
         curves[name] = {n: s[scorer.key] for n, s in scores.items()}
         for n, s in scores.items():
             rows.append([name, n, s[scorer.key], *(s.get(k, "-") for k in scorer.columns)])
-    headers = ["checkpoint", "steps", scorer.label]
-    headers += ["W2"] if isinstance(scorer, VectorScorer) else ["precision", "recall"]
-    headers += [] if isinstance(scorer, VectorScorer) else ["confident", "class coverage"]
+    headers = ["checkpoint", "steps", scorer.label, *scorer.columns.values()]
     plot = None
     if isinstance(scorer, ImageScorer) and options.plot is not None and dist.is_main:
         title = f"{scorer.label} vs {scorer.description}, cfg {options.cfg}"
