@@ -126,7 +126,7 @@ def test_bad_options_are_clear_errors():
 )  # fmt: skip
 def test_one_pass_gives_the_gradient_of_two_passes(name, options, shape):
     """The JVP's primal output as the prediction: the same loss and gradients as a second
-    forward pass (float64: equal to the last bit here), and no second network call."""
+    forward pass (float64: equal to 1e-12), and no row evaluated twice."""
     from shortcut_models.backbones import build_backbone
     from shortcut_models.objectives import build_objective
 
@@ -134,7 +134,13 @@ def test_one_pass_gives_the_gradient_of_two_passes(name, options, shape):
     net = build_backbone(name, num_classes=3, time_scale=1.0, **options).double()
     x1, y = torch.randn(*shape, dtype=torch.float64), torch.randint(0, 3, (shape[0],))
     grads, calls = [], []
-    net.register_forward_hook(lambda *_: calls.append(1))
+    evaluate = net.forward_with_tangent  # forward() goes through it too
+
+    def counted(*args, **kwargs):
+        calls.append(args[0].shape[0])  # rows evaluated
+        return evaluate(*args, **kwargs)
+
+    net.forward_with_tangent = counted
     for one_pass in (True, False):
         objective = build_objective("meanflow", num_classes=3, one_pass=one_pass)
         net.zero_grad()
@@ -144,7 +150,10 @@ def test_one_pass_gives_the_gradient_of_two_passes(name, options, shape):
         pred = batch.prediction if one_pass else net(*batch.inputs()[0])
         objective.loss(pred, batch)[0].backward()
         grads.append(torch.cat([p.grad.flatten() for p in net.parameters()]))
-        assert len(calls) == (1 if one_pass else 2)  # the JVP pass (+ the training forward)
+        # one pass: the JVP on the rows with d != 0, a forward on the others, each row once;
+        # two passes: the same JVP, then the training forward on every row
+        num_mean = round(shape[0] * objective.mean_fraction)
+        assert calls == ([num_mean, shape[0] - num_mean] if one_pass else [num_mean, shape[0]])
     torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=1e-12)
 
 
@@ -203,3 +212,55 @@ def test_a_dit_jvp_with_the_hand_written_rule_equals_the_math_kernel_s():
     with jvp_attention():
         got = torch.func.jvp(fn, (x, t, d), (v, ones, -ones))
     torch.testing.assert_close(got[1], reference[1], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "name, options, shape",
+    [
+        ("mlp", {"dim": 3, "hidden_size": 16, "depth": 2}, (6, 3)),
+        ("DiT-T/4", {"input_size": 16, "in_channels": 2, "hidden_size": 32, "depth": 2,
+                     "num_heads": 2}, (4, 2, 16, 16)),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("guidance_input", [False, True])
+def test_hand_written_tangents_equal_forward_mode_autodiff(name, options, shape, guidance_input):
+    """forward_with_tangent (backbones.tangent) against torch.func.jvp through the plain forward
+    with the math attention kernel, in float64: the value is the forward's to the last bit (and
+    so are its gradients), the tangent equal to 1e-10 (relative); blocks with activation checkpointing too."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    torch.manual_seed(0)
+    net = build_backbone(
+        name, num_classes=3, time_scale=1.0, guidance_input=guidance_input, **options
+    ).double()
+    for p in net.parameters():  # no zero-initialised layers: every path carries a tangent
+        torch.nn.init.normal_(p, std=0.3)
+    x, dx = torch.randn(*shape).double(), torch.randn(*shape).double()
+    t, d, y = (
+        torch.rand(shape[0]).double(),
+        torch.rand(shape[0]).double() * 0.3,
+        torch.arange(shape[0]) % 4,
+    )
+    w = 1 + torch.rand(shape[0]).double() if guidance_input else None
+    dt, dd = torch.randn_like(t), torch.randn_like(d)
+    with sdpa_kernel(SDPBackend.MATH):
+        value, tangent = torch.func.jvp(lambda a, b, c: net(a, b, c, y, w), (x, t, d), (dx, dt, dd))
+    got = net.forward_with_tangent(x, t, d, y, w, dx=dx, dt=dt, dd=dd)
+    assert torch.equal(got.value, net(x, t, d, y, w)) and not got.tangent.requires_grad
+    torch.testing.assert_close(got.value, value, rtol=0, atol=1e-10)  # the math kernel's
+    torch.testing.assert_close(got.tangent, tangent, rtol=1e-10, atol=1e-10)
+    assert float(tangent.abs().max()) > 1e-2
+    only_t = net.forward_with_tangent(x, t, d, y, w, dt=dt)  # missing tangents are zero
+    with sdpa_kernel(SDPBackend.MATH):
+        reference = torch.func.jvp(lambda b: net(x, b, d, y, w), (t,), (dt,))[1]
+    torch.testing.assert_close(only_t.tangent, reference, rtol=1e-10, atol=1e-10)
+
+    net.zero_grad()
+    net(x, t, d, y, w).square().sum().backward()
+    expected = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    if name.startswith("DiT"):
+        net.checkpoint_activations = True
+    net.forward_with_tangent(x, t, d, y, w, dx=dx, dt=dt, dd=dd).value.square().sum().backward()
+    for p, g in zip(net.parameters(), expected, strict=True):
+        assert torch.equal(p.grad, g)

@@ -42,6 +42,34 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -
     return F.scaled_dot_product_attention(q, k, v, scale=scale)
 
 
+def attention_tangent(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    dq: torch.Tensor | None,
+    dk: torch.Tensor | None,
+    dv: torch.Tensor | None,
+    scale: float,
+) -> torch.Tensor:
+    """The tangent of out = softmax(scale q k^T) v along (dq, dk, dv) (None: zero), exactly, in
+    blocks of CHUNK queries."""
+    dq = torch.zeros_like(q) if dq is None else dq
+    dk = torch.zeros_like(k) if dk is None else dk
+    dv = torch.zeros_like(v) if dv is None else dv
+    kt, dkt = k.transpose(-1, -2), dk.transpose(-1, -2)
+    # the softmax in at least float32 (bf16 inputs), in float64 for float64 inputs
+    wide = torch.promote_types(q.dtype, torch.float32)
+    blocks = []
+    for a in range(0, q.shape[-2], CHUNK):
+        rows = slice(a, a + CHUNK)
+        qi, dqi, oi = q[..., rows, :], dq[..., rows, :], out[..., rows, :]
+        p = torch.softmax(scale * qi @ kt, dim=-1, dtype=wide).to(q.dtype)
+        pds = p * (scale * (dqi @ kt + qi @ dkt))
+        blocks.append(p @ dv + pds @ v - pds.sum(-1, keepdim=True) * oi)
+    return torch.cat(blocks, dim=-2)
+
+
 class AttentionJVP(torch.autograd.Function):
     @staticmethod
     def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
@@ -57,24 +85,7 @@ class AttentionJVP(torch.autograd.Function):
     @staticmethod
     def jvp(ctx, dq, dk, dv, _):  # noqa: ANN001
         q, k, v, out = ctx.saved_tensors
-        s = ctx.scale
-        dq = torch.zeros_like(q) if dq is None else dq
-        dk = torch.zeros_like(k) if dk is None else dk
-        dv = torch.zeros_like(v) if dv is None else dv
-        kt, dkt = k.transpose(-1, -2), dk.transpose(-1, -2)
-        blocks = []
-        for a in range(0, q.shape[-2], CHUNK):
-            qi, dqi, oi = (
-                q[..., a : a + CHUNK, :],
-                dq[..., a : a + CHUNK, :],
-                out[..., a : a + CHUNK, :],
-            )
-            # the softmax in at least float32 (bf16 inputs), in float64 for float64 inputs
-            wide = torch.promote_types(q.dtype, torch.float32)
-            p = torch.softmax(s * qi @ kt, dim=-1, dtype=wide).to(q.dtype)
-            pds = p * (s * (dqi @ kt + qi @ dkt))
-            blocks.append(p @ dv + pds @ v - pds.sum(-1, keepdim=True) * oi)
-        return torch.cat(blocks, dim=-2)
+        return attention_tangent(q, k, v, out, dq, dk, dv, ctx.scale)
 
     @staticmethod
     def backward(ctx, grad):  # noqa: ANN001

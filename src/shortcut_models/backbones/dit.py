@@ -29,9 +29,9 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from shortcut_models.backbones.attention import attention
+from shortcut_models.backbones import tangent as tg
 from shortcut_models.backbones.embeddings import Conditioning
-from shortcut_models.backbones.mlp import modulate
+from shortcut_models.backbones.tangent import Dual, TangentBackbone
 from shortcut_models.options import option
 
 # name -> (hidden size, depth, heads); the patch size is the part after the slash.
@@ -86,11 +86,18 @@ class Attention(nn.Module):
         self.proj = nn.Linear(hidden_size, hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, c = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        out = attention(q, k, v, self.scale)
-        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+        return self.dual(Dual(x)).value
+
+    def dual(self, x: Dual) -> Dual:
+        b, n, c = x.value.shape
+        heads = self.num_heads
+
+        def split(z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            return z.reshape(b, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4).unbind(0)
+
+        q, k, v = tg.parts(split, tg.dense(self.qkv, x))
+        out = tg.attention(q, k, v, self.scale)
+        return tg.dense(self.proj, tg.linear_map(lambda z: z.transpose(1, 2).reshape(b, n, c), out))
 
 
 class DiTBlock(nn.Module):
@@ -116,9 +123,16 @@ class DiTBlock(nn.Module):
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        s1, sc1, g1, s2, sc2, g2 = self.ada(c)[:, None].chunk(6, dim=-1)
-        x = x + g1 * self.attn(modulate(self.norm1(x), s1, sc1))
-        return x + g2 * self.mlp(modulate(self.norm2(x), s2, sc2))
+        return self.dual(Dual(x), Dual(c)).value
+
+    def dual(self, x: Dual, c: Dual) -> Dual:
+        """The block on (value, tangent) pairs (`backbones.tangent`)."""
+        ada = tg.dense(self.ada[1], tg.silu(c))
+        s1, sc1, g1, s2, sc2, g2 = tg.parts(lambda z: z[:, None].chunk(6, dim=-1), ada)
+        x = tg.residual(x, g1, self.attn.dual(tg.modulate(tg.layer_norm(self.norm1, x), s1, sc1)))
+        h = tg.modulate(tg.layer_norm(self.norm2, x), s2, sc2)
+        h = tg.dense(self.mlp[2], tg.gelu(self.mlp[1], tg.dense(self.mlp[0], h)))
+        return tg.residual(x, g2, h)
 
 
 @dataclass
@@ -158,7 +172,7 @@ class DiTOptions:
     )
 
 
-class DiT(nn.Module):
+class DiT(TangentBackbone):
     """Velocity network s(x, t, d, y) on (N, C, H, W) images or latents.
 
     `checkpoint_activations = True` recomputes each block's activations in the backward pass
@@ -241,22 +255,17 @@ class DiT(nn.Module):
     def data_options(shape: tuple[int, ...], num_classes: int) -> dict[str, int]:
         return square_image_options(shape, num_classes)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        t: torch.Tensor,
-        d: torch.Tensor,
-        y: torch.Tensor | None = None,
-        w: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        c = self.cond(t, d, y, w)
-        h = self.patch(x).flatten(2).transpose(1, 2) + self.pos.to(x.dtype)
+    def body(self, x: Dual, c: Dual) -> Dual:
+        """The network after the conditioning, on (value, tangent) pairs (`backbones.tangent`)."""
+        h = tg.linear_map(lambda z: z.flatten(2).transpose(1, 2), tg.dense(self.patch, x))
+        h = tg.add(h, Dual(self.pos.to(x.value.dtype)))
         recompute = self.checkpoint_activations and self.training and torch.is_grad_enabled()
         for block in self.blocks:
-            h = checkpoint(block, h, c, use_reentrant=False) if recompute else block(h, c)
-        shift, scale = self.ada_out(c)[:, None].chunk(2, dim=-1)
-        h = self.out(modulate(self.norm_out(h), shift, scale))
-        return self.unpatchify(h)
+            h = checkpoint(block.dual, h, c, use_reentrant=False) if recompute else block.dual(h, c)
+        ada = tg.dense(self.ada_out[1], tg.silu(c))
+        shift, scale = tg.parts(lambda z: z[:, None].chunk(2, dim=-1), ada)
+        h = tg.dense(self.out, tg.modulate(tg.layer_norm(self.norm_out, h), shift, scale))
+        return tg.linear_map(self.unpatchify, h)
 
     def unpatchify(self, h: torch.Tensor) -> torch.Tensor:
         """(N, grid*grid, p*p*C) -> (N, C, H, W)."""

@@ -7,12 +7,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from shortcut_models.backbones import tangent as tg
 from shortcut_models.backbones.embeddings import Conditioning
+from shortcut_models.backbones.tangent import Dual, TangentBackbone
 from shortcut_models.options import option
-
-
-def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return x * (1 + scale) + shift
 
 
 class ResidualBlock(nn.Module):
@@ -32,8 +30,17 @@ class ResidualBlock(nn.Module):
         nn.init.zeros_(self.ada[1].bias)
 
     def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        shift, scale, gate = self.ada(c).chunk(3, dim=-1)
-        return h + gate * self.mlp(modulate(self.norm(h), shift, scale))
+        return self.dual(Dual(h), Dual(c)).value
+
+    def dual(self, h: Dual, c: Dual) -> Dual:
+        """The block on (value, tangent) pairs (`backbones.tangent`)."""
+        ada = tg.dense(self.ada[1], tg.silu(c))
+        shift, scale, gate = tg.parts(lambda z: z.chunk(3, dim=-1), ada)
+        inner = tg.gelu(
+            self.mlp[1],
+            tg.dense(self.mlp[0], tg.modulate(tg.layer_norm(self.norm, h), shift, scale)),
+        )
+        return tg.residual(h, gate, tg.dense(self.mlp[2], inner))
 
 
 @dataclass
@@ -49,7 +56,7 @@ class MLPOptions:
     )
 
 
-class MLP(nn.Module):
+class MLP(TangentBackbone):
     """Velocity network s(x, t, d, y) for flat vectors of size `dim`.
 
     The call signature is the same as the DiT's, so every objective and the sampler work on both.
@@ -92,17 +99,10 @@ class MLP(nn.Module):
             raise ValueError(f"the MLP backbone takes flat vectors, got samples of shape {shape}")
         return {"dim": shape[0], "num_classes": num_classes}
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        t: torch.Tensor,
-        d: torch.Tensor,
-        y: torch.Tensor | None = None,
-        w: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        c = self.cond(t, d, y, w)
-        h = self.proj_in(x)
+    def body(self, x: Dual, c: Dual) -> Dual:
+        """The network after the conditioning, on (value, tangent) pairs (`backbones.tangent`)."""
+        h = tg.dense(self.proj_in, x)
         for block in self.blocks:
-            h = block(h, c)
-        shift, scale = self.ada_out(c).chunk(2, dim=-1)
-        return self.proj_out(modulate(self.norm_out(h), shift, scale))
+            h = block.dual(h, c)
+        shift, scale = tg.parts(lambda z: z.chunk(2, dim=-1), tg.dense(self.ada_out[1], tg.silu(c)))
+        return tg.dense(self.proj_out, tg.modulate(tg.layer_norm(self.norm_out, h), shift, scale))

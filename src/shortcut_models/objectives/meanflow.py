@@ -13,10 +13,12 @@ our convention:
 so the target is v + d * jvp(u, (x, t, d), tangents (v, 1, -1)), one forward-mode JVP under
 stop-gradient. Rows with r = t (d = 0) reduce to flow matching.
 
-Where we differ from the paper: the JVP pass and the training forward are two passes (the trainer
-owns the forward with gradients; the paper reuses the JVP's primal output), about one extra
-forward per step; the share of rows with r != t is exact per batch (the first rows) rather than
-drawn per row.
+The cost: the JVP runs on the rows with r != t only (the others' tangent is multiplied by
+t - r = 0, so their target is v), its primal output is their prediction, and the rows with r = t
+take a plain forward: each row passes through the network once (`one_pass`; as the paper's
+code, which reuses the JVP's primal output). DiT and MLP give the JVP by hand-written tangent
+rules (`backbones.tangent`). Where we differ from the paper: the share of rows with r != t is
+exact per batch (the first rows) rather than drawn per row.
 """
 
 from __future__ import annotations
@@ -47,6 +49,10 @@ def base_network(net: nn.Module) -> nn.Module:
     return unwrap(net)
 
 
+def rows(y: torch.Tensor | None, part: slice) -> torch.Tensor | None:
+    return None if y is None else y[part]
+
+
 def time_derivative(
     net: nn.Module,
     x: torch.Tensor,
@@ -54,13 +60,18 @@ def time_derivative(
     d: torch.Tensor,
     y: torch.Tensor | None,
     v: torch.Tensor,
+    by_hand: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(u, du/dt) along the path with the end t + d fixed: one JVP with tangents (v, 1, -1).
 
-    Attention takes the fused kernel with a hand-written tangent (`backbones.attention`): the
-    fused kernels have no forward-mode derivative of their own.
+    `by_hand` and a backbone with `forward_with_tangent` (DiT, MLP): hand-written tangent rules
+    (`backbones.tangent`: about one forward more than the forward, nothing kept for the
+    backward). Otherwise `torch.func.jvp`, with attention on the fused kernel and a
+    hand-written tangent (`backbones.attention`: the fused kernels have no forward-mode rule).
     """
     ones = torch.ones_like(t)
+    if by_hand and hasattr(net, "forward_with_tangent"):
+        return tuple(net.forward_with_tangent(x, t, d, y, dx=v.to(x.dtype), dt=ones, dd=-ones))
     with jvp_attention():
         return torch.func.jvp(
             lambda x_, t_, d_: net(x_, t_, d_, y), (x, t, d), (v.to(x.dtype), ones, -ones)
@@ -93,6 +104,13 @@ class MeanFlow(Objective):
         True,
         "take the training prediction from the JVP's own forward pass (the tangent without "
         "gradient) instead of a second forward; used on one process without torch.compile",
+    )
+
+    tangents: str = option(
+        "hand",
+        "the JVP by the backbone's hand-written tangent rules where it has them (hand: DiT, "
+        "MLP) or by torch.func.jvp (autodiff; the same numbers to rounding, slower)",
+        choices=("hand", "autodiff"),
     )
 
     def __post_init__(self) -> None:
@@ -130,13 +148,24 @@ class MeanFlow(Objective):
         one_pass = self.one_pass and not self.jvp_ema and net is model and torch.is_grad_enabled()
         with torch.no_grad():
             v = self.guided_velocity(net, x_t, t, v, y_in)
-        with torch.set_grad_enabled(one_pass):
-            u, dudt = time_derivative(net, x_t, t, d, y_in, v)
-        target = v + broadcast(d, v) * dudt.detach().to(v.dtype)
+        # the JVP only where d != 0 (the first rows): elsewhere d * du/dt is zero and the
+        # target is v; with one pass those rows take a plain forward, so each row is evaluated once
         num_mean = round(n * self.mean_fraction)
-        parts = {"mean": slice(0, num_mean), "flow": slice(num_mean, n)}
-        batch = TrainingBatch(x_t=x_t, t=t, d=d, y=y_in, target=target, parts=parts)
-        batch.prediction = u if one_pass else None
+        mean, flow = slice(0, num_mean), slice(num_mean, n)
+        targets, predictions = [], []
+        with torch.set_grad_enabled(one_pass):
+            if num_mean:
+                by_hand = self.tangents == "hand"
+                xm, tm, dm, ym, vm = x_t[mean], t[mean], d[mean], rows(y_in, mean), v[mean]
+                u, dudt = time_derivative(net, xm, tm, dm, ym, vm, by_hand)
+                targets.append(v[mean] + broadcast(d[mean], dudt) * dudt.detach().to(v.dtype))
+                predictions.append(u)
+            if one_pass and num_mean < n:
+                predictions.append(net(x_t[flow], t[flow], d[flow], rows(y_in, flow)))
+        targets.append(v[flow])
+        parts = {"mean": mean, "flow": flow}
+        batch = TrainingBatch(x_t=x_t, t=t, d=d, y=y_in, target=torch.cat(targets), parts=parts)
+        batch.prediction = torch.cat(predictions) if one_pass else None
         return batch
 
     def guided_velocity(
