@@ -220,13 +220,15 @@ def test_a_dit_jvp_with_the_hand_written_rule_equals_the_math_kernel_s():
         ("mlp", {"dim": 3, "hidden_size": 16, "depth": 2}, (6, 3)),
         ("DiT-T/4", {"input_size": 16, "in_channels": 2, "hidden_size": 32, "depth": 2,
                      "num_heads": 2}, (4, 2, 16, 16)),
+        ("unet", {"input_size": 8, "in_channels": 2, "channels": [8, 16], "num_heads": 2,
+                  "cond_size": 16}, (3, 2, 8, 8)),
     ],
 )  # fmt: skip
 @pytest.mark.parametrize("guidance_input", [False, True])
 def test_hand_written_tangents_equal_forward_mode_autodiff(name, options, shape, guidance_input):
     """forward_with_tangent (backbones.tangent) against torch.func.jvp through the plain forward
     with the math attention kernel, in float64: the value is the forward's to the last bit (and
-    so are its gradients), the tangent equal to 1e-10 (relative); blocks with activation checkpointing too."""
+    so are its gradients, DiT's blocks recomputed too), the tangent equal to 1e-10 (relative)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     torch.manual_seed(0)
@@ -259,8 +261,7 @@ def test_hand_written_tangents_equal_forward_mode_autodiff(name, options, shape,
     net(x, t, d, y, w).square().sum().backward()
     expected = [p.grad.clone() for p in net.parameters()]
     net.zero_grad()
-    if name.startswith("DiT"):
-        net.checkpoint_activations = True
+    net.checkpoint_activations = True  # DiT's blocks recompute; the others ignore it
     net.forward_with_tangent(x, t, d, y, w, dx=dx, dt=dt, dd=dd).value.square().sum().backward()
     for p, g in zip(net.parameters(), expected, strict=True):
         assert torch.equal(p.grad, g)

@@ -15,12 +15,12 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from shortcut_models.backbones.attention import attention
+from shortcut_models.backbones import tangent as tg
 from shortcut_models.backbones.dit import square_image_options
 from shortcut_models.backbones.embeddings import Conditioning
+from shortcut_models.backbones.tangent import Dual, TangentBackbone
 from shortcut_models.options import option
 
 
@@ -44,10 +44,16 @@ class ResBlock(nn.Module):
         nn.init.zeros_(self.conv2.bias)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        shift, scale = self.ada(c)[:, :, None, None].chunk(2, dim=1)
-        h = self.norm2(h) * (1 + scale) + shift
-        return self.skip(x) + self.conv2(F.silu(h))
+        return self.dual(Dual(x), Dual(c)).value
+
+    def dual(self, x: Dual, c: Dual) -> Dual:
+        """The block on (value, tangent) pairs (`backbones.tangent`)."""
+        h = tg.dense(self.conv1, tg.silu(tg.group_norm(self.norm1, x)))
+        ada = tg.dense(self.ada[1], tg.silu(c))
+        shift, scale = tg.parts(lambda z: z[:, :, None, None].chunk(2, dim=1), ada)
+        h = tg.modulate(tg.group_norm(self.norm2, h), shift, scale)
+        skip = x if isinstance(self.skip, nn.Identity) else tg.dense(self.skip, x)
+        return tg.add(skip, tg.dense(self.conv2, tg.silu(h)))
 
 
 class SelfAttention(nn.Module):
@@ -65,11 +71,19 @@ class SelfAttention(nn.Module):
         nn.init.zeros_(self.proj.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, ch, hgt, wid = x.shape
-        qkv = self.qkv(self.norm(x)).reshape(b, 3, self.num_heads, ch // self.num_heads, -1)
-        q, k, v = qkv.transpose(-1, -2).unbind(1)  # (b, heads, pixels, head dim)
-        out = attention(q, k, v, q.shape[-1] ** -0.5)  # SDPA's default scale
-        return x + self.proj(out.transpose(-1, -2).reshape(b, ch, hgt, wid))
+        return self.dual(Dual(x)).value
+
+    def dual(self, x: Dual) -> Dual:
+        b, ch, hgt, wid = x.value.shape
+        heads = self.num_heads
+
+        def split(z: torch.Tensor) -> tuple[torch.Tensor, ...]:  # (b, heads, pixels, head dim)
+            return z.reshape(b, 3, heads, ch // heads, -1).transpose(-1, -2).unbind(1)
+
+        q, k, v = tg.parts(split, tg.dense(self.qkv, tg.group_norm(self.norm, x)))
+        out = tg.attention(q, k, v, (ch // heads) ** -0.5)  # SDPA's default scale
+        out = tg.linear_map(lambda z: z.transpose(-1, -2).reshape(b, ch, hgt, wid), out)
+        return tg.add(x, tg.dense(self.proj, out))
 
 
 @dataclass
@@ -84,7 +98,7 @@ class UNetOptions:
     time_scale: float = option(1000.0)
 
 
-class UNet(nn.Module):
+class UNet(TangentBackbone):
     """Velocity network s(x, t, d, y) on (N, C, H, W) images; H = W divisible by 2^(levels-1).
 
     `channels` gives the width of each resolution (halved between levels), `blocks` the residual
@@ -149,25 +163,18 @@ class UNet(nn.Module):
 
     data_options = staticmethod(square_image_options)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        t: torch.Tensor,
-        d: torch.Tensor,
-        y: torch.Tensor | None = None,
-        w: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        c = self.cond(t, d, y, w)
-        h = self.stem(x)
+    def body(self, x: Dual, c: Dual) -> Dual:
+        """The network after the conditioning, on (value, tangent) pairs (`backbones.tangent`)."""
+        h = tg.dense(self.stem, x)
         hs = [h]
         for layer in self.down:
-            h = layer(h, c) if isinstance(layer, ResBlock) else layer(h)
+            h = layer.dual(h, c) if isinstance(layer, ResBlock) else tg.dense(layer, h)
             hs.append(h)
         for layer in self.mid:
-            h = layer(h, c) if isinstance(layer, ResBlock) else layer(h)
+            h = layer.dual(h, c) if isinstance(layer, ResBlock) else layer.dual(h)
         for layer in self.up:
             if isinstance(layer, ResBlock):
-                h = layer(torch.cat([h, hs.pop()], dim=1), c)
+                h = layer.dual(tg.cat([h, hs.pop()], dim=1), c)
             else:
-                h = layer(h)
-        return self.out(F.silu(self.norm_out(h)))
+                h = tg.linear_map(layer, h)  # nearest upsampling
+        return tg.dense(self.out, tg.silu(tg.group_norm(self.norm_out, h)))

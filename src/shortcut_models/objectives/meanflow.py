@@ -16,7 +16,7 @@ stop-gradient. Rows with r = t (d = 0) reduce to flow matching.
 The cost: the JVP runs on the rows with r != t only (the others' tangent is multiplied by
 t - r = 0, so their target is v), its primal output is their prediction, and the rows with r = t
 take a plain forward: each row passes through the network once (`one_pass`; as the paper's
-code, which reuses the JVP's primal output). DiT and MLP give the JVP by hand-written tangent
+code, which reuses the JVP's primal output). The backbones give the JVP by hand-written tangent
 rules (`backbones.tangent`). Where we differ from the paper: the share of rows with r != t is
 exact per batch (the first rows) rather than drawn per row.
 """
@@ -64,7 +64,7 @@ def time_derivative(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(u, du/dt) along the path with the end t + d fixed: one JVP with tangents (v, 1, -1).
 
-    `by_hand` and a backbone with `forward_with_tangent` (DiT, MLP): hand-written tangent rules
+    `by_hand` and a backbone with `forward_with_tangent` (DiT, MLP, U-Net): hand-written rules
     (`backbones.tangent`: about one forward more than the forward, nothing kept for the
     backward). Otherwise `torch.func.jvp`, with attention on the fused kernel and a
     hand-written tangent (`backbones.attention`: the fused kernels have no forward-mode rule).
@@ -108,8 +108,8 @@ class MeanFlow(Objective):
 
     tangents: str = option(
         "hand",
-        "the JVP by the backbone's hand-written tangent rules where it has them (hand: DiT, "
-        "MLP) or by torch.func.jvp (autodiff; the same numbers to rounding, slower)",
+        "the JVP by the backbone's hand-written tangent rules where it has them (hand: every "
+        "built-in one) or by torch.func.jvp (autodiff; the same numbers to rounding, slower)",
         choices=("hand", "autodiff"),
     )
 
