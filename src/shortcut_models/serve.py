@@ -27,10 +27,9 @@ from shortcut_models.evaluation.generation import generate
 from shortcut_models.factory import load_run
 from shortcut_models.image_io import grid
 from shortcut_models.plots import scatter_panels
-from shortcut_models.sampling import check_steps
+from shortcut_models.sampling import STEP_BUDGETS, check_steps
 
 MAX_COUNT = 64
-STEP_CHOICES = [1, 2, 4, 8, 16, 32, 64, 128]
 
 
 class Playground:
@@ -41,7 +40,7 @@ class Playground:
     ) -> None:
         self.run = load_run(ckpt, weights, device)
         spec = self.run.objective.sampling_spec()
-        self.steps = [n for n in STEP_CHOICES if _allowed(n, spec)]
+        self.steps = [n for n in STEP_BUDGETS if _allowed(n, spec)]
         self.lock = threading.Lock()
 
     def info(self) -> dict[str, Any]:
