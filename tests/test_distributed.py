@@ -98,6 +98,15 @@ def test_ism_twin_ema_and_ot_pairing_under_fsdp_match_one_process(tmp_path):
     assert_same_weights(tmp_path / "two", tmp_path / "one", networks=networks)
 
 
+def test_meanflow_s_hand_written_jvp_under_fsdp_matches_one_process(tmp_path):
+    """MeanFlow's JVP pass calls the network through its module call, so FSDP gathers the
+    sharded weights for it as for a plain forward."""
+    torchrun("train", "--out", str(tmp_path / "two"), *TRAIN, "--objective", "meanflow", "--fsdp")
+    single(tmp_path / "one", objective="meanflow", grad_accum=2)
+    assert_same_weights(tmp_path / "two", tmp_path / "one")
+    assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=1e-4)
+
+
 def test_batch_that_does_not_split_is_a_clear_error(tmp_path):
     with pytest.raises(UsageError, match="does not split into 3 equal micro-batches"):
         single(tmp_path / "x", grad_accum=3)

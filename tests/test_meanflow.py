@@ -134,13 +134,7 @@ def test_one_pass_gives_the_gradient_of_two_passes(name, options, shape):
     net = build_backbone(name, num_classes=3, time_scale=1.0, **options).double()
     x1, y = torch.randn(*shape, dtype=torch.float64), torch.randint(0, 3, (shape[0],))
     grads, calls = [], []
-    evaluate = net.forward_with_tangent  # forward() goes through it too
-
-    def counted(*args, **kwargs):
-        calls.append(args[0].shape[0])  # rows evaluated
-        return evaluate(*args, **kwargs)
-
-    net.forward_with_tangent = counted
+    net.register_forward_hook(lambda _, args, __: calls.append(args[0].shape[0]))  # rows
     for one_pass in (True, False):
         objective = build_objective("meanflow", num_classes=3, one_pass=one_pass)
         net.zero_grad()

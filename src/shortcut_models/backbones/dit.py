@@ -85,10 +85,7 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
         self.proj = nn.Linear(hidden_size, hidden_size)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dual(Dual(x)).value
-
-    def dual(self, x: Dual) -> Dual:
+    def forward(self, x: Dual) -> Dual:
         b, n, c = x.value.shape
         heads = self.num_heads
 
@@ -122,14 +119,11 @@ class DiTBlock(nn.Module):
         )
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size))
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        return self.dual(Dual(x), Dual(c)).value
-
-    def dual(self, x: Dual, c: Dual) -> Dual:
-        """The block on (value, tangent) pairs (`backbones.tangent`)."""
+    def forward(self, x: Dual, c: Dual) -> Dual:
+        """On (value, tangent) pairs (`backbones.tangent`)."""
         ada = tg.dense(self.ada[1], tg.silu(c))
         s1, sc1, g1, s2, sc2, g2 = tg.parts(lambda z: z[:, None].chunk(6, dim=-1), ada)
-        x = tg.residual(x, g1, self.attn.dual(tg.modulate(tg.layer_norm(self.norm1, x), s1, sc1)))
+        x = tg.residual(x, g1, self.attn(tg.modulate(tg.layer_norm(self.norm1, x), s1, sc1)))
         h = tg.modulate(tg.layer_norm(self.norm2, x), s2, sc2)
         h = tg.dense(self.mlp[2], tg.gelu(self.mlp[1], tg.dense(self.mlp[0], h)))
         return tg.residual(x, g2, h)
@@ -261,7 +255,7 @@ class DiT(TangentBackbone):
         h = tg.add(h, Dual(self.pos.to(x.value.dtype)))
         recompute = self.checkpoint_activations and self.training and torch.is_grad_enabled()
         for block in self.blocks:
-            h = checkpoint(block.dual, h, c, use_reentrant=False) if recompute else block.dual(h, c)
+            h = checkpoint(block, h, c, use_reentrant=False) if recompute else block(h, c)
         ada = tg.dense(self.ada_out[1], tg.silu(c))
         shift, scale = tg.parts(lambda z: z[:, None].chunk(2, dim=-1), ada)
         h = tg.dense(self.out, tg.modulate(tg.layer_norm(self.norm_out, h), shift, scale))

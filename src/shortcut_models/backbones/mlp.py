@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from shortcut_models.backbones import tangent as tg
@@ -29,11 +28,8 @@ class ResidualBlock(nn.Module):
         nn.init.zeros_(self.ada[1].weight)
         nn.init.zeros_(self.ada[1].bias)
 
-    def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        return self.dual(Dual(h), Dual(c)).value
-
-    def dual(self, h: Dual, c: Dual) -> Dual:
-        """The block on (value, tangent) pairs (`backbones.tangent`)."""
+    def forward(self, h: Dual, c: Dual) -> Dual:
+        """On (value, tangent) pairs (`backbones.tangent`)."""
         ada = tg.dense(self.ada[1], tg.silu(c))
         shift, scale, gate = tg.parts(lambda z: z.chunk(3, dim=-1), ada)
         inner = tg.gelu(
@@ -103,6 +99,6 @@ class MLP(TangentBackbone):
         """The network after the conditioning, on (value, tangent) pairs (`backbones.tangent`)."""
         h = tg.dense(self.proj_in, x)
         for block in self.blocks:
-            h = block.dual(h, c)
+            h = block(h, c)
         shift, scale = tg.parts(lambda z: z.chunk(2, dim=-1), tg.dense(self.ada_out[1], tg.silu(c)))
         return tg.dense(self.proj_out, tg.modulate(tg.layer_norm(self.norm_out, h), shift, scale))

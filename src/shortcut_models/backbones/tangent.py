@@ -203,9 +203,10 @@ def jvp_of(fn: Callable[..., torch.Tensor], inputs: tuple[Dual, ...]) -> Dual:
 
 
 class TangentBackbone(nn.Module):
-    """A backbone s(x, t, d, y, w) whose body runs on `Dual` pairs: `forward` is
-    `forward_with_tangent` without tangents, so there is one forward to read and to keep right.
-    Subclasses hold `self.cond` (a `Conditioning`) and define `body(x, c)`."""
+    """A backbone s(x, t, d, y, w) whose body runs on `Dual` pairs: one forward for the value
+    alone and for the value with its tangent, so there is one forward to read and keep right.
+    Subclasses hold `self.cond` (a `Conditioning`) and define `body(x, c)`; their submodules take
+    and return `Dual`s and are called as modules (so FSDP's and other hooks run)."""
 
     def body(self, x: Dual, c: Dual) -> Dual:
         raise NotImplementedError
@@ -217,8 +218,14 @@ class TangentBackbone(nn.Module):
         d: torch.Tensor,
         y: torch.Tensor | None = None,
         w: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        return self.forward_with_tangent(x, t, d, y, w).value
+        tangents: tuple[torch.Tensor | None, ...] | None = None,
+    ) -> torch.Tensor | Dual:
+        """The velocity; with `tangents` = (dx, dt, dd) (None: zero), a `Dual` with its
+        derivative along them (`forward_with_tangent` is the typed way to ask)."""
+        dx, dt, dd = tangents or (None, None, None)
+        c = jvp_of(lambda t_, d_: self.cond(t_, d_, y, w), (Dual(t, dt), Dual(d, dd)))
+        out = self.body(Dual(x, dx), c)
+        return out if tangents is not None else out.value
 
     def forward_with_tangent(
         self,
@@ -232,6 +239,6 @@ class TangentBackbone(nn.Module):
         dt: torch.Tensor | None = None,
         dd: torch.Tensor | None = None,
     ) -> Dual:
-        """The output and its derivative along (dx, dt, dd) (None: zero)."""
-        c = jvp_of(lambda t_, d_: self.cond(t_, d_, y, w), (Dual(t, dt), Dual(d, dd)))
-        return self.body(Dual(x, dx), c)
+        """The output and its derivative along (dx, dt, dd) (None: zero), through the module's
+        call (its hooks run, as for a plain forward)."""
+        return self(x, t, d, y, w, tangents=(dx, dt, dd))

@@ -43,11 +43,8 @@ class ResBlock(nn.Module):
         nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        return self.dual(Dual(x), Dual(c)).value
-
-    def dual(self, x: Dual, c: Dual) -> Dual:
-        """The block on (value, tangent) pairs (`backbones.tangent`)."""
+    def forward(self, x: Dual, c: Dual) -> Dual:
+        """On (value, tangent) pairs (`backbones.tangent`)."""
         h = tg.dense(self.conv1, tg.silu(tg.group_norm(self.norm1, x)))
         ada = tg.dense(self.ada[1], tg.silu(c))
         shift, scale = tg.parts(lambda z: z[:, :, None, None].chunk(2, dim=1), ada)
@@ -70,10 +67,7 @@ class SelfAttention(nn.Module):
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dual(Dual(x)).value
-
-    def dual(self, x: Dual) -> Dual:
+    def forward(self, x: Dual) -> Dual:
         b, ch, hgt, wid = x.value.shape
         heads = self.num_heads
 
@@ -168,13 +162,13 @@ class UNet(TangentBackbone):
         h = tg.dense(self.stem, x)
         hs = [h]
         for layer in self.down:
-            h = layer.dual(h, c) if isinstance(layer, ResBlock) else tg.dense(layer, h)
+            h = layer(h, c) if isinstance(layer, ResBlock) else tg.dense(layer, h)
             hs.append(h)
         for layer in self.mid:
-            h = layer.dual(h, c) if isinstance(layer, ResBlock) else layer.dual(h)
+            h = layer(h, c) if isinstance(layer, ResBlock) else layer(h)
         for layer in self.up:
             if isinstance(layer, ResBlock):
-                h = layer.dual(tg.cat([h, hs.pop()], dim=1), c)
+                h = layer(tg.cat([h, hs.pop()], dim=1), c)
             else:
                 h = tg.linear_map(layer, h)  # nearest upsampling
         return tg.dense(self.out, tg.silu(tg.group_norm(self.norm_out, h)))
