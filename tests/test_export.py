@@ -53,6 +53,24 @@ def test_conditional_image_generator_with_cfg(digits, tmp_path, capsys):
     assert np.isfinite(got.numpy()).all()
 
 
+def test_u_net_generator_matches_the_sampler(tmp_path):
+    """The demo's backbone (convolutions, GroupNorm, upsampling, attention) exports too."""
+    run_dir = tmp_path / "unet"
+    config = tiny_config(
+        data="mnist", backbone="unet", backbone_options={"channels": [8, 16], "num_heads": 2},
+        batch_size=8, steps=1,
+    )  # fmt: skip
+    tiny_trainer(run_dir, config).run()
+    out = tmp_path / "unet.onnx"
+    report = export_generator(run_dir, out, steps=1, fmt="onnx")
+    assert report.max_difference < 1e-4
+    run = load_run(run_dir)
+    noise, labels = torch.randn(2, 1, 32, 32), torch.tensor([3, 5])
+    x = sample(run.model, noise, 1, run.objective.sampling_spec(), labels)
+    got = run_exported(out, "onnx", {"noise": noise, "labels": labels})
+    torch.testing.assert_close(got, (x.clamp(-1, 1) + 1) / 2, rtol=0, atol=1e-4)
+
+
 def test_export_errors_are_one_line(vector_run, tmp_path, capsys):
     base = ["export", "--ckpt", str(vector_run), "--out", str(tmp_path / "g.onnx")]
     code, _, err = run_main([*base, "--steps", "3"], capsys)
