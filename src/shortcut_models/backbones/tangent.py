@@ -73,12 +73,8 @@ def residual(x: Dual, gate: Dual, branch: Dual) -> Dual:
     if _untangented(x, gate, branch):
         return Dual(value)
     with torch.no_grad():
-        tangent = x.tangent
-        if gate.tangent is not None:
-            tangent = _addcmul(tangent, gate.tangent, branch.value)
-        if branch.tangent is not None:
-            tangent = _addcmul(tangent, gate.value, branch.tangent)
-    return Dual(value, tangent)
+        products = (gate.tangent, branch.value), (gate.value, branch.tangent)
+        return Dual(value, _accumulate(x.tangent, *products))
 
 
 def modulate(x: Dual, shift: Dual, scale: Dual) -> Dual:
@@ -87,17 +83,19 @@ def modulate(x: Dual, shift: Dual, scale: Dual) -> Dual:
     if _untangented(x, shift, scale):
         return Dual(value)
     with torch.no_grad():
-        tangent = shift.tangent
-        if scale.tangent is not None:
-            tangent = _addcmul(tangent, x.value, scale.tangent)
-        if x.tangent is not None:
-            tangent = _addcmul(tangent, x.tangent, 1 + scale.value)
-    return Dual(value, tangent)
+        products = (x.value, scale.tangent), (x.tangent, 1 + scale.value)
+        return Dual(value, _accumulate(shift.tangent, *products))
 
 
-def _addcmul(total: torch.Tensor | None, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """total + a * b in one kernel (a * b alone when total is None)."""
-    return a * b if total is None else torch.addcmul(total, a, b)
+def _accumulate(
+    total: torch.Tensor | None, *products: tuple[torch.Tensor | None, torch.Tensor | None]
+) -> torch.Tensor | None:
+    """total + the sum of a * b over the products (a, b) with both factors given (None: zero),
+    each added in one kernel."""
+    for a, b in products:
+        if a is not None and b is not None:
+            total = a * b if total is None else torch.addcmul(total, a, b)
+    return total
 
 
 def dense(layer: nn.Linear | nn.Conv2d, a: Dual) -> Dual:
@@ -180,7 +178,7 @@ def attention(q: Dual, k: Dual, v: Dual, scale: float) -> Dual:
     """softmax(scale q k^T) v: the value from the fused kernel (with its own backward), the
     tangent from `backbones.attention`'s blockwise rule."""
     out = attention_value(q.value, k.value, v.value, scale)
-    if q.tangent is None and k.tangent is None and v.tangent is None:
+    if _untangented(q, k, v):
         return Dual(out)
     with torch.no_grad():
         tangent = attention_tangent(
@@ -194,7 +192,7 @@ def jvp_of(fn: Callable[..., torch.Tensor], inputs: tuple[Dual, ...]) -> Dual:
     no_grad for the tangent, and a plain call for the value."""
     values = tuple(a.value for a in inputs)
     value = fn(*values)
-    if all(a.tangent is None for a in inputs):
+    if _untangented(*inputs):
         return Dual(value)
     tangents = tuple(torch.zeros_like(a.value) if a.tangent is None else a.tangent for a in inputs)
     with torch.no_grad():

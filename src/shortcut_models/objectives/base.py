@@ -47,6 +47,11 @@ def broadcast(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return values.reshape(-1, *([1] * (like.dim() - 1))).to(like.dtype)
 
 
+def rows_of(y: torch.Tensor | None, part: slice) -> torch.Tensor | None:
+    """Rows `part` of optional class labels (an unconditional batch has None)."""
+    return None if y is None else y[part]
+
+
 def interpolate(x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """Point at time t on the straight path from noise x0 (t = 0) to data x1 (t = 1)."""
     tb = broadcast(t, x1)

@@ -17,7 +17,7 @@ from torch import nn
 
 from shortcut_models.errors import UsageError
 from shortcut_models.guidance import guided_velocity
-from shortcut_models.objectives.base import TrainingBatch, grid_times, interpolate
+from shortcut_models.objectives.base import TrainingBatch, grid_times, interpolate, rows_of
 from shortcut_models.objectives.flow_matching import FlowMatching
 from shortcut_models.options import option
 from shortcut_models.sampling import SamplingSpec
@@ -44,10 +44,10 @@ class LiveReflow(FlowMatching):
             raise UsageError(
                 f"batch size {n} leaves no reflow rows with bootstrap_every={self.bootstrap_every}"
             )
-        x0, generated = self.generate(model, x1[:nb], None if y is None else y[:nb], generator)
+        x0, generated = self.generate(model, x1[:nb], rows_of(y, slice(0, nb)), generator)
         t = grid_times(nb, self.denoise_timesteps, generator, x1.device)
         rows = slice(0, n - nb) if self.reference_batch_split else slice(nb, n)
-        flow = self.flow_part(x1[rows], None if y is None else y[rows], generator)
+        flow = self.flow_part(x1[rows], rows_of(y, rows), generator)
         return TrainingBatch(
             x_t=torch.cat([interpolate(x0, generated, t), flow.x_t]),
             t=torch.cat([t, flow.t]),

@@ -39,6 +39,7 @@ from shortcut_models.objectives.base import (
     broadcast,
     flow_velocity,
     interpolate,
+    rows_of,
 )
 from shortcut_models.options import option
 from shortcut_models.sampling import SamplingSpec
@@ -47,10 +48,6 @@ from shortcut_models.sampling import SamplingSpec
 def base_network(net: nn.Module) -> nn.Module:
     """The module under DDP (forward-mode AD runs on the plain module; gradients do not flow)."""
     return unwrap(net)
-
-
-def rows(y: torch.Tensor | None, part: slice) -> torch.Tensor | None:
-    return None if y is None else y[part]
 
 
 def time_derivative(
@@ -156,12 +153,12 @@ class MeanFlow(Objective):
         with torch.set_grad_enabled(one_pass):
             if num_mean:
                 by_hand = self.tangents == "hand"
-                xm, tm, dm, ym, vm = x_t[mean], t[mean], d[mean], rows(y_in, mean), v[mean]
+                xm, tm, dm, ym, vm = x_t[mean], t[mean], d[mean], rows_of(y_in, mean), v[mean]
                 u, dudt = time_derivative(net, xm, tm, dm, ym, vm, by_hand)
-                targets.append(v[mean] + broadcast(d[mean], dudt) * dudt.detach().to(v.dtype))
+                targets.append(vm + broadcast(dm, vm) * dudt.detach().to(v.dtype))
                 predictions.append(u)
             if one_pass and num_mean < n:
-                predictions.append(net(x_t[flow], t[flow], d[flow], rows(y_in, flow)))
+                predictions.append(net(x_t[flow], t[flow], d[flow], rows_of(y_in, flow)))
         targets.append(v[flow])
         parts = {"mean": mean, "flow": flow}
         batch = TrainingBatch(x_t=x_t, t=t, d=d, y=y_in, target=torch.cat(targets), parts=parts)

@@ -31,6 +31,7 @@ from shortcut_models.objectives.base import (
     grid_times,
     interpolate,
     num_levels,
+    rows_of,
 )
 from shortcut_models.objectives.flow_matching import FlowMatching
 from shortcut_models.options import option
@@ -163,10 +164,8 @@ class Shortcut(FlowMatching):
         flow_rows = slice(0, n - nb) if self.reference_batch_split else slice(nb, n)
         teacher = target_model if self.bootstrap_ema else model
         w_boot = self.guidance_scales(nb, generator, x1.device) if self.guided else None
-        boot = self.bootstrap_part(
-            teacher, x1[:nb], None if y is None else y[:nb], generator, w_boot
-        )
-        flow = self.flow_part(x1[flow_rows], None if y is None else y[flow_rows], generator)
+        boot = self.bootstrap_part(teacher, x1[:nb], rows_of(y, slice(0, nb)), generator, w_boot)
+        flow = self.flow_part(x1[flow_rows], rows_of(y, flow_rows), generator)
         if self.guided:
             flow = self.guided_targets(teacher, flow, generator)
         return TrainingBatch(
