@@ -121,11 +121,11 @@ class DiTBlock(nn.Module):
 
     def forward(self, x: Dual, c: Dual) -> Dual:
         """On (value, tangent) pairs (`backbones.tangent`)."""
-        ada = tg.dense(self.ada[1], tg.silu(c))
+        ada = tg.sequential(self.ada, c)
         s1, sc1, g1, s2, sc2, g2 = tg.parts(lambda z: z[:, None].chunk(6, dim=-1), ada)
         x = tg.residual(x, g1, self.attn(tg.modulate(tg.layer_norm(self.norm1, x), s1, sc1)))
         h = tg.modulate(tg.layer_norm(self.norm2, x), s2, sc2)
-        h = tg.dense(self.mlp[2], tg.gelu(self.mlp[1], tg.dense(self.mlp[0], h)))
+        h = tg.sequential(self.mlp, h)
         return tg.residual(x, g2, h)
 
 
@@ -256,7 +256,7 @@ class DiT(TangentBackbone):
         recompute = self.checkpoint_activations and self.training and torch.is_grad_enabled()
         for block in self.blocks:
             h = checkpoint(block, h, c, use_reentrant=False) if recompute else block(h, c)
-        ada = tg.dense(self.ada_out[1], tg.silu(c))
+        ada = tg.sequential(self.ada_out, c)
         shift, scale = tg.parts(lambda z: z[:, None].chunk(2, dim=-1), ada)
         h = tg.dense(self.out, tg.modulate(tg.layer_norm(self.norm_out, h), shift, scale))
         return tg.linear_map(self.unpatchify, h)

@@ -30,13 +30,10 @@ class ResidualBlock(nn.Module):
 
     def forward(self, h: Dual, c: Dual) -> Dual:
         """On (value, tangent) pairs (`backbones.tangent`)."""
-        ada = tg.dense(self.ada[1], tg.silu(c))
+        ada = tg.sequential(self.ada, c)
         shift, scale, gate = tg.parts(lambda z: z.chunk(3, dim=-1), ada)
-        inner = tg.gelu(
-            self.mlp[1],
-            tg.dense(self.mlp[0], tg.modulate(tg.layer_norm(self.norm, h), shift, scale)),
-        )
-        return tg.residual(h, gate, tg.dense(self.mlp[2], inner))
+        branch = tg.sequential(self.mlp, tg.modulate(tg.layer_norm(self.norm, h), shift, scale))
+        return tg.residual(h, gate, branch)
 
 
 @dataclass
@@ -100,5 +97,5 @@ class MLP(TangentBackbone):
         h = tg.dense(self.proj_in, x)
         for block in self.blocks:
             h = block(h, c)
-        shift, scale = tg.parts(lambda z: z.chunk(2, dim=-1), tg.dense(self.ada_out[1], tg.silu(c)))
+        shift, scale = tg.parts(lambda z: z.chunk(2, dim=-1), tg.sequential(self.ada_out, c))
         return tg.dense(self.proj_out, tg.modulate(tg.layer_norm(self.norm_out, h), shift, scale))

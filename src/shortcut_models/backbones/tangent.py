@@ -174,6 +174,20 @@ def silu(a: Dual) -> Dual:
         return Dual(value, torch.ops.aten.silu_backward(a.tangent, a.value))
 
 
+def sequential(layers: nn.Sequential, a: Dual) -> Dual:
+    """An `nn.Sequential` of layers that have a rule here (Linear, Conv2d, SiLU, GELU), in order."""
+    for layer in layers:
+        if isinstance(layer, (nn.Linear, nn.Conv2d)):
+            a = dense(layer, a)
+        elif isinstance(layer, nn.SiLU):
+            a = silu(a)
+        elif isinstance(layer, nn.GELU):
+            a = gelu(layer, a)
+        else:
+            raise TypeError(f"no hand-written tangent rule for {type(layer).__name__}")
+    return a
+
+
 def attention(q: Dual, k: Dual, v: Dual, scale: float) -> Dual:
     """softmax(scale q k^T) v: the value from the fused kernel (with its own backward), the
     tangent from `backbones.attention`'s blockwise rule."""

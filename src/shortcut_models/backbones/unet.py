@@ -46,7 +46,7 @@ class ResBlock(nn.Module):
     def forward(self, x: Dual, c: Dual) -> Dual:
         """On (value, tangent) pairs (`backbones.tangent`)."""
         h = tg.dense(self.conv1, tg.silu(tg.group_norm(self.norm1, x)))
-        ada = tg.dense(self.ada[1], tg.silu(c))
+        ada = tg.sequential(self.ada, c)
         shift, scale = tg.parts(lambda z: z[:, :, None, None].chunk(2, dim=1), ada)
         h = tg.modulate(tg.group_norm(self.norm2, h), shift, scale)
         skip = x if isinstance(self.skip, nn.Identity) else tg.dense(self.skip, x)
