@@ -107,6 +107,48 @@ def test_meanflow_s_hand_written_jvp_under_fsdp_matches_one_process(tmp_path):
     assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=1e-4)
 
 
+ROWS_SCRIPT = """
+import json, sys
+from shortcut_models.config import TrainConfig
+from shortcut_models.distributed import teardown
+from shortcut_models.train import RunOptions, Trainer
+
+out = sys.argv[1]
+config = TrainConfig(data="checkerboard", objective="meanflow", steps=2, batch_size=64, lr=1e-3,
+                     backbone_options={"hidden_size": 32, "depth": 1})
+options = RunOptions(out_dir=out, device="cpu", progress=False, tensorboard=False)
+trainer = Trainer(config, options)
+calls = []
+trainer.model.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
+trainer.run()
+with open(f"{out}/calls_{trainer.dist.rank}.json", "w") as handle:
+    json.dump({"calls": calls, "ddp": trainer.net is not trainer.model}, handle)
+teardown()
+"""
+
+
+def test_meanflow_s_one_pass_holds_under_ddp(tmp_path):
+    """Under DDP the JVP pass runs through the DDP wrapper, so its primal output is the
+    prediction: each rank's 32 rows are evaluated once (8 by the JVP, 24 by a forward), and
+    two processes still train as one process accumulating two micro-batches."""
+    script = tmp_path / "rows.py"
+    script.write_text(ROWS_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        str(script), str(tmp_path / "two"),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for rank in (0, 1):
+        seen = json.loads((tmp_path / "two" / f"calls_{rank}.json").read_text())
+        assert seen == {"calls": [8, 24, 8, 24], "ddp": True}
+    config = tiny_config(steps=2, batch_size=64, objective="meanflow")
+    run = RunOptions(out_dir=tmp_path / "one", device="cpu", progress=False, grad_accum=2)
+    Trainer(config, run).run()
+    assert_same_weights(tmp_path / "two", tmp_path / "one")
+
+
 def test_batch_that_does_not_split_is_a_clear_error(tmp_path):
     with pytest.raises(UsageError, match="does not split into 3 equal micro-batches"):
         single(tmp_path / "x", grad_accum=3)

@@ -46,21 +46,21 @@ def test_wavelet_levels_option_changes_the_loss_and_checks_shapes():
     x1 = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     batch = plain.targets(None, None, x1, None, torch.Generator().manual_seed(2))
     pred = torch.zeros_like(x1)
-    mse, _ = plain.loss(pred, batch)
-    loss, _ = wave.loss(pred, batch)
+    mse, _ = plain.regression_loss(pred, batch)
+    loss, _ = wave.regression_loss(pred, batch)
     torch.testing.assert_close(loss, wavelet_loss(pred - batch.target, 2).mean())
     assert not torch.isclose(loss, mse)
     with pytest.raises(UsageError, match="image batches"):
         vectors = plain.targets(None, None, torch.randn(4, 2), None, _gen(3))
-        wave.loss(torch.zeros(4, 2), vectors)
+        wave.regression_loss(torch.zeros(4, 2), vectors)
     with pytest.raises(UsageError, match="divisible by 16"):
-        build_objective("flow_matching", wavelet_levels=4).loss(pred, batch)
+        build_objective("flow_matching", wavelet_levels=4).regression_loss(pred, batch)
     assert auto_levels((2, 1, 32, 32)) == 3 and auto_levels((2, 1, 28, 28)) == 2
     assert auto_levels((2, 2)) == 0
     auto = build_objective("ism", num_classes=0)
     vectors = auto.targets(nn.Identity(), _Linear(), torch.randn(16, 2), None, _gen(0))
     torch.testing.assert_close(
-        auto.loss(torch.zeros(16, 2), vectors)[0], vectors.target.pow(2).mean()
+        auto.regression_loss(torch.zeros(16, 2), vectors)[0], vectors.target.pow(2).mean()
     )  # vectors: plain MSE
 
 

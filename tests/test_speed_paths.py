@@ -81,3 +81,25 @@ def test_meanflow_jvp_runs_under_bf16_and_compile(tmp_path, options):
     tolerance = 5e-2 if "precision" in options else 1e-4
     assert_close_weights(tmp_path / "eager", tmp_path / "other", atol=tolerance)
     assert eager.model.cond.t_embedder.scale == 1.0  # meanflow's unscaled time embedding
+
+
+@pytest.mark.slow
+def test_meanflow_s_one_pass_holds_under_compile(tmp_path):
+    """Through the torch.compile wrapper the JVP pass still gives the prediction: the compiled
+    network sees the 4 rows with d != 0 and the 12 others, each once (two passes: 4 then 16)."""
+    config = tiny_config(
+        data="mnist", objective="meanflow", backbone="dit", backbone_options=DIT, steps=1,
+        batch_size=16,
+    )  # fmt: skip
+    rows = {}
+    for one_pass in (True, False):
+        config.objective_options = {"one_pass": one_pass}
+        run = RunOptions(out_dir=tmp_path / str(one_pass), device="cpu", progress=False,
+                         tensorboard=False, compile=True)  # fmt: skip
+        trainer = Trainer(config, run)
+        calls = rows[one_pass] = []
+        trainer.model.register_forward_hook(lambda m, args, out, calls=calls: calls.append(
+            args[0].shape[0]))  # fmt: skip
+        trainer.run()
+        assert trainer.net is not trainer.model
+    assert rows == {True: [4, 12], False: [4, 16]}

@@ -2,7 +2,7 @@
 GPUs bf16 autocast, torch.compile, fused AdamW, TF32, data in worker processes; several processes
 through torchrun (DDP, or FSDP for large models).
 
-It calls `objective.targets` and `objective.loss` and never asks which objective it runs.
+It calls `objective.loss` and never asks which objective it runs.
 
 A step's global batch is split into world_size x grad_accum micro-batches, and micro-batch j draws
 its noise and times from its own generator (seed, step, j). So the numbers depend on the global
@@ -212,7 +212,7 @@ class Trainer:
         self.objective.attach(context)
         # the twin EMA that computes targets (iSM), when the objective asks for one
         self.target_ema: torch.nn.Module | None = None
-        if self.objective.target_ema_decay > 0:
+        if self.objective.twin_ema_decay() > 0:
             self.target_ema = make_ema(self.ema)
             if checkpoint is not None:
                 checkpoint.load_weights(self.target_ema, "target_ema")
@@ -220,7 +220,7 @@ class Trainer:
         # every weight average with its decay: each is sharded alike and updated after a step
         self.averages = [(self.ema, config.ema_decay)]
         if self.target_ema is not None:
-            self.averages.append((self.target_ema, self.objective.target_ema_decay))
+            self.averages.append((self.target_ema, self.objective.twin_ema_decay()))
         copies = [average for average, _ in self.averages]
         self.net = parallel.distribute(self.model, copies, self.dist, self.device, options.fsdp)
         self.target_net = self.target_ema or self.ema
@@ -289,12 +289,7 @@ class Trainer:
             y = None if y_rows is None else y_rows[rows].to(self.device, non_blocking=True)
             generator = step_generator(config.seed, self.step, OBJECTIVE, self.device, part)
             with self._gradient_sync(a == accum - 1), self._autocast():
-                batch_ = self.objective.targets(self.net, self.target_net, x1, y, generator)
-                args, kwargs = batch_.inputs()
-                pred = batch_.prediction
-                if pred is None:
-                    pred = self.net(*args, **kwargs)
-                loss, info = self.objective.loss(pred, batch_)
+                loss, info = self.objective.loss(self.net, self.target_net, x1, y, generator)
                 (loss / accum).backward()
             for key, value in {"loss": loss.detach(), **info}.items():
                 totals[key] = totals.get(key, 0) + value.detach().float() / accum

@@ -1,7 +1,9 @@
-"""The objective interface: turn a data batch into (network inputs, regression targets).
+"""The objective interface: `loss(net, target_net, x1, y, generator) -> (loss, info)`.
 
-An objective is a small dataclass of options with a pure `targets` method, so the trainer never
-knows which one it runs and each one can be checked against a hand-computed case.
+An objective is a small dataclass of options that makes every network call its loss needs (as
+EDM's loss classes), so the trainer owns only optimisation and never knows which one it runs.
+Most build a `TrainingBatch` with a pure `targets` method (checked against hand-computed cases)
+and regress the network's output on it; the base class's `loss` does that.
 """
 
 from __future__ import annotations
@@ -33,9 +35,6 @@ class TrainingBatch:
     target: torch.Tensor
     parts: dict[str, slice] = field(default_factory=dict)  # named rows, for per-part losses
     w: torch.Tensor | None = None  # guidance scale per row, for intrinsic-guidance networks
-    # the network's output on these inputs, when the objective already computed it with
-    # gradient (MeanFlow's JVP pass); the trainer then makes no call of its own
-    prediction: torch.Tensor | None = None
 
     def inputs(self) -> tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor]]:
         """(args, kwargs) of the network call on these rows."""
@@ -107,6 +106,26 @@ class AttachContext:
     load_run: Callable[..., Any]
 
 
+@dataclass
+class TwinTargetEMA:
+    """The option of objectives whose targets come from `target_net` (a mixin listed before the
+    objective's base class)."""
+
+    target_ema_decay: float = option(
+        0.0,
+        "twin EMA (iSM): a second EMA with this decay computes the targets while --ema-decay's "
+        "is evaluated (0: targets from the one EMA)",
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 <= self.target_ema_decay < 1.0:
+            raise UsageError(f"target_ema_decay must be in [0, 1), got {self.target_ema_decay}")
+
+    def twin_ema_decay(self) -> float:
+        return self.target_ema_decay
+
+
 def is_power_of_two(n: int) -> bool:
     return isinstance(n, int) and n >= 1 and n & (n - 1) == 0
 
@@ -134,11 +153,6 @@ class Objective:
         0.1, "probability of replacing a label by the null class, for CFG"
     )
     num_classes: int = 0  # set from the data; 0 means unconditional
-    target_ema_decay: float = option(
-        0.0,
-        "twin EMA (iSM): a second EMA with this decay computes the targets while --ema-decay's "
-        "is evaluated (0: targets from the one EMA)",
-    )
 
     # training progress, set by the trainer before each step (curricula and phases read it)
     step: int = field(default=0, init=False, repr=False)
@@ -157,12 +171,29 @@ class Objective:
             raise UsageError(f"class_dropout_prob must be in [0, 1], got {self.class_dropout_prob}")
         if self.num_classes < 0:
             raise UsageError(f"num_classes must be >= 0, got {self.num_classes}")
-        if not 0.0 <= self.target_ema_decay < 1.0:
-            raise UsageError(f"target_ema_decay must be in [0, 1), got {self.target_ema_decay}")
 
     @property
     def null_class(self) -> int:
         return self.num_classes
+
+    def twin_ema_decay(self) -> float:
+        """Decay of a second EMA that computes the targets (0: none; see `TwinTargetEMA`)."""
+        return 0.0
+
+    def loss(
+        self,
+        net: nn.Module,
+        target_net: nn.Module,
+        x1: torch.Tensor,
+        y: torch.Tensor | None,
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The training loss of a batch of data x1 (labels y): `targets`, then one call of `net`
+        (what the trainer optimises; DDP / compile wrappers included) on their inputs. Returns
+        the loss and detached terms to log."""
+        batch = self.targets(net, target_net, x1, y, generator)
+        args, kwargs = batch.inputs()
+        return self.regression_loss(net(*args, **kwargs), batch)
 
     def targets(
         self,
@@ -172,12 +203,15 @@ class Objective:
         y: torch.Tensor | None,
         generator: torch.Generator,
     ) -> TrainingBatch:
+        """Network inputs and regression targets for data x1 (`model` is the network trained,
+        `target_model` the one a target may come from: its EMA, or a twin EMA)."""
         raise NotImplementedError
 
-    def loss(
+    def regression_loss(
         self, pred: torch.Tensor, batch: TrainingBatch
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The per-sample loss, averaged; also the mean of each named part."""
+        """The per-sample loss of the prediction `pred`, averaged; also the mean of each named
+        part."""
         per_sample = self.per_sample_loss(pred, batch)
         info = {
             f"loss_{name}": per_sample[rows].mean().detach()

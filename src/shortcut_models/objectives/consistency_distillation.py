@@ -19,6 +19,7 @@ from shortcut_models.objectives.base import (
     AttachContext,
     Objective,
     TrainingBatch,
+    TwinTargetEMA,
     consistency_velocity,
     grid_times,
     interpolate,
@@ -29,7 +30,7 @@ from shortcut_models.sampling import SamplingSpec
 
 
 @dataclass
-class ConsistencyDistillation(Objective):
+class ConsistencyDistillation(TwinTargetEMA, Objective):
     name = "consistency_distillation"
     needs = "teacher"
 

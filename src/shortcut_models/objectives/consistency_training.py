@@ -18,6 +18,7 @@ import torch
 from shortcut_models.objectives.base import (
     Objective,
     TrainingBatch,
+    TwinTargetEMA,
     consistency_velocity,
     grid_times,
     interpolate,
@@ -28,7 +29,7 @@ from shortcut_models.sampling import SamplingSpec
 
 
 @dataclass
-class ConsistencyTraining(Objective):
+class ConsistencyTraining(TwinTargetEMA, Objective):
     name = "consistency_training"
 
     renoise_sampling: bool = option(

@@ -29,12 +29,14 @@ import torch
 from torch import nn
 
 from shortcut_models.backbones.attention import jvp_attention
+from shortcut_models.backbones.tangent import TangentBackbone
 from shortcut_models.distributed import unwrap
 from shortcut_models.errors import UsageError
 from shortcut_models.guidance import conditional_pair
 from shortcut_models.objectives.base import (
     Objective,
     TrainingBatch,
+    TwinTargetEMA,
     adaptive_loss,
     broadcast,
     flow_velocity,
@@ -43,11 +45,6 @@ from shortcut_models.objectives.base import (
 )
 from shortcut_models.options import option
 from shortcut_models.sampling import SamplingSpec
-
-
-def base_network(net: nn.Module) -> nn.Module:
-    """The module under DDP (forward-mode AD runs on the plain module; gradients do not flow)."""
-    return unwrap(net)
 
 
 def time_derivative(
@@ -61,22 +58,25 @@ def time_derivative(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(u, du/dt) along the path with the end t + d fixed: one JVP with tangents (v, 1, -1).
 
-    `by_hand` and a backbone with `forward_with_tangent` (DiT, MLP, U-Net): hand-written rules
+    `by_hand` and a `TangentBackbone` (DiT, MLP, U-Net): its hand-written rules
     (`backbones.tangent`: about one forward more than the forward, nothing kept for the
-    backward). Otherwise `torch.func.jvp`, with attention on the fused kernel and a
-    hand-written tangent (`backbones.attention`: the fused kernels have no forward-mode rule).
+    backward), called through `net` itself, so DDP's and torch.compile's wrappers see the call
+    and u carries gradients. Otherwise `torch.func.jvp` on the plain module, with attention on
+    the fused kernel and a hand-written tangent (`backbones.attention`: the fused kernels have no
+    forward-mode rule).
     """
     ones = torch.ones_like(t)
-    if by_hand and hasattr(net, "forward_with_tangent"):
-        return tuple(net.forward_with_tangent(x, t, d, y, dx=v.to(x.dtype), dt=ones, dd=-ones))
+    if by_hand and isinstance(unwrap(net), TangentBackbone):
+        return tuple(net(x, t, d, y, tangents=(v.to(x.dtype), ones, -ones)))
+    module = unwrap(net)
     with jvp_attention():
         return torch.func.jvp(
-            lambda x_, t_, d_: net(x_, t_, d_, y), (x, t, d), (v.to(x.dtype), ones, -ones)
+            lambda x_, t_, d_: module(x_, t_, d_, y), (x, t, d), (v.to(x.dtype), ones, -ones)
         )
 
 
 @dataclass
-class MeanFlow(Objective):
+class MeanFlow(TwinTargetEMA, Objective):
     """Average-velocity targets from the MeanFlow identity, adaptive loss weighting, logit-normal
     times, CFG folded into the target (so 1-step sampling needs no guidance: sample with cfg 1).
     """
@@ -100,7 +100,7 @@ class MeanFlow(Objective):
     one_pass: bool = option(
         True,
         "take the training prediction from the JVP's own forward pass (the tangent without "
-        "gradient) instead of a second forward; used on one process without torch.compile",
+        "gradient) instead of a second forward",
     )
 
     tangents: str = option(
@@ -126,6 +126,25 @@ class MeanFlow(Objective):
         tau_r = torch.cat([tau_r[:num_mean], tau_t[num_mean:]])
         return 1.0 - tau_t, tau_t - tau_r
 
+    def loss(
+        self,
+        net: nn.Module,
+        target_net: nn.Module,
+        x1: torch.Tensor,
+        y: torch.Tensor | None,
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """With `one_pass` (and the JVP through the trained weights): each row through `net`
+        once, the JVP's primal output being the prediction on the rows with d != 0; otherwise
+        the targets without gradient, then a training forward on every row. `torch.func.jvp`
+        runs on the plain module, so behind a DDP / compile wrapper only the hand-written rules
+        take the one pass."""
+        by_hand = self.tangents == "hand" and isinstance(unwrap(net), TangentBackbone)
+        if not (self.one_pass and not self.jvp_ema and (by_hand or unwrap(net) is net)):
+            return super().loss(net, target_net, x1, y, generator)
+        batch, prediction = self.batch(net, target_net, x1, y, generator, predict=True)
+        return self.regression_loss(prediction, batch)
+
     def targets(
         self,
         model: nn.Module,
@@ -134,36 +153,46 @@ class MeanFlow(Objective):
         y: torch.Tensor | None,
         generator: torch.Generator,
     ) -> TrainingBatch:
+        return self.batch(model, target_model, x1, y, generator, predict=False)[0]
+
+    def batch(
+        self,
+        model: nn.Module,
+        target_model: nn.Module,
+        x1: torch.Tensor,
+        y: torch.Tensor | None,
+        generator: torch.Generator,
+        predict: bool,
+    ) -> tuple[TrainingBatch, torch.Tensor | None]:
+        """The targets, and with `predict` the prediction of `model` on every row (with
+        gradient: the JVP's primal output on the rows with d != 0, a plain forward on the rest)."""
         n = x1.shape[0]
         t, d = self.times(n, generator, x1.device)
         x0 = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
         x_t, v = interpolate(x0, x1, t), flow_velocity(x0, x1)
         y_in = self.drop_labels(y, generator)
-        net = base_network(target_model if self.jvp_ema else model)
-        # one pass: the JVP's primal output is the prediction the loss differentiates; only
-        # where the trainer would call this very module (not a DDP / compile wrapper)
-        one_pass = self.one_pass and not self.jvp_ema and net is model and torch.is_grad_enabled()
+        net = target_model if self.jvp_ema else model
         with torch.no_grad():
-            v = self.guided_velocity(net, x_t, t, v, y_in)
+            v = self.guided_velocity(unwrap(net), x_t, t, v, y_in)
         # the JVP only where d != 0 (the first rows): elsewhere d * du/dt is zero and the
-        # target is v; with one pass those rows take a plain forward, so each row is evaluated once
+        # target is v
         num_mean = round(n * self.mean_fraction)
         mean, flow = slice(0, num_mean), slice(num_mean, n)
         targets, predictions = [], []
-        with torch.set_grad_enabled(one_pass):
+        with torch.set_grad_enabled(predict):
             if num_mean:
                 by_hand = self.tangents == "hand"
                 xm, tm, dm, ym, vm = x_t[mean], t[mean], d[mean], rows_of(y_in, mean), v[mean]
-                u, dudt = time_derivative(net, xm, tm, dm, ym, vm, by_hand)
+                jvp_net = net if predict else unwrap(net)
+                u, dudt = time_derivative(jvp_net, xm, tm, dm, ym, vm, by_hand)
                 targets.append(vm + broadcast(dm, vm) * dudt.detach().to(v.dtype))
                 predictions.append(u)
-            if one_pass and num_mean < n:
+            if predict and num_mean < n:
                 predictions.append(net(x_t[flow], t[flow], d[flow], rows_of(y_in, flow)))
         targets.append(v[flow])
         parts = {"mean": mean, "flow": flow}
         batch = TrainingBatch(x_t=x_t, t=t, d=d, y=y_in, target=torch.cat(targets), parts=parts)
-        batch.prediction = torch.cat(predictions) if one_pass else None
-        return batch
+        return batch, torch.cat(predictions) if predict else None
 
     def guided_velocity(
         self,
@@ -183,7 +212,7 @@ class MeanFlow(Objective):
         guided = omega * v + kappa * cond + (1 - omega - kappa) * uncond
         return torch.where(broadcast(y == self.null_class, v).bool(), v, guided)
 
-    def loss(
+    def regression_loss(
         self, pred: torch.Tensor, batch: TrainingBatch
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """sg(w) * ||err||^2 with w = 1 / (||err||^2 + c)^p (||.||^2 summed over a sample's

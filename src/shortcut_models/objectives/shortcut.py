@@ -27,6 +27,7 @@ from shortcut_models.errors import UsageError
 from shortcut_models.guidance import guided_velocity
 from shortcut_models.objectives.base import (
     TrainingBatch,
+    TwinTargetEMA,
     broadcast,
     grid_times,
     interpolate,
@@ -74,7 +75,7 @@ def coarse_levels(
 
 
 @dataclass
-class Shortcut(FlowMatching):
+class Shortcut(TwinTargetEMA, FlowMatching):
     """The first B // bootstrap_every rows get self-consistency targets, the rest flow matching.
 
     A bootstrap row at level k (d = 2^-k) has t on the grid of d, and its target is the mean of two
