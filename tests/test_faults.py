@@ -251,7 +251,7 @@ def test_resumed_log_is_identical_with_log_every(tmp_path, monkeypatch):
     def stop_at_six(*args, **kwargs):
         terms = original(*args, **kwargs)
         if stopped.step == 6:
-            stopped._stop_signal = signal.SIGTERM
+            os.kill(os.getpid(), signal.SIGTERM)  # the loop stops after this step
         return terms
 
     monkeypatch.setattr(stopped, "train_step", stop_at_six)

@@ -66,10 +66,21 @@ class PoisonedData(ToyData):
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(run_dir):
     trainer = tiny_trainer(run_dir, tiny_config(steps=10), save_every=2)
     trainer.data = PoisonedData(bad=4)  # the fifth step
-    with pytest.raises(TrainingError, match="at step 5.*step 4"):
+    with pytest.raises(TrainingError, match="loss is nan at step 5; .*step 4"):
         trainer.run()
     assert load_checkpoint(run_dir).step == 4
-    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    saved = load_checkpoint(run_dir).tensors("model").values()
+    assert all(torch.isfinite(p).all() for p in saved)
+
+
+def test_a_non_finite_step_between_records_is_named_at_the_next_record(run_dir):
+    """The loss is read at logging and saving steps only; the first bad step is remembered on
+    the device and named there, and nothing after it is saved."""
+    trainer = tiny_trainer(run_dir, tiny_config(steps=12), save_every=4, log_every=3)
+    trainer.data = PoisonedData(bad=4)  # the fifth step; the next record is at step 6
+    with pytest.raises(TrainingError, match="loss is nan at step 5; .*step 4"):
+        trainer.run()
+    assert trainer.step == 6 and load_checkpoint(run_dir).step == 4
 
 
 @pytest.mark.slow
@@ -124,3 +135,35 @@ def test_same_seed_same_run(tmp_path):
     c = tiny_trainer(tmp_path / "c", tiny_config(steps=4, seed=1))
     c.run()
     assert losses(tmp_path / "a") != losses(tmp_path / "c")
+
+
+@pytest.mark.parametrize("objective", ["shortcut", "meanflow"])
+def test_no_host_read_in_a_step_between_logging_steps(run_dir, monkeypatch, objective):
+    """A step and the loop's bookkeeping read nothing back from the device (what a GPU run
+    needs): no Tensor.item / tolist / float / int / bool on steps that neither log nor save.
+    AdamW's own reads of its CPU step counter are left out: on a GPU the trainer runs the fused
+    AdamW, which keeps it on the device."""
+    trainer = tiny_trainer(run_dir, tiny_config(objective=objective, steps=10), log_every=10)
+    reads = []
+    for name in ("item", "tolist", "__float__", "__int__", "__bool__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, _name=name, **kwargs):
+            if "torch/optim" not in sys._getframe(1).f_code.co_filename:
+                reads.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    per_step, step = [], trainer.train_step
+
+    def marked(*args, **kwargs):
+        per_step.append(len(reads))
+        return step(*args, **kwargs)
+
+    trainer.train_step = marked
+    trainer.run()
+    monkeypatch.undo()
+    # reads between the start of step k and the start of step k + 1, for steps 1 .. 9
+    between = [b - a for a, b in zip(per_step, per_step[1:])]
+    assert len(between) == 9 and between == [0] * 9, reads
+    assert len(reads) > per_step[-1]  # the logging step and the save did read

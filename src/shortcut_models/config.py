@@ -49,7 +49,7 @@ class TrainConfig:
     )
     grad_clip: float = option(0.0, "clip the global gradient norm to this (0: off)")
     ema_decay: float = option(0.999, "decay of the weight EMA used for sampling and targets")
-    # `steps` is re-planned from the step rate measured over the first steps (train.PLAN_*) and
+    # `steps` is re-planned from the step rate measured over the first steps (train.schedule) and
     # stored, so a resumed run continues the same plan
     minutes: float = option(
         0.0,

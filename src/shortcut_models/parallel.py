@@ -6,7 +6,8 @@ run saved on N processes resumes or samples on any other number.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 
 import torch
 from torch import nn
@@ -19,7 +20,7 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.fsdp import fully_shard
 from torch.nn.parallel import DistributedDataParallel
 
-from shortcut_models.distributed import Dist
+from shortcut_models.distributed import Dist, unwrap
 from shortcut_models.errors import UsageError
 
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -84,3 +85,24 @@ def load_optimizer_state(
     }
     options = StateDictOptions(full_state_dict=True)
     set_optimizer_state_dict(model, optimizer, optim_state_dict=by_name, options=options)
+
+
+def gradient_sync(
+    net: nn.Module, model: nn.Module, info: Dist, fsdp: bool, sync: bool
+) -> contextlib.AbstractContextManager:
+    """Around a micro-batch's backward: skip the gradient all-reduce unless `sync` (the last
+    micro-batch of a step)."""
+    if sync or not info.enabled:
+        return contextlib.nullcontext()
+    if fsdp:
+        model.set_requires_gradient_sync(False)
+        return _restore_sync(model)
+    return unwrap(net, through_ddp=False).no_sync()  # DDP
+
+
+@contextlib.contextmanager
+def _restore_sync(model: nn.Module) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        model.set_requires_gradient_sync(True)

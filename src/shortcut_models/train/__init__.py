@@ -1,0 +1,16 @@
+"""Training: `Trainer(config, RunOptions(out_dir=...)).run()`.
+
+- `trainer`: the step and the loop (read this first)
+- `setup`: the networks a run trains, built or restored
+- `checkpoints`: resume checks, atomic saves, the last good checkpoint
+- `metrics`: metrics.jsonl, TensorBoard, the progress bar
+- `schedule`: the learning rate and the wall-clock plan
+- `health`: the first non-finite step, watched on the device
+"""
+
+from shortcut_models.train.checkpoints import METRICS_NAME
+from shortcut_models.train.options import RunOptions, TrainResult
+from shortcut_models.train.schedule import PLAN_STEPS
+from shortcut_models.train.trainer import Trainer
+
+__all__ = ["METRICS_NAME", "PLAN_STEPS", "RunOptions", "TrainResult", "Trainer"]

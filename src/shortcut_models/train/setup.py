@@ -1,0 +1,104 @@
+"""What a run trains, built (or restored) in one order, the same for every run: the data, the
+objective, the network under the run's seed, its EMA (and twin EMA), a start from another run,
+the objective's teacher, then the DDP / FSDP and torch.compile wrappers the step runs through."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from shortcut_models import parallel
+from shortcut_models.checkpoint import Checkpoint
+from shortcut_models.config import TrainConfig
+from shortcut_models.data import DataSource
+from shortcut_models.distributed import Dist
+from shortcut_models.ema import make_ema
+from shortcut_models.errors import UsageError
+from shortcut_models.factory import (
+    build_data,
+    build_model_for,
+    build_objective_for,
+    initialise_from,
+    load_run,
+)
+from shortcut_models.objectives import Objective
+from shortcut_models.objectives.base import AttachContext
+from shortcut_models.train.options import RunOptions
+
+
+@dataclass
+class Networks:
+    data: DataSource
+    objective: Objective
+    model: nn.Module  # the trained weights
+    ema: nn.Module  # what sampling uses by default
+    target_ema: nn.Module | None  # the twin EMA that computes targets, if the objective has one
+    averages: list[tuple[nn.Module, float]]  # every weight average with its decay
+    net: nn.Module  # what the step calls: the model behind DDP / FSDP and compile
+    target_net: nn.Module  # what targets are computed with (the twin EMA, or the EMA)
+
+
+def build_networks(
+    config: TrainConfig,
+    options: RunOptions,
+    data: DataSource | None,
+    checkpoint: Checkpoint | None,
+    dist: Dist,
+    device: torch.device,
+) -> Networks:
+    data = data if data is not None else build_data(config.data, config.data_options)
+    if checkpoint is not None:
+        _warn_if_files_changed(checkpoint, data, config)
+    objective = build_objective_for(config, data)
+    if options.fsdp and not objective.shards_with_fsdp:
+        raise UsageError(f"{config.objective} does not run under --fsdp; use DDP")
+    with torch.random.fork_rng(devices=[]):  # seed the initial weights, leave global RNG alone
+        torch.manual_seed(config.seed)
+        model = build_model_for(config, data, objective).to(device)
+    if options.activation_checkpointing:
+        if not hasattr(model, "checkpoint_activations"):
+            raise UsageError(f"activation checkpointing needs a DiT, not {config.backbone}")
+        model.checkpoint_activations = True
+    ema = make_ema(model)
+    if checkpoint is None and config.init_from:
+        step = initialise_from(config, data, objective, [model, ema])
+        print(f"started from {config.init_from} (step {step})", file=sys.stderr)
+    if checkpoint is not None:
+        checkpoint.load_weights(model, "model")
+        checkpoint.load_weights(ema, "ema")
+    context = AttachContext(
+        model=model,
+        ema=ema,
+        config=config,
+        data=data,
+        device=device,
+        fresh=checkpoint is None,
+        load_run=load_run,
+    )
+    objective.attach(context)
+    averages = [(ema, config.ema_decay)]
+    target_ema = None
+    if objective.twin_ema_decay() > 0:
+        target_ema = make_ema(ema)
+        if checkpoint is not None:
+            checkpoint.load_weights(target_ema, "target_ema")
+        averages.append((target_ema, objective.twin_ema_decay()))
+    copies = [average for average, _ in averages]
+    net = parallel.distribute(model, copies, dist, device, options.fsdp)
+    target_net = target_ema or ema
+    if options.compile:
+        net, target_net = torch.compile(net), torch.compile(target_net)
+    return Networks(data, objective, model, ema, target_ema, averages, net, target_net)
+
+
+def _warn_if_files_changed(checkpoint: Checkpoint, data: DataSource, config: TrainConfig) -> None:
+    stored, now = checkpoint.data, getattr(data, "fingerprint", None)
+    if stored is not None and stored.fingerprint and now and stored.fingerprint != now:
+        print(
+            f"warning: the files of {config.data_options.get('path')} changed since the "
+            "checkpoint was written (names or sizes); training continues on them as they are",
+            file=sys.stderr,
+        )

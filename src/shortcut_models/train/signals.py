@@ -1,0 +1,53 @@
+"""SIGINT and SIGTERM during training: the loop finishes its step, saves and returns; a second
+signal while that save runs is ignored (it says so), so the save is never cut short."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Callable
+
+import torch
+
+from shortcut_models import distributed
+from shortcut_models.distributed import Dist
+
+STOP_EVERY = 10  # several processes agree on a stop every this many steps (a collective)
+
+
+class StopSignals:
+    """Installed for the length of a `with` block; `step` says which step a stop saves."""
+
+    def __init__(self, dist: Dist, device: torch.device, log_every: int, step: Callable[[], int]):
+        self.dist, self.device, self.log_every, self.step = dist, device, log_every, step
+        self.signum: int | None = None
+        self.previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopSignals:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.previous[sig] = signal.signal(sig, self._on_signal)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def requested(self, step: int) -> bool:
+        """Whether to stop before step `step`: one process reads its flag; several agree on it
+        (a collective) every STOP_EVERY steps and at logging steps, so all stop at one step."""
+        signalled = self.signum is not None
+        if not self.dist.enabled:
+            return signalled
+        if step % STOP_EVERY and step % self.log_every:
+            return False
+        return distributed.any_rank(signalled, self.dist, self.device)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if self.signum is not None:  # already stopping: the save must not be cut short
+            step = self.step()
+            print(
+                f"signal {signum} ignored: saving the checkpoint at step {step}, please wait",
+                file=sys.stderr,
+            )
+            return
+        self.signum = signum

@@ -1,0 +1,254 @@
+"""The training loop: `train_step` (micro-batches, backward, clipping, AdamW, weight averages)
+and `run` (log, save, plan a wall-clock budget, stop on signals). Checkpoints, metrics, the
+schedule and the non-finite watch live in the sibling modules.
+
+A step's global batch is split into world_size x grad_accum micro-batches, and micro-batch j draws
+its noise and times from its own generator (seed, step, j). So the numbers depend on the global
+batch and the number of micro-batches, not on how they are spread over processes: 2 processes
+train exactly as 1 process accumulating 2 micro-batches (tested), up to float summation order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from shortcut_models import distributed, parallel
+from shortcut_models.config import DataSpec, TrainConfig
+from shortcut_models.data import DataSource
+from shortcut_models.distributed import resolve_device, resolve_precision
+from shortcut_models.ema import update_ema
+from shortcut_models.errors import TrainingError, UsageError
+from shortcut_models.files import prepare_out_dir
+from shortcut_models.locking import FolderLock
+from shortcut_models.seeding import OBJECTIVE, step_generator
+from shortcut_models.train.batches import step_batches
+from shortcut_models.train.checkpoints import CheckpointManager
+from shortcut_models.train.health import NonFiniteWatch
+from shortcut_models.train.metrics import MetricsLog
+from shortcut_models.train.options import RunOptions, TrainResult
+from shortcut_models.train.schedule import WallClockPlan, learning_rate
+from shortcut_models.train.setup import build_networks
+from shortcut_models.train.signals import StopSignals
+
+LOG_PARTIAL = "log_partial"  # checkpoint metadata: loss sums not yet written to the log
+
+
+class Trainer:
+    """Owns the network, its weight averages and the optimizer for one run folder."""
+
+    def __init__(
+        self, config: TrainConfig, options: RunOptions, data: DataSource | None = None
+    ) -> None:
+        self.options = options
+        self.out_dir = prepare_out_dir(options.out_dir)
+        self.device, self.dist = distributed.setup(resolve_device(options.device))
+        self.autocast_dtype = resolve_precision(options.precision, self.device)
+        parts = self.dist.world_size * options.grad_accum
+        if config.batch_size % parts:
+            raise UsageError(
+                f"batch size {config.batch_size} does not split into {parts} equal micro-batches "
+                f"({self.dist.world_size} processes x grad-accum {options.grad_accum})"
+            )
+        self.micro_batch = config.batch_size // parts
+        # one writer per folder: taken before anything in it is read or changed
+        self.lock = FolderLock(self.out_dir, "shortcut train") if self.dist.is_main else None
+        try:
+            self._setup(config, data)
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self, config: TrainConfig, data: DataSource | None) -> None:
+        self.config, self.checkpoints = (
+            config,
+            CheckpointManager(self.out_dir, self.dist, self.device),
+        )
+        if self.dist.is_main:
+            self.checkpoints.remove_stale_temporaries()
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        checkpoint = self.checkpoints.open(config, self.options.resume)
+        nets = build_networks(config, self.options, data, checkpoint, self.dist, self.device)
+        self.data, self.objective = nets.data, nets.objective
+        self.model, self.ema, self.target_ema = nets.model, nets.ema, nets.target_ema
+        self.net, self.target_net = nets.net, nets.target_net
+        self.averages = nets.averages  # (weight average, decay), each updated after a step
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(),
+            lr=config.lr,
+            betas=(config.beta1, config.beta2),
+            weight_decay=config.weight_decay,
+            fused=True if self.device.type == "cuda" else None,
+        )
+        self.step = 0
+        self.log = MetricsLog(self.out_dir, self.dist, self.device, config.batch_size)
+        if checkpoint is not None:
+            self.step = checkpoint.step
+            state = checkpoint.optimizer_state()
+            parallel.load_optimizer_state(self.model, self.optimizer, state, self.options.fsdp)
+            self.objective.load_state_tensors(checkpoint.tensors("objective", self.device))
+            if LOG_PARTIAL in checkpoint.extra:
+                self.log.restore(json.loads(checkpoint.extra[LOG_PARTIAL]))
+            if self.dist.is_main:
+                self.log.truncate(self.step)
+        self.plan = WallClockPlan(config.minutes, self.step, self.dist, self.device)
+        self.watch = NonFiniteWatch(self.device)
+
+    def close(self) -> None:
+        """Release the run folder (done at the end of `run`)."""
+        if self.lock is not None:
+            self.lock.release()
+
+    # -- one step ---------------------------------------------------------------------------
+
+    def train_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor | None] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """One optimizer step on batch number self.step (this process's rows of it, fetched now
+        unless given). Returns its loss terms, averaged over micro-batches, as tensors on the
+        device: nothing here waits for the device."""
+        config, accum, fsdp = self.config, self.options.grad_accum, self.options.fsdp
+        x_rows, y_rows = batch or self.data.batch(
+            self.step, config.batch_size, config.seed, self.rows
+        )
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate(self.step)
+        self.model.train()
+        self.objective.set_step(self.step, config.steps)
+        self.optimizer.zero_grad(set_to_none=True)
+        totals: dict[str, torch.Tensor] = {}
+        for a in range(accum):
+            part = self.dist.rank * accum + a  # the micro-batch's number within the global batch
+            rows = slice(a * self.micro_batch, (a + 1) * self.micro_batch)
+            x1 = x_rows[rows].to(self.device, non_blocking=True)
+            y = None if y_rows is None else y_rows[rows].to(self.device, non_blocking=True)
+            generator = step_generator(config.seed, self.step, OBJECTIVE, self.device, part)
+            sync = parallel.gradient_sync(self.net, self.model, self.dist, fsdp, a == accum - 1)
+            with sync, self._autocast():
+                loss, info = self.objective.loss(self.net, self.target_net, x1, y, generator)
+                (loss / accum).backward()
+            for key, value in {"loss": loss.detach(), **info}.items():
+                totals[key] = totals.get(key, 0) + value.detach().float() / accum
+        max_norm = config.grad_clip if config.grad_clip > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP
+            grad_norm = grad_norm.full_tensor()
+        self.optimizer.step()
+        for average, decay in self.averages:
+            if fsdp:
+                average.reshard()  # a no-grad forward leaves the root's weights gathered
+            update_ema(average, self.model, decay)
+        self.step += 1
+        self.watch.observe(self.step, totals["loss"], grad_norm)
+        return {"loss": totals.pop("loss"), "grad_norm": grad_norm, **dict(sorted(totals.items()))}
+
+    def learning_rate(self, step: int) -> float:
+        """The schedule at `step` (its cosine held at the start while a budget is planned)."""
+        return learning_rate(self.config, step, None if self.planning else self.config.steps)
+
+    @property
+    def planning(self) -> bool:
+        """A wall-clock budget not yet turned into a step count."""
+        return self.plan.pending
+
+    @property
+    def rows(self) -> slice:
+        """This process's rows of the global batch."""
+        per_rank = self.micro_batch * self.options.grad_accum
+        return slice(self.dist.rank * per_rank, (self.dist.rank + 1) * per_rank)
+
+    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """This process's rows of batches self.step, self.step + 1, ..."""
+        config, options = self.config, self.options
+        start, workers = self.step, options.workers
+        return step_batches(
+            self.data, config.batch_size, config.seed, self.rows, start, self.device, workers
+        )
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """The network sample and evaluate use: the EMA, or the raw weights where the config's
+        eval_weights says "model" (as `load_run` chooses for a saved run)."""
+        return self.model if self.config.eval_weights == "model" else self.ema
+
+    @property
+    def saved_step(self) -> int | None:
+        return self.checkpoints.saved_step
+
+    def save(self) -> Path:
+        """Every process calls it; rank 0 writes. Refuses to save after a non-finite step."""
+        self.watch.check(self.checkpoints.last_good())
+        return self.checkpoints.save(
+            self.step,
+            self.config,
+            DataSpec.of(self.data),
+            self.model,
+            [average for average, _ in self.averages],
+            self.optimizer,
+            self.objective.state_tensors(),
+            {LOG_PARTIAL: json.dumps(self.log.partial())},
+            self.options.fsdp,
+        )
+
+    def run(self) -> TrainResult:
+        """Train to config.steps, or until SIGINT / SIGTERM (`train.signals`); always ends on a
+        saved checkpoint. A file that cannot be written (a full disk, a file-size limit) ends
+        training with a TrainingError naming the last checkpoint, which is intact: every write
+        is atomic."""
+        signals = StopSignals(self.dist, self.device, self.options.log_every, lambda: self.step)
+        try:
+            with signals:
+                return self._run(signals)
+        except OSError as exc:
+            what = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+            last_good = self.checkpoints.last_good()
+            raise TrainingError(f"{what}; training stopped, {last_good}") from None
+        finally:
+            self.close()
+
+    def _run(self, signals: StopSignals) -> TrainResult:
+        config, options, log = self.config, self.options, self.log
+        description = f"{config.objective} on {config.data}"
+        log.open(config.steps, self.step, description, options.progress, options.tensorboard)
+        self.plan.begin()
+        batches, terms, stopped = self.batches(), None, False
+        try:
+            while self.planning or self.step < config.steps:
+                stopped = signals.requested(self.step)
+                if stopped:
+                    break
+                terms = self.train_step(next(batches))
+                log.add(terms)
+                planned = self.plan.after_step(self.step)
+                if planned is not None:
+                    config.steps = log.bar.total = planned
+                    log.message(
+                        f"{config.minutes:g} minutes at {self.plan.rate:.2f} steps/s: training "
+                        f"{planned} steps"
+                    )
+                if self.step % options.log_every == 0 or self.step == config.steps:
+                    self.watch.check(self.checkpoints.last_good())
+                    log.write(self.step, self.learning_rate(self.step - 1))
+                if self.step % options.save_every == 0:
+                    log.checkpoint_clock()
+                    self.save()
+        finally:
+            del batches  # stops the data-loading workers
+            log.close()
+        path = self.save() if self.saved_step != self.step else self.checkpoints.path
+        last_loss = None if terms is None else float(terms["loss"])
+        status = "interrupted" if stopped else "completed"
+        return TrainResult(self.step, status, path, signals.signum, last_loss)
