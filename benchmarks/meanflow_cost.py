@@ -10,7 +10,7 @@ all alike, the median kept; reports each as a ratio to flow matching's step in t
 - meanflow, autodiff JVP: `--tangents autodiff`, the JVP on the rows with r != t only;
 - meanflow, hand-written, JVP on every row: `--mean-fraction 1` (hand-written tangents on the
   whole batch);
-- meanflow (our default): hand-written tangents (`backbones.tangent`) on the rows with r != t
+- meanflow (our default): hand-written tangents (`backbones.forward_mode`) on the rows with r != t
   (a quarter of the batch), a plain forward on the others, each row once.
 
     python benchmarks/meanflow_cost.py --threads 2 --json benchmarks/results/meanflow_cost_cpu.json

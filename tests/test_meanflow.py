@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from shortcut_models.backbones import build_backbone
+from shortcut_models.backbones.forward_mode import forward_with_tangent
 from shortcut_models.objectives import build_objective
 from shortcut_models.objectives.base import flow_velocity, interpolate
 from shortcut_models.objectives.meanflow import time_derivative
@@ -219,9 +220,9 @@ def test_a_dit_jvp_with_the_hand_written_rule_equals_the_math_kernel_s():
 )  # fmt: skip
 @pytest.mark.parametrize("guidance_input", [False, True])
 def test_hand_written_tangents_equal_forward_mode_autodiff(name, options, shape, guidance_input):
-    """forward_with_tangent (backbones.tangent) against torch.func.jvp through the plain forward
-    with the math attention kernel, in float64: the value is the forward's to the last bit (and
-    so are its gradients, DiT's blocks recomputed too), the tangent equal to 1e-10 (relative)."""
+    """forward_with_tangent (backbones.forward_mode) against torch.func.jvp through the plain
+    forward with the math attention kernel, in float64: the value is the forward's to the last
+    bit (and so are its gradients, DiT's blocks recomputed too), the tangent equal to 1e-10."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     torch.manual_seed(0)
@@ -240,21 +241,49 @@ def test_hand_written_tangents_equal_forward_mode_autodiff(name, options, shape,
     dt, dd = torch.randn_like(t), torch.randn_like(d)
     with sdpa_kernel(SDPBackend.MATH):
         value, tangent = torch.func.jvp(lambda a, b, c: net(a, b, c, y, w), (x, t, d), (dx, dt, dd))
-    got = net.forward_with_tangent(x, t, d, y, w, dx=dx, dt=dt, dd=dd)
-    assert torch.equal(got.value, net(x, t, d, y, w)) and not got.tangent.requires_grad
-    torch.testing.assert_close(got.value, value, rtol=0, atol=1e-10)  # the math kernel's
-    torch.testing.assert_close(got.tangent, tangent, rtol=1e-10, atol=1e-10)
+    got_value, got_tangent = forward_with_tangent(net, x, t, d, y, w, dx=dx, dt=dt, dd=dd)
+    assert torch.equal(got_value, net(x, t, d, y, w)) and not got_tangent.requires_grad
+    torch.testing.assert_close(got_value, value, rtol=0, atol=1e-10)  # the math kernel's
+    torch.testing.assert_close(got_tangent, tangent, rtol=1e-10, atol=1e-10)
     assert float(tangent.abs().max()) > 1e-2
-    only_t = net.forward_with_tangent(x, t, d, y, w, dt=dt)  # missing tangents are zero
+    _, only_t = forward_with_tangent(net, x, t, d, y, w, dt=dt)  # missing tangents are zero
     with sdpa_kernel(SDPBackend.MATH):
         reference = torch.func.jvp(lambda b: net(x, b, d, y, w), (t,), (dt,))[1]
-    torch.testing.assert_close(only_t.tangent, reference, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(only_t, reference, rtol=1e-10, atol=1e-10)
 
     net.zero_grad()
     net(x, t, d, y, w).square().sum().backward()
     expected = [p.grad.clone() for p in net.parameters()]
     net.zero_grad()
     net.checkpoint_activations = True  # DiT's blocks recompute; the others ignore it
-    net.forward_with_tangent(x, t, d, y, w, dx=dx, dt=dt, dd=dd).value.square().sum().backward()
+    forward_with_tangent(net, x, t, d, y, w, dx=dx, dt=dt, dd=dd)[0].square().sum().backward()
     for p, g in zip(net.parameters(), expected, strict=True):
         assert torch.equal(p.grad, g)
+
+
+def test_any_backbone_gets_its_tangent_rules_or_the_autodiff_fallback():
+    """A custom backbone with layers the built-in ones lack (an affine LayerNorm, RMSNorm,
+    Dropout, tanh, a scalar division): plain code, no tangent code; forward_with_tangent gives
+    torch.func.jvp's tangent (float64), functions without a rule through its fallback."""
+
+    class Custom(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp, self.out = nn.Linear(3, 8), nn.Linear(8, 3)
+            self.norm, self.rms = nn.LayerNorm(8), nn.RMSNorm(8)
+            self.drop = nn.Dropout(0.5)
+
+        def forward(self, x, t, d, y=None):
+            h = self.norm(self.inp(x) * t[:, None]) + d[:, None]
+            return self.out(self.drop(torch.tanh(self.rms(h)) / 2))
+
+    torch.manual_seed(0)
+    net = Custom().double().eval()
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    x, t, d = torch.randn(5, 3).double(), torch.rand(5).double(), torch.rand(5).double()
+    dx, dt, dd = torch.randn_like(x), torch.randn_like(t), torch.randn_like(d)
+    value, tangent = torch.func.jvp(lambda a, b, c: net(a, b, c), (x, t, d), (dx, dt, dd))
+    got_value, got_tangent = forward_with_tangent(net, x, t, d, dx=dx, dt=dt, dd=dd)
+    assert torch.equal(got_value, net(x, t, d))
+    torch.testing.assert_close(got_tangent, tangent, rtol=1e-10, atol=1e-10)

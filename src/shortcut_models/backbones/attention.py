@@ -19,6 +19,7 @@ from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
+from torch.overrides import handle_torch_function, has_torch_function
 
 CHUNK = 256  # queries per block of the tangent
 _state = threading.local()
@@ -37,6 +38,8 @@ def jvp_attention() -> Iterator[None]:
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
     """softmax(scale q k^T) v over (batch, heads, tokens, head size) tensors."""
+    if has_torch_function((q, k, v)):  # `forward_mode.Dual`s: its rule uses attention_tangent
+        return handle_torch_function(attention, (q, k, v), q, k, v, scale)
     if getattr(_state, "active", False):
         return AttentionJVP.apply(q, k, v, scale)
     return F.scaled_dot_product_attention(q, k, v, scale=scale)

@@ -29,9 +29,9 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from shortcut_models.backbones import tangent as tg
-from shortcut_models.backbones.embeddings import Conditioning
-from shortcut_models.backbones.tangent import Dual, TangentBackbone
+from shortcut_models.backbones.attention import attention
+from shortcut_models.backbones.embeddings import ConditionedBackbone, Conditioning
+from shortcut_models.backbones.layers import gated, modulate
 from shortcut_models.options import option
 
 # name -> (hidden size, depth, heads); the patch size is the part after the slash.
@@ -85,16 +85,12 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
         self.proj = nn.Linear(hidden_size, hidden_size)
 
-    def forward(self, x: Dual) -> Dual:
-        b, n, c = x.value.shape
-        heads = self.num_heads
-
-        def split(z: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            return z.reshape(b, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4).unbind(0)
-
-        q, k, v = tg.parts(split, tg.dense(self.qkv, x))
-        out = tg.attention(q, k, v, self.scale)
-        return tg.dense(self.proj, tg.linear_map(lambda z: z.transpose(1, 2).reshape(b, n, c), out))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape  # (N, T, D)
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (N, heads, T, D / heads)
+        out = attention(q, k, v, self.scale)
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
 
 class DiTBlock(nn.Module):
@@ -119,14 +115,11 @@ class DiTBlock(nn.Module):
         )
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size))
 
-    def forward(self, x: Dual, c: Dual) -> Dual:
-        """On (value, tangent) pairs (`backbones.tangent`)."""
-        ada = tg.sequential(self.ada, c)
-        s1, sc1, g1, s2, sc2, g2 = tg.parts(lambda z: z[:, None].chunk(6, dim=-1), ada)
-        x = tg.residual(x, g1, self.attn(tg.modulate(tg.layer_norm(self.norm1, x), s1, sc1)))
-        h = tg.modulate(tg.layer_norm(self.norm2, x), s2, sc2)
-        h = tg.sequential(self.mlp, h)
-        return tg.residual(x, g2, h)
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """x: (N, T, D) tokens, c: (N, D) conditioning."""
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c)[:, None].chunk(6, dim=-1)
+        x = gated(x, gate1, self.attn(modulate(self.norm1(x), shift1, scale1)))
+        return gated(x, gate2, self.mlp(modulate(self.norm2(x), shift2, scale2)))
 
 
 @dataclass
@@ -166,7 +159,7 @@ class DiTOptions:
     )
 
 
-class DiT(TangentBackbone):
+class DiT(ConditionedBackbone):
     """Velocity network s(x, t, d, y) on (N, C, H, W) images or latents.
 
     `checkpoint_activations = True` recomputes each block's activations in the backward pass
@@ -249,17 +242,15 @@ class DiT(TangentBackbone):
     def data_options(shape: tuple[int, ...], num_classes: int) -> dict[str, int]:
         return square_image_options(shape, num_classes)
 
-    def body(self, x: Dual, c: Dual) -> Dual:
-        """The network after the conditioning, on (value, tangent) pairs (`backbones.tangent`)."""
-        h = tg.linear_map(lambda z: z.flatten(2).transpose(1, 2), tg.dense(self.patch, x))
-        h = tg.add(h, Dual(self.pos.to(x.value.dtype)))
+    def body(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """x: (N, C, H, W) images, c: (N, D) -> velocity (N, C, H, W)."""
+        h = self.patch(x).flatten(2).transpose(1, 2) + self.pos.to(x.dtype)  # (N, T, D)
         recompute = self.checkpoint_activations and self.training and torch.is_grad_enabled()
         for block in self.blocks:
             h = checkpoint(block, h, c, use_reentrant=False) if recompute else block(h, c)
-        ada = tg.sequential(self.ada_out, c)
-        shift, scale = tg.parts(lambda z: z[:, None].chunk(2, dim=-1), ada)
-        h = tg.dense(self.out, tg.modulate(tg.layer_norm(self.norm_out, h), shift, scale))
-        return tg.linear_map(self.unpatchify, h)
+        shift, scale = self.ada_out(c)[:, None].chunk(2, dim=-1)
+        h = self.out(modulate(self.norm_out(h), shift, scale))  # (N, T, p * p * C)
+        return self.unpatchify(h)
 
     def unpatchify(self, h: torch.Tensor) -> torch.Tensor:
         """(N, grid*grid, p*p*C) -> (N, C, H, W)."""

@@ -139,3 +139,25 @@ class Conditioning(nn.Module):
         elif w is not None:
             raise ValueError("this network has no guidance input (build it with guidance_input)")
         return c
+
+
+class ConditionedBackbone(nn.Module):
+    """s(x, t, d, y, w): the conditioning vector c = self.cond(t, d, y, w) (a `Conditioning`),
+    then `body(x, c)`, the network proper, which each backbone writes as plain tensor code."""
+
+    cond: Conditioning
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        d: torch.Tensor,
+        y: torch.Tensor | None = None,
+        w: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x: (N, ...) samples at time t; t, d: (N,) time and step size; y: (N,) labels or None;
+        w: (N,) guidance scales (networks with a guidance input) -> the velocity, shaped as x."""
+        return self.body(x, self.cond(t, d, y, w))
+
+    def body(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
-from shortcut_models.backbones import tangent as tg
-from shortcut_models.backbones.embeddings import Conditioning
-from shortcut_models.backbones.tangent import Dual, TangentBackbone
+from shortcut_models.backbones.embeddings import ConditionedBackbone, Conditioning
+from shortcut_models.backbones.layers import gated, modulate
 from shortcut_models.options import option
 
 
@@ -28,12 +28,10 @@ class ResidualBlock(nn.Module):
         nn.init.zeros_(self.ada[1].weight)
         nn.init.zeros_(self.ada[1].bias)
 
-    def forward(self, h: Dual, c: Dual) -> Dual:
-        """On (value, tangent) pairs (`backbones.tangent`)."""
-        ada = tg.sequential(self.ada, c)
-        shift, scale, gate = tg.parts(lambda z: z.chunk(3, dim=-1), ada)
-        branch = tg.sequential(self.mlp, tg.modulate(tg.layer_norm(self.norm, h), shift, scale))
-        return tg.residual(h, gate, branch)
+    def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """h: (N, D) features, c: (N, D) conditioning."""
+        shift, scale, gate = self.ada(c).chunk(3, dim=-1)
+        return gated(h, gate, self.mlp(modulate(self.norm(h), shift, scale)))
 
 
 @dataclass
@@ -49,7 +47,7 @@ class MLPOptions:
     )
 
 
-class MLP(TangentBackbone):
+class MLP(ConditionedBackbone):
     """Velocity network s(x, t, d, y) for flat vectors of size `dim`.
 
     The call signature is the same as the DiT's, so every objective and the sampler work on both.
@@ -92,10 +90,10 @@ class MLP(TangentBackbone):
             raise ValueError(f"the MLP backbone takes flat vectors, got samples of shape {shape}")
         return {"dim": shape[0], "num_classes": num_classes}
 
-    def body(self, x: Dual, c: Dual) -> Dual:
-        """The network after the conditioning, on (value, tangent) pairs (`backbones.tangent`)."""
-        h = tg.dense(self.proj_in, x)
+    def body(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """x: (N, dim) vectors, c: (N, D) -> velocity (N, dim)."""
+        h = self.proj_in(x)  # (N, D)
         for block in self.blocks:
             h = block(h, c)
-        shift, scale = tg.parts(lambda z: z.chunk(2, dim=-1), tg.sequential(self.ada_out, c))
-        return tg.dense(self.proj_out, tg.modulate(tg.layer_norm(self.norm_out, h), shift, scale))
+        shift, scale = self.ada_out(c).chunk(2, dim=-1)
+        return self.proj_out(modulate(self.norm_out(h), shift, scale))

@@ -15,12 +15,13 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from shortcut_models.backbones import tangent as tg
+from shortcut_models.backbones.attention import attention
 from shortcut_models.backbones.dit import square_image_options
-from shortcut_models.backbones.embeddings import Conditioning
-from shortcut_models.backbones.tangent import Dual, TangentBackbone
+from shortcut_models.backbones.embeddings import ConditionedBackbone, Conditioning
+from shortcut_models.backbones.layers import modulate
 from shortcut_models.options import option
 
 
@@ -43,14 +44,12 @@ class ResBlock(nn.Module):
         nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
 
-    def forward(self, x: Dual, c: Dual) -> Dual:
-        """On (value, tangent) pairs (`backbones.tangent`)."""
-        h = tg.dense(self.conv1, tg.silu(tg.group_norm(self.norm1, x)))
-        ada = tg.sequential(self.ada, c)
-        shift, scale = tg.parts(lambda z: z[:, :, None, None].chunk(2, dim=1), ada)
-        h = tg.modulate(tg.group_norm(self.norm2, h), shift, scale)
-        skip = x if isinstance(self.skip, nn.Identity) else tg.dense(self.skip, x)
-        return tg.add(skip, tg.dense(self.conv2, tg.silu(h)))
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """x: (N, C_in, H, W), c: (N, cond_size) -> (N, C_out, H, W)."""
+        h = self.conv1(F.silu(self.norm1(x)))
+        shift, scale = self.ada(c)[:, :, None, None].chunk(2, dim=1)  # each (N, C_out, 1, 1)
+        h = modulate(self.norm2(h), shift, scale)
+        return self.skip(x) + self.conv2(F.silu(h))
 
 
 class SelfAttention(nn.Module):
@@ -67,17 +66,13 @@ class SelfAttention(nn.Module):
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
 
-    def forward(self, x: Dual) -> Dual:
-        b, ch, hgt, wid = x.value.shape
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, ch, hgt, wid = x.shape
         heads = self.num_heads
-
-        def split(z: torch.Tensor) -> tuple[torch.Tensor, ...]:  # (b, heads, pixels, head dim)
-            return z.reshape(b, 3, heads, ch // heads, -1).transpose(-1, -2).unbind(1)
-
-        q, k, v = tg.parts(split, tg.dense(self.qkv, tg.group_norm(self.norm, x)))
-        out = tg.attention(q, k, v, (ch // heads) ** -0.5)  # SDPA's default scale
-        out = tg.linear_map(lambda z: z.transpose(-1, -2).reshape(b, ch, hgt, wid), out)
-        return tg.add(x, tg.dense(self.proj, out))
+        qkv = self.qkv(self.norm(x)).reshape(b, 3, heads, ch // heads, -1)
+        q, k, v = qkv.transpose(-1, -2).unbind(1)  # each (N, heads, H * W, C / heads)
+        out = attention(q, k, v, (ch // heads) ** -0.5)  # SDPA's default scale
+        return x + self.proj(out.transpose(-1, -2).reshape(b, ch, hgt, wid))
 
 
 @dataclass
@@ -92,7 +87,7 @@ class UNetOptions:
     time_scale: float = option(1000.0)
 
 
-class UNet(TangentBackbone):
+class UNet(ConditionedBackbone):
     """Velocity network s(x, t, d, y) on (N, C, H, W) images; H = W divisible by 2^(levels-1).
 
     `channels` gives the width of each resolution (halved between levels), `blocks` the residual
@@ -157,18 +152,18 @@ class UNet(TangentBackbone):
 
     data_options = staticmethod(square_image_options)
 
-    def body(self, x: Dual, c: Dual) -> Dual:
-        """The network after the conditioning, on (value, tangent) pairs (`backbones.tangent`)."""
-        h = tg.dense(self.stem, x)
+    def body(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """x: (N, C, H, W) images, c: (N, cond_size) -> velocity (N, C, H, W)."""
+        h = self.stem(x)
         hs = [h]
-        for layer in self.down:
-            h = layer(h, c) if isinstance(layer, ResBlock) else tg.dense(layer, h)
+        for layer in self.down:  # residual blocks and stride-2 convolutions
+            h = layer(h, c) if isinstance(layer, ResBlock) else layer(h)
             hs.append(h)
         for layer in self.mid:
             h = layer(h, c) if isinstance(layer, ResBlock) else layer(h)
-        for layer in self.up:
+        for layer in self.up:  # residual blocks on [h, skip], nearest upsampling
             if isinstance(layer, ResBlock):
-                h = layer(tg.cat([h, hs.pop()], dim=1), c)
+                h = layer(torch.cat([h, hs.pop()], dim=1), c)
             else:
-                h = tg.linear_map(layer, h)  # nearest upsampling
-        return tg.dense(self.out, tg.silu(tg.group_norm(self.norm_out, h)))
+                h = layer(h)
+        return self.out(F.silu(self.norm_out(h)))

@@ -1,24 +1,16 @@
 """MeanFlow (Geng et al., 2025, arXiv 2505.13447): learn the average velocity over a step.
 
-Our time runs from noise (t = 0) to data (t = 1) and the network is told the step d toward the
-data, so its output is the average velocity u(x_t, t, d) = (1/d) int_t^{t+d} v(x_s, s) ds and one
-step is x_{t+d} = x_t + d u. MeanFlow's time runs the other way (tau = 1 - t, its (r, t) are our
-(t + d, t) seen from the data end) and its u is minus ours; its 1-step sampler
-x = eps - u(eps, 0, 1) is our x1 = x0 + u(x0, t=0, d=1). Differentiating
-d u(x_t, t, e - t) = int_t^e v ds in t with the end e = t + d fixed gives the MeanFlow identity in
-our convention:
+Our time runs from noise (t = 0) to data (t = 1) and the network, told the step d, outputs the
+average velocity u(x_t, t, d) = (1/d) int_t^{t+d} v ds (MeanFlow's tau = 1 - t, its u is minus
+ours). Differentiating d u = int_t^{t+d} v ds in t with the end t + d fixed gives
 
     u = v + d (v . d_x u + d_t u - d_d u),
 
-so the target is v + d * jvp(u, (x, t, d), tangents (v, 1, -1)), one forward-mode JVP under
-stop-gradient. Rows with r = t (d = 0) reduce to flow matching.
-
-The cost: the JVP runs on the rows with r != t only (the others' tangent is multiplied by
-t - r = 0, so their target is v), its primal output is their prediction, and the rows with r = t
-take a plain forward: each row passes through the network once (`one_pass`; as the paper's
-code, which reuses the JVP's primal output). The backbones give the JVP by hand-written tangent
-rules (`backbones.tangent`). Where we differ from the paper: the share of rows with r != t is
-exact per batch (the first rows) rather than drawn per row.
+so the target is v + d * jvp(u, (x, t, d), tangents (v, 1, -1)) under stop-gradient; rows with
+d = 0 reduce to flow matching. The JVP runs only on the rows with d != 0 and its primal output
+is their prediction (`one_pass`, as the paper's code); its tangent comes from hand-written rules
+applied to the backbone's plain forward (`backbones.forward_mode`). Unlike the paper, the share
+of rows with d != 0 is exact per batch (the first rows) rather than drawn per row.
 """
 
 from __future__ import annotations
@@ -29,7 +21,7 @@ import torch
 from torch import nn
 
 from shortcut_models.backbones.attention import jvp_attention
-from shortcut_models.backbones.tangent import TangentBackbone
+from shortcut_models.backbones.forward_mode import forward_with_tangent
 from shortcut_models.distributed import unwrap
 from shortcut_models.errors import UsageError
 from shortcut_models.guidance import conditional_pair
@@ -58,17 +50,18 @@ def time_derivative(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(u, du/dt) along the path with the end t + d fixed: one JVP with tangents (v, 1, -1).
 
-    `by_hand` and a `TangentBackbone` (DiT, MLP, U-Net): its hand-written rules
-    (`backbones.tangent`: about one forward more than the forward, nothing kept for the
+    `by_hand`: the backbone's plain forward with hand-written tangent rules applied from outside
+    (`backbones.forward_mode`: about one forward more than the forward, nothing kept for the
     backward), called through `net` itself, so DDP's and torch.compile's wrappers see the call
     and u carries gradients. Otherwise `torch.func.jvp` on the plain module, with attention on
     the fused kernel and a hand-written tangent (`backbones.attention`: the fused kernels have no
     forward-mode rule).
     """
     ones = torch.ones_like(t)
-    if by_hand and isinstance(unwrap(net), TangentBackbone):
-        return tuple(net(x, t, d, y, tangents=(v.to(x.dtype), ones, -ones)))
     module = unwrap(net)
+    if by_hand:
+        dx = v.to(x.dtype)
+        return forward_with_tangent(net, x, t, d, y, dx=dx, dt=ones, dd=-ones, module=module)
     with jvp_attention():
         return torch.func.jvp(
             lambda x_, t_, d_: module(x_, t_, d_, y), (x, t, d), (v.to(x.dtype), ones, -ones)
@@ -105,8 +98,9 @@ class MeanFlow(TwinTargetEMA, Objective):
 
     tangents: str = option(
         "hand",
-        "the JVP by the backbone's hand-written tangent rules where it has them (hand: every "
-        "built-in one) or by torch.func.jvp (autodiff; the same numbers to rounding, slower)",
+        "the JVP by hand-written tangent rules applied to the backbone's forward, torch.func.jvp "
+        "for a function without one (hand), or by torch.func.jvp throughout (autodiff; the same "
+        "numbers to rounding, slower)",
         choices=("hand", "autodiff"),
     )
 
@@ -139,7 +133,7 @@ class MeanFlow(TwinTargetEMA, Objective):
         the targets without gradient, then a training forward on every row. `torch.func.jvp`
         runs on the plain module, so behind a DDP / compile wrapper only the hand-written rules
         take the one pass."""
-        by_hand = self.tangents == "hand" and isinstance(unwrap(net), TangentBackbone)
+        by_hand = self.tangents == "hand"
         if not (self.one_pass and not self.jvp_ema and (by_hand or unwrap(net) is net)):
             return super().loss(net, target_net, x1, y, generator)
         batch, prediction = self.batch(net, target_net, x1, y, generator, predict=True)
