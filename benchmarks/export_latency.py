@@ -18,7 +18,7 @@ from pathlib import Path
 import onnxruntime
 import torch
 
-from shortcut_models.export import Generator, export_generator
+from shortcut_models.export import UnrolledSampler, export_generator
 from shortcut_models.factory import load_run
 from shortcut_models.report import markdown_table, write_json
 
@@ -49,8 +49,8 @@ def main() -> None:
         onnx_path = folder / f"gen{steps}.onnx"
         export_generator(args.ckpt, onnx_path, steps=steps, fmt="onnx")
         session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-        eager = Generator(run, steps).eval()
-        compiled = torch.compile(Generator(run, steps).eval())
+        eager = UnrolledSampler(run, steps).eval()
+        compiled = torch.compile(UnrolledSampler(run, steps).eval())
         for batch in (1, 64):
             noise = torch.randn(batch, *run.spec.shape)
             inputs = {"noise": noise}

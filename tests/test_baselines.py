@@ -93,10 +93,10 @@ def test_reflow_and_live_reflow_targets():
         assert len(match) == 1
     live = build_objective("live_reflow", denoise_timesteps=8, bootstrap_every=4)
     batch = live.targets(Constant(0.5), None, torch.randn(16, 2), None, gen())
-    reflow = batch.parts["reflow"]
+    reflow = batch.groups["reflow"]
     # 8 Euler steps of a constant velocity 0.5 end at x0 + 0.5: the target is 0.5, with d = 1
     torch.testing.assert_close(batch.target[reflow], torch.full((4, 2), 0.5))
-    assert torch.all(batch.d[reflow] == 1) and torch.all(batch.d[batch.parts["flow"]] == 1 / 8)
+    assert torch.all(batch.d[reflow] == 1) and torch.all(batch.d[batch.groups["flow"]] == 1 / 8)
 
 
 def test_live_reflow_samples_with_the_levels_it_was_trained_on():

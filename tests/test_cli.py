@@ -8,6 +8,9 @@ import torch
 from helpers import assert_one_line_error, run_main, tiny_config, tiny_trainer
 from safetensors.torch import save_file
 
+from shortcut_models.cli import main
+from shortcut_models.errors import UsageError
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
@@ -99,3 +102,30 @@ def test_module_entry_point_and_help():
     assert done.returncode == 0
     for flag in ("--bootstrap-every", "--bootstrap-ema", "--resume", "--denoise-timesteps"):
         assert flag in done.stdout
+
+
+def test_message_flags_and_debug(tmp_path, capsys, monkeypatch):
+    """--quiet drops info lines, --verbose adds the traceback of a one-line error as a debug
+    line, --debug and SHORTCUT_DEBUG=1 re-raise it; ranks other than 0 say only errors."""
+    base = ["train", "--data", "moons", "--steps", "2", "--hidden-size", "8", "--depth", "1",
+            "--no-progress", "--no-tensorboard", "--recipe", "reference"]  # fmt: skip
+    code, _, err = run_main([*base, "--out", str(tmp_path / "a")], capsys)
+    assert code == 0 and "recipe reference:" in err
+    code, _, err = run_main([*base, "--out", str(tmp_path / "b"), "--quiet"], capsys)
+    assert code == 0 and err == ""
+    bad = ["train", "--out", str(tmp_path / "c"), "--steps", "0"]
+    code, _, err = run_main([*bad, "--verbose"], capsys)
+    assert (
+        code == 2 and "Traceback" in err and err.strip().endswith("steps must be positive, got 0")
+    )
+    with pytest.raises(UsageError, match="steps must be positive"):
+        main([*bad, "--debug"])
+    monkeypatch.setenv("SHORTCUT_DEBUG", "1")
+    with pytest.raises(UsageError):
+        main(bad)
+    monkeypatch.delenv("SHORTCUT_DEBUG")
+    monkeypatch.setenv("RANK", "1")
+    code, _, err = run_main([*base, "--out", str(tmp_path / "d")], capsys)
+    assert code == 0 and err == ""
+    code, _, err = run_main(bad, capsys)
+    assert code == 2 and err.startswith("rank 1: shortcut train: error: steps must be positive")

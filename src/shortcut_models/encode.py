@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from shortcut_models import logs
 from shortcut_models.data import image_reader
 from shortcut_models.data.latents import encode_to_shards
 from shortcut_models.files import prepare_out_dir
 from shortcut_models.locking import FolderLock
 from shortcut_models.vae import load_vae
+
+log = logs.get(__name__)
 
 
 def encode_dataset(
@@ -33,8 +35,7 @@ def encode_dataset(
         plan = {**source, "class_names": class_names}
         meta = encode_to_shards(read, count, codec, out, plan, shard_size, batch_size, progress)
     if meta["count"] < count:
-        print(
-            f"warning: {count - meta['count']} of {count} images were unreadable and skipped",
-            file=sys.stderr,
+        log.warning(
+            f"warning: {count - meta['count']} of {count} images were unreadable and skipped"
         )
     return meta

@@ -19,16 +19,19 @@ from typing import Any
 import torch
 from torch import nn
 
+from shortcut_models import logs
 from shortcut_models.errors import UsageError
 from shortcut_models.factory import LoadedRun, load_run
 from shortcut_models.files import atomic_write
 from shortcut_models.sampling import check_steps, sample, seeded_noise
 
+log = logs.get(__name__)
+
 FORMATS = ("onnx", "pt2")
 CHECK_SAMPLES = 4
 
 
-class Generator(nn.Module):
+class UnrolledSampler(nn.Module):
     """noise [B, *shape] (and labels [B]) -> samples, in `steps` Euler steps of the run's model."""
 
     def __init__(
@@ -80,16 +83,16 @@ def export_generator(
     if run.spec.num_classes == 0 and cfg != 1.0:
         raise UsageError("this model is unconditional: --cfg does not apply")
     decoder = _decoder(run, decode, vae)
-    generator = Generator(run, steps, cfg, decoder).eval()
+    sampler = UnrolledSampler(run, steps, cfg, decoder).eval()
     noise = seeded_noise((CHECK_SAMPLES, *run.spec.shape), 0)
     args: tuple[torch.Tensor, ...] = (noise,)
     if run.spec.num_classes:
         args += (torch.arange(CHECK_SAMPLES) % run.spec.num_classes,)
     names = ["noise", "labels"][: len(args)]
     with torch.no_grad():
-        expected = generator(*args)
+        expected = sampler(*args)
     out = Path(out)
-    atomic_write(out, lambda tmp: _write(generator, args, names, fmt, tmp))
+    atomic_write(out, lambda tmp: _write(sampler, args, names, fmt, tmp))
     got = run_exported(out, fmt, dict(zip(names, args, strict=True)))
     return ExportReport(out, names, float((got - expected).abs().max()))
 
@@ -105,27 +108,30 @@ def run_exported(path: Path, fmt: str, inputs: dict[str, torch.Tensor]) -> torch
         return program.module()(*inputs.values())
 
 
-def _write(generator: Generator, args: tuple, names: list[str], fmt: str, tmp: Path) -> None:
+def _write(sampler: UnrolledSampler, args: tuple, names: list[str], fmt: str, tmp: Path) -> None:
     batch = torch.export.Dim("batch")
     dynamic = {name: {0: batch} for name in names}
     try:
-        _export(generator, args, names, fmt, tmp, dynamic)
+        _export(sampler, args, names, fmt, tmp, dynamic)
     except UsageError:
         raise
     except Exception as exc:  # the exporters raise many types; say which step failed
+        if logs.debug_requested():
+            raise
+        log.debug(f"export to {fmt} failed", exc_info=True)  # shown with --verbose
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UsageError(f"export to {fmt} failed: {first}") from None
 
 
 def _export(
-    generator: Generator, args: tuple, names: list[str], fmt: str, tmp: Path, dynamic: dict
+    sampler: UnrolledSampler, args: tuple, names: list[str], fmt: str, tmp: Path, dynamic: dict
 ) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporters' deprecation notes are not the user's
         if fmt == "onnx":
             _require("onnx", "onnxscript")
             torch.onnx.export(
-                generator,
+                sampler,
                 args,
                 str(tmp),
                 dynamo=True,
@@ -136,7 +142,7 @@ def _export(
                 verbose=False,
             )
         else:
-            program = torch.export.export(generator, args, dynamic_shapes=dynamic)
+            program = torch.export.export(sampler, args, dynamic_shapes=dynamic)
             with open(tmp, "wb") as handle:
                 torch.export.save(program, handle)
 

@@ -115,12 +115,12 @@ RECIPES: dict[str, Recipe] = {
             "ema_decay": 0.99,
             "lr_schedule": "cosine",
         },
-        # 1.4x the images/s of fp32 for this U-Net on a CPU with AMX; emulated bf16 is slow
+        # bf16 where the CPU computes it natively (benchmarks/results/demo_ablation.md)
         {"precision": "bf16-if-native"},
     ),
     "cpu-dit-tiny": Recipe(
-        "the demo's earlier defaults (until the cpu-small recipe): the paper's shortcut "
-        "objective on a tiny DiT, kept to compare against",
+        "the paper's shortcut objective (EMA bootstrap targets) on a tiny DiT in fp32: the "
+        "point cpu-small is compared with (benchmarks/results/demo_ablation.md)",
         {
             "objective": "shortcut",
             "backbone": "DiT-T/4",

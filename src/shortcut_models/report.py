@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from shortcut_models import logs
 from shortcut_models.errors import UsageError
 from shortcut_models.files import atomic_write
+
+log = logs.get(__name__)
 
 
 def format_value(value: Any) -> str:
@@ -49,7 +51,7 @@ def write_json(path: str | Path, payload: Any) -> Path:
     write_output for where it goes when `path` cannot be written."""
     clean = finite_json(payload)
     if clean != payload:
-        print(f"warning: {path}: NaN or inf values written as null", file=sys.stderr)
+        log.warning(f"warning: {path}: NaN or inf values written as null")
     text = json.dumps(clean, indent=2, sort_keys=False, allow_nan=False) + "\n"
     return write_output(Path(path), lambda tmp: tmp.write_text(text))
 
@@ -77,8 +79,5 @@ def write_output(path: Path, write: Callable[[Path], None]) -> Path:
     except OSError as exc:
         fallback = Path(tempfile.gettempdir()) / f"{os.getpid()}-{path.name}"
         atomic_write(fallback, write)
-        print(
-            f"could not write {path} ({exc.strerror or exc}); wrote the result to {fallback}",
-            file=sys.stderr,
-        )
+        log.error(f"could not write {path} ({exc.strerror or exc}); wrote the result to {fallback}")
         return fallback

@@ -43,15 +43,25 @@ class SamplingSpec:
             return self.below_max_d
         return 1.0 / steps
 
+    def problem(self, steps: int) -> str | None:
+        """Why this model cannot be sampled in `steps` steps (None: it can)."""
+        if not isinstance(steps, int) or steps < 1:
+            return f"number of steps must be a positive integer, got {steps!r}"
+        if self.power_of_two and steps & (steps - 1):
+            return f"this model samples in a power-of-two number of steps, got {steps}"
+        if self.max_steps is not None and steps > self.max_steps:
+            return f"this model samples in at most {self.max_steps} steps, got {steps}"
+        return None
+
+    def allows(self, steps: int) -> bool:
+        return self.problem(steps) is None
+
 
 def check_steps(steps: int, spec: SamplingSpec) -> None:
     """Raise a UsageError if this model cannot be sampled in `steps` steps."""
-    if not isinstance(steps, int) or steps < 1:
-        raise UsageError(f"number of steps must be a positive integer, got {steps!r}")
-    if spec.power_of_two and steps & (steps - 1):
-        raise UsageError(f"this model samples in a power-of-two number of steps, got {steps}")
-    if spec.max_steps is not None and steps > spec.max_steps:
-        raise UsageError(f"this model samples in at most {spec.max_steps} steps, got {steps}")
+    problem = spec.problem(steps)
+    if problem is not None:
+        raise UsageError(problem)
 
 
 @torch.no_grad()

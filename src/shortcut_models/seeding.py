@@ -21,9 +21,9 @@ def derive_seed(*keys: int) -> int:
 
 
 def step_generator(
-    seed: int, step: int, stream: int, device: torch.device | str = "cpu", part: int = 0
+    seed: int, step: int, stream: int, device: torch.device | str = "cpu", micro_batch: int = 0
 ) -> torch.Generator:
-    """A fresh generator for one stream of one training step; `part` numbers the micro-batches
-    of a step split over ranks or accumulation (part 0 draws what an unsplit step draws)."""
-    keys = (seed, step, stream) if part == 0 else (seed, step, stream, part)
+    """A fresh generator for one stream of one training step; `micro_batch` numbers the
+    micro-batches of a step split over ranks or accumulation (0 draws as an unsplit step)."""
+    keys = (seed, step, stream) if micro_batch == 0 else (seed, step, stream, micro_batch)
     return torch.Generator(device=device).manual_seed(derive_seed(*keys))

@@ -21,13 +21,16 @@ from urllib.parse import parse_qs, urlparse
 
 import torch
 
+from shortcut_models import logs
 from shortcut_models.data.images import to_uint8
 from shortcut_models.errors import UsageError
 from shortcut_models.evaluation.generation import generate
 from shortcut_models.factory import load_run
 from shortcut_models.image_io import grid
 from shortcut_models.plots import scatter_panels
-from shortcut_models.sampling import STEP_BUDGETS, check_steps
+from shortcut_models.sampling import STEP_BUDGETS
+
+log = logs.get(__name__)
 
 MAX_COUNT = 64
 
@@ -40,7 +43,7 @@ class Playground:
     ) -> None:
         self.run = load_run(ckpt, weights, device)
         spec = self.run.objective.sampling_spec()
-        self.steps = [n for n in STEP_BUDGETS if _allowed(n, spec)]
+        self.steps = [n for n in STEP_BUDGETS if spec.allows(n)]
         self.lock = threading.Lock()
 
     def info(self) -> dict[str, Any]:
@@ -111,6 +114,7 @@ def make_server(playground: Playground, host: str = "127.0.0.1", port: int = 876
             except UsageError as exc:
                 self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
             except Exception as exc:  # a one-line answer, never a traceback page
+                log.error(f"internal error answering {url.path}", exc_info=True)  # the server's log
                 self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"{type(exc).__name__}"})
 
         def _json(self, status: HTTPStatus, body: dict) -> None:
@@ -164,14 +168,6 @@ def _png_of(x: torch.Tensor, kind: str) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array).save(buffer, "PNG")
     return buffer.getvalue()
-
-
-def _allowed(steps: int, spec: Any) -> bool:
-    try:
-        check_steps(steps, spec)
-    except UsageError:
-        return False
-    return True
 
 
 PAGE = """<!doctype html>

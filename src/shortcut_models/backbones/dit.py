@@ -3,21 +3,9 @@ it: patch embedding, fixed 2-D sin-cos positions, blocks with adaptive LayerNorm
 c = embed(t) + embed(level(d)) + embed(y), attention through scaled_dot_product_attention (flash /
 memory-efficient kernels on GPU), zero-initialised final layer.
 
-Options where the reference differs from DiT (each stored in the checkpoint's config; the
-`reference` recipe sets all of them, and benchmarks/parity.py checks the forward pass against
-the official code with converted parameters):
-
-- attention_scale: "sqrt" scales the logits by 1/sqrt(d_head) (DiT, SDPA's default); "linear"
-  by 1/d_head as the reference (q / d).
-- block_adaln_init: "zero" zero-initialises the modulation layer of every block (DiT's adaLN-Zero:
-  each block starts as the identity); "xavier" initialises it as the other dense layers
-  (xavier-uniform, zero bias), as the reference, whose blocks are therefore not adaLN-Zero. The
-  final layer is zeroed in both.
-- qkv_init: "fused" draws one xavier-uniform matrix for q, k and v together (timm's Attention,
-  as DiT); "separate" draws each projection on its own, as the reference's three dense layers.
-- position_order: "row-col" puts the row coordinate in the first half of each position vector;
-  "col-row" the column first, as the reference. Harmless (a relabelling of features), but
-  converted reference parameters need the same order.
+Where the reference differs from DiT (attention scale, adaLN initialisation of the blocks, q / k
+/ v initialisation, order of the position table) is an option of `DiTOptions`; the `reference`
+recipe sets all four, and benchmarks/parity.py checks the forward against the official code.
 """
 
 from __future__ import annotations
@@ -36,7 +24,7 @@ from shortcut_models.options import option
 
 # name -> (hidden size, depth, heads); the patch size is the part after the slash.
 DIT_SIZES: dict[str, tuple[int, int, int]] = {
-    "T": (128, 4, 4),  # tiny: DiT-T/4 trains on 2 CPU cores at ~280 MNIST images/s
+    "T": (128, 4, 4),  # tiny: for CPUs
     "S": (384, 12, 6),
     "B": (768, 12, 12),
     "L": (1024, 24, 16),

@@ -3,17 +3,21 @@
 
 Every user mistake ends as one line on stderr and exit code 2; a training failure as one line
 and exit code 1; a run stopped by SIGINT / SIGTERM saves its checkpoint and exits 128 + signal.
+`--verbose` adds the traceback of such an error (a debug line), `--debug` (or SHORTCUT_DEBUG=1)
+re-raises it.
 """
 
 from __future__ import annotations
 
 import signal
-import sys
 from collections.abc import Sequence
 
+from shortcut_models import logs
 from shortcut_models.cli import compare, demo, evaluate, export, sample, serve, tools, train
 from shortcut_models.cli.args import Parser
 from shortcut_models.errors import TrainingError, UsageError
+
+log = logs.get(__name__)
 
 COMMANDS = (train, sample, evaluate, tools, export, serve, compare, demo)
 
@@ -35,30 +39,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         from shortcut_models.distributed import teardown
     except KeyboardInterrupt:
-        print("shortcut: interrupted", file=sys.stderr)
+        log.warning("shortcut: interrupted")
         return 130
     except UsageError as exc:  # a data set plugin that fails to register
-        print(f"shortcut: error: {exc}", file=sys.stderr)
+        log.error(f"shortcut: error: {exc}")
         return 2
     # past a file-size limit, a write fails (and is reported) instead of killing the process
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    logs.configure(args.verbose - args.quiet)
     ok = False
     try:
         code = int(args.handler(args))
         ok = code == 0
         return code
+    except (UsageError, TrainingError, KeyboardInterrupt, OSError) as exc:
+        if logs.debug_requested(args.debug):
+            raise
+        log.debug(f"shortcut {args.command}: {type(exc).__name__}", exc_info=True)
+        return _report(args.command, exc)
+    finally:
+        teardown(wait=ok)  # leave the torchrun process group, if any
+
+
+def _report(command: str, exc: BaseException) -> int:
+    """One line for an error the user can act on; its exit code."""
+    try:
+        raise exc
     except UsageError as exc:
-        print(f"shortcut {args.command}: error: {exc}", file=sys.stderr)
+        log.error(f"shortcut {command}: error: {exc}")
         return 2
     except TrainingError as exc:
-        print(f"shortcut {args.command}: training failed: {exc}", file=sys.stderr)
+        log.error(f"shortcut {command}: training failed: {exc}")
         return 1
     except KeyboardInterrupt:
-        print(f"shortcut {args.command}: interrupted", file=sys.stderr)
+        log.warning(f"shortcut {command}: interrupted")
         return 130
     except OSError as exc:  # a full disk, a read-only folder, a file that vanished
         where = f": {exc.filename}" if exc.filename else ""
-        print(f"shortcut {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        log.error(f"shortcut {command}: error: {exc.strerror or exc}{where}")
         return 1
-    finally:
-        teardown(wait=ok)  # leave the torchrun process group, if any

@@ -30,9 +30,27 @@ def command(
     description: str,
     **kwargs: Any,
 ) -> argparse.ArgumentParser:
-    """A subcommand whose parsed arguments go to `handler`."""
+    """A subcommand whose parsed arguments go to `handler`, with the message flags every
+    command has."""
     p = subparsers.add_parser(name, help=summary, description=description, **kwargs)
     p.set_defaults(handler=handler)
+    messages = p.add_argument_group("messages")
+    messages.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="debug messages too (the traceback of an error reported in one line)",
+    )
+    messages.add_argument(
+        "-q", "--quiet", action="count", default=0, help="warnings and errors only"
+    )
+    messages.add_argument(
+        "--debug",
+        action="store_true",
+        default=False,
+        help="re-raise errors with their traceback (also SHORTCUT_DEBUG=1)",
+    )
     return p
 
 

@@ -36,7 +36,7 @@ def register(subparsers: Any) -> None:
         "--recipe",
         default=d.recipe,
         choices=recipe_names(),
-        help=f"training recipe (default {d.recipe}; cpu-dit-tiny: the earlier defaults)",
+        help=f"training recipe (default {d.recipe}; cpu-dit-tiny: paper's objective, tiny DiT)",
     )
     p.add_argument(
         "--minutes",

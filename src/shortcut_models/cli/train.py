@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
+from shortcut_models import logs
 from shortcut_models.cli import args as a
 from shortcut_models.config import TrainConfig
+
+log = logs.get(__name__)
 
 DEFAULTS = TrainConfig()
 
@@ -124,7 +126,7 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None) -> Trai
         backbone_options=a.given(args, a.backbone_options()),
     )
     if description:
-        print(description, file=sys.stderr)
+        log.info(description)
     return config
 
 
@@ -150,17 +152,15 @@ def run(args: argparse.Namespace) -> int:
     if not trainer.dist.is_main:
         return 0
     if result.status == "interrupted":
-        print(
+        log.warning(
             f"stopped by signal {result.signal} at step {result.step}; saved {result.checkpoint}; "
-            f"continue with: shortcut train --out {args.out} --resume",
-            file=sys.stderr,
+            f"continue with: shortcut train --out {args.out} --resume"
         )
         return 128 + int(result.signal or 0)
     if trainer.saved_step is not None and result.step > config.steps:
-        print(
+        log.warning(
             f"the checkpoint is at step {result.step}, past --steps {config.steps}: nothing was "
-            "trained (give a larger --steps to continue)",
-            file=sys.stderr,
+            "trained (give a larger --steps to continue)"
         )
     print(f"trained {result.step} steps; checkpoint: {result.checkpoint}")
     return 0

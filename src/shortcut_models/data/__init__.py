@@ -1,6 +1,7 @@
 """Data sources and their registry.
 
-A source has `name`, `kind`, `shape`, `num_classes`, a stateless `batch(step, size, seed)` and
+A source (`DataSource`, `data/source.py`; subclass `Source` for the defaults of its optional
+parts) has `name`, `kind`, `shape`, `num_classes`, a stateless `batch(step, size, seed)` and
 `sample(n, seed)` (reference sets for evaluation). Sources that need settings (a folder's path,
 its resolution) declare them as a dataclass of `option(...)` fields: the command line's flags are
 generated from it and the run's config stores the values as `data_options`.
@@ -17,13 +18,14 @@ import dataclasses
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple
 
 import torch
 
 from shortcut_models.config import DataKind
 from shortcut_models.data.arrays import VectorData
 from shortcut_models.data.images import ImageData, to_uint8
+from shortcut_models.data.source import DataSource, Source
 from shortcut_models.data.toy2d import TOY_DATASETS, ToyData
 from shortcut_models.errors import UsageError
 from shortcut_models.options import declared_options, option
@@ -31,21 +33,8 @@ from shortcut_models.options import declared_options, option
 DATA_KINDS: tuple[DataKind, ...] = typing.get_args(DataKind)
 
 
-class DataSource(Protocol):
-    name: str
-    shape: tuple[int, ...]
-    num_classes: int
-    kind: DataKind
-
-    def batch(
-        self, step: int, batch_size: int, seed: int, rows: slice | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]: ...
-
-    def sample(self, n: int, seed: int) -> torch.Tensor: ...
-
-
 @dataclass(frozen=True)
-class Dataset:
+class RegisteredDataset:
     """A registered source: `builder(**options)` returns the DataSource."""
 
     name: str
@@ -55,7 +44,7 @@ class Dataset:
     description: str
 
 
-_REGISTRY: dict[str, Dataset] = {}
+_REGISTRY: dict[str, RegisteredDataset] = {}
 PLUGIN_GROUP = "shortcut_models.datasets"
 _plugins_loaded = False
 
@@ -75,7 +64,7 @@ def register_dataset(
         raise ValueError(f"kind must be one of {', '.join(DATA_KINDS)}, got {kind!r}")
     if options is not None and not dataclasses.is_dataclass(options):
         raise TypeError(f"options of data set '{name}' must be a dataclass")
-    _REGISTRY[name] = Dataset(name, builder, options, kind, description)
+    _REGISTRY[name] = RegisteredDataset(name, builder, options, kind, description)
 
 
 def load_plugins() -> None:
@@ -95,7 +84,7 @@ def load_plugins() -> None:
             ) from None
 
 
-def dataset(name: str) -> Dataset:
+def dataset(name: str) -> RegisteredDataset:
     """The registered data set `name`; an unknown name is a UsageError listing the choices."""
     load_plugins()
     if name not in _REGISTRY:
@@ -145,9 +134,19 @@ def build_data(name: str, options: dict[str, Any] | None = None) -> DataSource:
     return entry.builder(**resolve_data_options(name, options))
 
 
-def image_reader(name: str, options: dict[str, Any] | None = None):
-    """(read(start, stop, batch_size) -> uint8 batches, count, class names, description) of an
-    image source, streaming files for a folder so a large one never sits in memory."""
+class ImageReader(NamedTuple):
+    """An image source read in order: `read(start, stop, batch_size)` yields (uint8 images,
+    labels) batches; `count` images; `source` describes it (stored beside encoded latents)."""
+
+    read: Callable[[int, int, int], Iterator]
+    count: int
+    class_names: list[str]
+    source: dict[str, Any]
+
+
+def image_reader(name: str, options: dict[str, Any] | None = None) -> ImageReader:
+    """The images of an image source, streaming files for a folder so a large one never sits in
+    memory."""
     choices = dataset_names("image")
     if name not in choices:
         raise UsageError(f"'{name}' is not an image data set ({', '.join(choices)})")
@@ -163,7 +162,7 @@ def image_reader(name: str, options: dict[str, Any] | None = None):
 
         source = {"data": name, **values, "path": str(listing.root.resolve())}
         source.pop("flip")
-        return read_files, len(listing.files), listing.class_names, source
+        return ImageReader(read_files, len(listing.files), listing.class_names, source)
     data = build_data(name, values)
     if not isinstance(data, ImageData):
         raise UsageError(f"data set '{name}' does not hold its images in memory; cannot read it")
@@ -175,7 +174,7 @@ def image_reader(name: str, options: dict[str, Any] | None = None):
             yield to_uint8(data.prepare(data.images[index])), labels
 
     names = data.class_names or [str(c) for c in range(data.num_classes)]
-    return read_rows, len(data), names, {"data": name, "resolution": data.shape[-1]}
+    return ImageReader(read_rows, len(data), names, {"data": name, "resolution": data.shape[-1]})
 
 
 # -- the built-in sources ----------------------------------------------------------------------
@@ -254,7 +253,7 @@ __all__ = [
     "DIGIT_DATASETS",
     "TOY_DATASETS",
     "DataSource",
-    "Dataset",
+    "RegisteredDataset",
     "ImageData",
     "ToyData",
     "VectorData",
@@ -262,6 +261,8 @@ __all__ = [
     "data_option_classes",
     "dataset",
     "dataset_names",
+    "ImageReader",
+    "Source",
     "image_reader",
     "load_plugins",
     "register_dataset",

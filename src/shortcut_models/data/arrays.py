@@ -8,14 +8,16 @@ first, as the noise the flow starts from is a unit Gaussian.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from shortcut_models import logs
 from shortcut_models.data.indexed import IndexedData
 from shortcut_models.errors import UsageError
+
+log = logs.get(__name__)
 
 
 def read_arrays(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -72,10 +74,9 @@ class VectorData(IndexedData):
             self.num_classes = int(y.max()) + 1
         std = self.vectors.std(dim=0)
         if bool(((std < 0.05) | (std > 20)).any()):
-            print(
+            log.warning(
                 f"warning: {name}: column standard deviations range from {float(std.min()):.3g} "
-                f"to {float(std.max()):.3g}; flows train best on standardised columns (std ~1)",
-                file=sys.stderr,
+                f"to {float(std.max()):.3g}; flows train best on standardised columns (std ~1)"
             )
 
     def __len__(self) -> int:

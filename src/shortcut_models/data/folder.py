@@ -10,7 +10,6 @@ image format (README.txt, .DS_Store, ...) are ignored and counted.
 from __future__ import annotations
 
 import hashlib
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +18,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from shortcut_models import logs
 from shortcut_models.data.images import ImageData
 from shortcut_models.errors import UsageError
+
+log = logs.get(__name__)
 
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
@@ -77,10 +79,9 @@ def scan_folder(root: str | Path, unconditional: bool = False) -> FolderListing:
         for index, folder in enumerate(subfolders):
             images, others = _split(sorted(folder.rglob("*")))
             if not images and not unconditional:
-                print(
+                log.warning(
                     f"warning: class folder {folder} holds no images; class {index} "
-                    f"({folder.name}) keeps its index but has no examples",
-                    file=sys.stderr,
+                    f"({folder.name}) keeps its index but has no examples"
                 )
             files += images
             labels += [index] * len(images)
@@ -145,7 +146,7 @@ class FolderReader:
                     "remove it or pass --skip-bad to skip unreadable files"
                 ) from None
             self.skipped.append(path)
-            print(f"warning: skipping unreadable image {path}", file=sys.stderr)
+            log.warning(f"warning: skipping unreadable image {path}")
             return None
 
     def batches(
@@ -183,10 +184,9 @@ def folder_data(
     if not parts:
         raise UsageError(f"none of the {len(listing.files)} image files in {path} could be read")
     if reader.skipped:
-        print(
+        log.warning(
             f"warning: skipped {len(reader.skipped)} unreadable of {len(listing.files)} images "
-            f"in {path}",
-            file=sys.stderr,
+            f"in {path}"
         )
     images = torch.cat([p[0] for p in parts])
     labels = None if listing.labels is None else torch.cat([p[1] for p in parts])

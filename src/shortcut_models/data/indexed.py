@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import torch
 
+from shortcut_models.data.source import Source
 from shortcut_models.errors import UsageError
 from shortcut_models.seeding import DATA, derive_seed, step_generator
 
 
-class IndexedData:
+class IndexedData(Source):
     """Base of the finite sets: subclasses give `__len__` and `fetch(index, flips)`."""
 
     name: str

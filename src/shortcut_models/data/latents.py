@@ -11,7 +11,6 @@ Shards are memory-mapped, so a set larger than RAM trains without loading it.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,9 +19,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from shortcut_models import logs
 from shortcut_models.data.images import to_unit_range
 from shortcut_models.data.indexed import IndexedData
 from shortcut_models.errors import UsageError
+
+log = logs.get(__name__)
 
 LATENTS_FORMAT = "shortcut-models-latents/1"
 META_NAME = "meta.json"
@@ -69,7 +71,7 @@ def encode_to_shards(
                 "choose another --out or delete that folder"
             )
         if (out / META_NAME).exists():
-            print(f"{out} is already encoded", file=sys.stderr)
+            log.info(f"{out} is already encoded")
             return json.loads((out / META_NAME).read_text())
     atomic_write_text(plan_path, json.dumps(plan, indent=2, sort_keys=True))
     num_shards = (count + shard_size - 1) // shard_size

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import torch
 
+from shortcut_models.data.source import Source
 from shortcut_models.seeding import DATA, step_generator
 
 Sampler = Callable[[int, torch.Generator], torch.Tensor]
@@ -55,7 +56,7 @@ TOY_DATASETS: dict[str, Sampler] = {
 }
 
 
-class ToyData:
+class ToyData(Source):
     """A 2-D distribution as a training data source: batch k is a pure function of (seed, k)."""
 
     shape = (2,)

@@ -10,19 +10,21 @@ sets and folders are cached per feature network, source and count.
 from __future__ import annotations
 
 import hashlib
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from shortcut_models import logs
 from shortcut_models.data import DIGIT_DATASETS
 from shortcut_models.distributed import SINGLE, Dist, shard_chunks
 from shortcut_models.downloads import cache_dir
 from shortcut_models.errors import UsageError
 from shortcut_models.metrics.frechet import FeatureStats, frechet_distance
 from shortcut_models.metrics.precision_recall import precision_recall
+
+log = logs.get(__name__)
 
 METRICS = ("fid", "fd-digits")
 PR_LIMIT = 10000  # precision / recall on at most this many points per set (k-NN is quadratic)
@@ -111,7 +113,7 @@ def load_reference(
         stats = FeatureStats.of(features)
     else:
         images = open_data().sample(num, seed)
-        print(f"computing reference features of {ref} ({len(images)} images)", file=sys.stderr)
+        log.info(f"computing reference features of {ref} ({len(images)} images)")
         features = extractor(images)
         stats = FeatureStats.of(features)
         cache.parent.mkdir(parents=True, exist_ok=True)

@@ -33,11 +33,10 @@ def evaluate_vectors(
         check_steps(n, spec)
     if data.kind != "vector":
         raise UsageError(f"'{data.name}' holds images: the 2-D distances do not apply")
-    labels = None
-    if data.num_classes and hasattr(data, "labelled_sample"):  # the reference's mix of classes
-        reference, labels = data.labelled_sample(num, derive_seed(seed, EVALUATION))
-    else:
-        reference = data.sample(num, derive_seed(seed, EVALUATION))
+    # a conditional model samples the labels of the reference rows (their mix of classes)
+    reference, labels = data.labelled_sample(num, derive_seed(seed, EVALUATION))
+    if not data.num_classes:
+        labels = None
     results: dict[int, dict[str, float]] = {}
     for n in steps:
         generated = generate(

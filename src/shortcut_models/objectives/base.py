@@ -33,7 +33,7 @@ class TrainingBatch:
     d: torch.Tensor
     y: torch.Tensor | None
     target: torch.Tensor
-    parts: dict[str, slice] = field(default_factory=dict)  # named rows, for per-part losses
+    groups: dict[str, slice] = field(default_factory=dict)  # named rows, each logged apart
     w: torch.Tensor | None = None  # guidance scale per row, for intrinsic-guidance networks
 
     def inputs(self) -> tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor]]:
@@ -46,9 +46,9 @@ def broadcast(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return values.reshape(-1, *([1] * (like.dim() - 1))).to(like.dtype)
 
 
-def rows_of(y: torch.Tensor | None, part: slice) -> torch.Tensor | None:
-    """Rows `part` of optional class labels (an unconditional batch has None)."""
-    return None if y is None else y[part]
+def rows_of(y: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
+    """Rows `rows` of optional class labels (an unconditional batch has None)."""
+    return None if y is None else y[rows]
 
 
 def interpolate(x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -211,11 +211,11 @@ class Objective:
         self, pred: torch.Tensor, batch: TrainingBatch
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The per-sample loss of the prediction `pred`, averaged; also the mean of each named
-        part."""
+        group of rows."""
         per_sample = self.per_sample_loss(pred, batch)
         info = {
             f"loss_{name}": per_sample[rows].mean().detach()
-            for name, rows in batch.parts.items()
+            for name, rows in batch.groups.items()
             if rows.stop > rows.start
         }
         return per_sample.mean(), info

@@ -50,7 +50,7 @@ class ConsistencyDistillation(TwinTargetEMA, Objective):
         d = torch.full((n,), 1.0 / m, device=x1.device)
         y = self.drop_labels(y, generator)
         target = self.consistency_target(target_model, x_t, t, y)
-        return TrainingBatch(x_t=x_t, t=t, d=d, y=y, target=target, parts={"cd": slice(0, n)})
+        return TrainingBatch(x_t=x_t, t=t, d=d, y=y, target=target, groups={"cd": slice(0, n)})
 
     @torch.no_grad()
     def consistency_target(

@@ -52,7 +52,7 @@ class ConsistencyTraining(TwinTargetEMA, Objective):
         d = torch.full((n,), 1.0 / self.denoise_timesteps, device=x1.device)
         y = self.drop_labels(y, generator)
         target = consistency_velocity(x_t, t, x_t2, t2, target_model(x_t2, t2, d, y))
-        return TrainingBatch(x_t=x_t, t=t, d=d, y=y, target=target, parts={"ct": slice(0, n)})
+        return TrainingBatch(x_t=x_t, t=t, d=d, y=y, target=target, groups={"ct": slice(0, n)})
 
     def sampling_spec(self) -> SamplingSpec:
         return SamplingSpec(fixed_d=1.0 / self.denoise_timesteps, renoise=self.renoise_sampling)

@@ -78,7 +78,7 @@ class FlowMatching(Objective):
         generator: torch.Generator,
     ) -> TrainingBatch:
         batch = self.flow_part(x1, y, generator)
-        batch.parts = {"flow": slice(0, x1.shape[0])}
+        batch.groups = {"flow": slice(0, x1.shape[0])}
         return batch
 
     def flow_part(

@@ -54,7 +54,7 @@ class LiveReflow(FlowMatching):
             d=torch.cat([torch.ones(nb, device=x1.device), flow.d]),
             y=None if y is None else torch.cat([y[:nb], flow.y]),
             target=torch.cat([generated - x0, flow.target]),
-            parts={"reflow": slice(0, nb), "flow": slice(nb, n)},
+            groups={"reflow": slice(0, nb), "flow": slice(nb, n)},
         )
 
     @torch.no_grad()

@@ -184,8 +184,8 @@ class MeanFlow(TwinTargetEMA, Objective):
             if predict and num_mean < n:
                 predictions.append(net(x_t[flow], t[flow], d[flow], rows_of(y_in, flow)))
         targets.append(v[flow])
-        parts = {"mean": mean, "flow": flow}
-        batch = TrainingBatch(x_t=x_t, t=t, d=d, y=y_in, target=torch.cat(targets), parts=parts)
+        groups = {"mean": mean, "flow": flow}
+        batch = TrainingBatch(x_t=x_t, t=t, d=d, y=y_in, target=torch.cat(targets), groups=groups)
         return batch, torch.cat(predictions) if predict else None
 
     def guided_velocity(
@@ -210,14 +210,14 @@ class MeanFlow(TwinTargetEMA, Objective):
         self, pred: torch.Tensor, batch: TrainingBatch
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """sg(w) * ||err||^2 with w = 1 / (||err||^2 + c)^p (||.||^2 summed over a sample's
-        dimensions, as the paper); also the plain MSE, overall and per part, for comparison
+        dimensions, as the paper); also the plain MSE, overall and per group of rows, for comparison
         with other objectives."""
         err = self.per_sample_loss(pred, batch)
         info = {"mse": err.mean().detach()}
         info.update(
             {
                 f"mse_{name}": err[rows].mean().detach()
-                for name, rows in batch.parts.items()
+                for name, rows in batch.groups.items()
                 if rows.stop > rows.start
             }
         )

@@ -105,7 +105,7 @@ class ProgressiveDistillation(Objective):
         told = d if self.step_input else self.constant_d(n, x1)
         y = self.drop_labels(y, generator)
         target = self.distill_target(x_t, t, d, y)
-        return TrainingBatch(x_t=x_t, t=t, d=told, y=y, target=target, parts={"pd": slice(0, n)})
+        return TrainingBatch(x_t=x_t, t=t, d=told, y=y, target=target, groups={"pd": slice(0, n)})
 
     @torch.no_grad()
     def distill_target(

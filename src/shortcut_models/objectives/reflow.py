@@ -78,7 +78,7 @@ class Reflow(Objective):
         y = self.stored["y"][index] if "y" in self.stored else None
         t = grid_times(n, self.denoise_timesteps, generator, x1.device)
         batch = self.straight_batch(x0, x1, t, y, generator)
-        batch.parts = {"reflow": slice(0, n)}
+        batch.groups = {"reflow": slice(0, n)}
         return batch
 
     def sampling_spec(self) -> SamplingSpec:

@@ -1,28 +1,20 @@
 """Shortcut models (Frans et al., 2024): flow matching plus self-consistency across step sizes.
 
-Where we deliberately differ from the reference implementation (kvfrans/shortcut-models):
-
-- Batch split. The reference builds the bootstrap part from the first B/b images and the
-  flow-matching part from the first B - B/b images, so the first B/b images are used twice and the
-  last B/b never. By default we give the bootstrap part the first B/b images and the flow part the
-  rest, so every image is used once; `reference_batch_split=True` restores the reference.
-- Noise and times of the two parts are drawn independently (the reference reuses its random keys
-  for both parts, with different shapes).
-- Small batches. With fewer bootstrap rows than levels (batch < 8 x 7 = 56 at the defaults) the
-  reference puts every bootstrap row at level 0, so levels 1 to 6 are never trained (its issue
-  #11). By default the rows then take consecutive levels that rotate with the training step, so
-  every level is trained within a few steps; `rotate_levels=False` keeps the reference's
-  behaviour, with a warning.
+Where we differ from the reference by default (each with an option that restores it; the README's
+table of differences says why): the bootstrap and flow rows are disjoint parts of the batch
+(`reference_batch_split`), their noise and times are drawn independently, and with fewer
+bootstrap rows than step levels the rows' levels rotate with the step so every level is trained
+(`rotate_levels`; the reference puts them all at level 0, its issue #11).
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from shortcut_models import logs
 from shortcut_models.errors import UsageError
 from shortcut_models.guidance import guided_velocity
 from shortcut_models.objectives.base import (
@@ -37,6 +29,8 @@ from shortcut_models.objectives.base import (
 from shortcut_models.objectives.flow_matching import FlowMatching
 from shortcut_models.options import option
 from shortcut_models.sampling import SamplingSpec
+
+log = logs.get(__name__)
 
 CLIP = 4.0  # the reference clips the intermediate point and the target to [-4, 4]
 
@@ -175,7 +169,7 @@ class Shortcut(TwinTargetEMA, FlowMatching):
             d=torch.cat([boot.d, flow.d]),
             y=None if y is None else torch.cat([boot.y, flow.y]),
             target=torch.cat([boot.target, flow.target]),
-            parts={"bootstrap": slice(0, nb), "flow": slice(nb, n)},
+            groups={"bootstrap": slice(0, nb), "flow": slice(nb, n)},
             w=None if w_boot is None else torch.cat([w_boot, flow.w]),
         )
 
@@ -223,12 +217,11 @@ class Shortcut(TwinTargetEMA, FlowMatching):
             levels = bootstrap_levels(nb, self.denoise_timesteps, rotate_from).to(x1.device)
             if nb < self.num_levels and not self.rotate_levels and not self._warned:
                 self._warned = True
-                print(
+                log.warning(
                     f"warning: {nb} bootstrap rows per batch are fewer than the "
                     f"{self.num_levels} step levels, so every one is at level 0 as in the "
                     f"reference and levels 1 to {self.num_levels - 1} are never trained; "
-                    "--rotate-levels (the default) trains them all",
-                    file=sys.stderr,
+                    "--rotate-levels (the default) trains them all"
                 )
         sections = torch.pow(2.0, levels.float())
         t = grid_times(nb, sections, generator, x1.device)

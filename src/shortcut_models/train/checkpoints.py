@@ -4,13 +4,12 @@ save left behind."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from shortcut_models import distributed, parallel
+from shortcut_models import distributed, logs, parallel
 from shortcut_models.checkpoint import (
     CHECKPOINT_NAME,
     CONFIG_NAME,
@@ -23,6 +22,8 @@ from shortcut_models.config import RESUMABLE_CHANGES, DataSpec, TrainConfig
 from shortcut_models.distributed import Dist
 from shortcut_models.errors import TrainingError, UsageError
 from shortcut_models.files import temporary_files
+
+log = logs.get(__name__)
 
 METRICS_NAME = "metrics.jsonl"
 
@@ -113,8 +114,7 @@ class CheckpointManager:
         for path in stale:
             path.unlink(missing_ok=True)
         if stale:
-            print(
+            log.info(
                 f"removed {len(stale)} temporary file(s) left by an interrupted save in "
-                f"{self.out_dir}",
-                file=sys.stderr,
+                f"{self.out_dir}"
             )

@@ -5,17 +5,18 @@ save), so a step makes no host synchronisation of its own."""
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from shortcut_models import distributed
+from shortcut_models import distributed, logs
 from shortcut_models.distributed import Dist
 from shortcut_models.files import atomic_write_text
 from shortcut_models.train.checkpoints import METRICS_NAME
+
+log = logs.get(__name__)
 
 
 class MetricsLog:
@@ -68,10 +69,9 @@ class MetricsLog:
             elif record["step"] <= step:
                 kept.append(line)
         if damaged:
-            print(
+            log.warning(
                 f"dropped {damaged} damaged line(s) of {self.path} (a write cut short, for "
-                "example by a full disk)",
-                file=sys.stderr,
+                "example by a full disk)"
             )
         atomic_write_text(self.path, "".join(line + "\n" for line in kept))
 
@@ -143,7 +143,7 @@ class MetricsLog:
     def message(self, text: str) -> None:
         """A line beside the progress bar (rank 0)."""
         if self.dist.is_main:
-            tqdm.write(text, file=sys.stderr)
+            log.info(text)
 
 
 def _tensorboard(folder: Path) -> object | None:

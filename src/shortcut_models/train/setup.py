@@ -4,13 +4,12 @@ the objective's teacher, then the DDP / FSDP and torch.compile wrappers the step
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from shortcut_models import parallel
+from shortcut_models import logs, parallel
 from shortcut_models.checkpoint import Checkpoint
 from shortcut_models.config import TrainConfig
 from shortcut_models.data import DataSource
@@ -27,6 +26,8 @@ from shortcut_models.factory import (
 from shortcut_models.objectives import Objective
 from shortcut_models.objectives.base import AttachContext
 from shortcut_models.train.options import RunOptions
+
+log = logs.get(__name__)
 
 
 @dataclass
@@ -65,7 +66,7 @@ def build_networks(
     ema = make_ema(model)
     if checkpoint is None and config.init_from:
         step = initialise_from(config, data, objective, [model, ema])
-        print(f"started from {config.init_from} (step {step})", file=sys.stderr)
+        log.info(f"started from {config.init_from} (step {step})")
     if checkpoint is not None:
         checkpoint.load_weights(model, "model")
         checkpoint.load_weights(ema, "ema")
@@ -95,10 +96,9 @@ def build_networks(
 
 
 def _warn_if_files_changed(checkpoint: Checkpoint, data: DataSource, config: TrainConfig) -> None:
-    stored, now = checkpoint.data, getattr(data, "fingerprint", None)
+    stored, now = checkpoint.data, data.fingerprint
     if stored is not None and stored.fingerprint and now and stored.fingerprint != now:
-        print(
+        log.warning(
             f"warning: the files of {config.data_options.get('path')} changed since the "
-            "checkpoint was written (names or sizes); training continues on them as they are",
-            file=sys.stderr,
+            "checkpoint was written (names or sizes); training continues on them as they are"
         )

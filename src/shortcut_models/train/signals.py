@@ -4,13 +4,14 @@ signal while that save runs is ignored (it says so), so the save is never cut sh
 from __future__ import annotations
 
 import signal
-import sys
 from collections.abc import Callable
 
 import torch
 
-from shortcut_models import distributed
+from shortcut_models import distributed, logs
 from shortcut_models.distributed import Dist
+
+log = logs.get(__name__)
 
 STOP_EVERY = 10  # several processes agree on a stop every this many steps (a collective)
 
@@ -45,9 +46,6 @@ class StopSignals:
     def _on_signal(self, signum: int, frame: object) -> None:
         if self.signum is not None:  # already stopping: the save must not be cut short
             step = self.step()
-            print(
-                f"signal {signum} ignored: saving the checkpoint at step {step}, please wait",
-                file=sys.stderr,
-            )
+            log.info(f"signal {signum} ignored: saving the checkpoint at step {step}, please wait")
             return
         self.signum = signum

@@ -48,13 +48,14 @@ class Trainer:
         self.out_dir = prepare_out_dir(options.out_dir)
         self.device, self.dist = distributed.setup(resolve_device(options.device))
         self.autocast_dtype = resolve_precision(options.precision, self.device)
-        parts = self.dist.world_size * options.grad_accum
-        if config.batch_size % parts:
+        micro_batches = self.dist.world_size * options.grad_accum
+        if config.batch_size % micro_batches:
             raise UsageError(
-                f"batch size {config.batch_size} does not split into {parts} equal micro-batches "
+                f"batch size {config.batch_size} does not split into {micro_batches} equal "
+                "micro-batches "
                 f"({self.dist.world_size} processes x grad-accum {options.grad_accum})"
             )
-        self.micro_batch = config.batch_size // parts
+        self.micro_batch = config.batch_size // micro_batches
         # one writer per folder: taken before anything in it is read or changed
         self.lock = FolderLock(self.out_dir, "shortcut train") if self.dist.is_main else None
         try:
@@ -124,11 +125,11 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         totals: dict[str, torch.Tensor] = {}
         for a in range(accum):
-            part = self.dist.rank * accum + a  # the micro-batch's number within the global batch
+            index = self.dist.rank * accum + a  # the micro-batch's number in the global batch
             rows = slice(a * self.micro_batch, (a + 1) * self.micro_batch)
             x1 = x_rows[rows].to(self.device, non_blocking=True)
             y = None if y_rows is None else y_rows[rows].to(self.device, non_blocking=True)
-            generator = step_generator(config.seed, self.step, OBJECTIVE, self.device, part)
+            generator = step_generator(config.seed, self.step, OBJECTIVE, self.device, index)
             sync = parallel.gradient_sync(self.net, self.model, self.dist, fsdp, a == accum - 1)
             with sync, self._autocast():
                 loss, info = self.objective.loss(self.net, self.target_net, x1, y, generator)

@@ -1,0 +1,51 @@
+"""What a data source is: the `DataSource` protocol, and `Source`, the base class that gives the
+optional parts their defaults (built-in sources and your own inherit it)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+from shortcut_models.config import DataKind
+
+
+class DataSource(Protocol):
+    name: str
+    kind: DataKind
+    shape: tuple[int, ...]
+    num_classes: int
+    class_names: list[str]  # sorted folder names, or [] (labels 0 .. num_classes - 1)
+    vae: str | None  # latents: the AutoencoderKL that decodes them
+    scaling_factor: float | None  # latents: the factor they were multiplied by
+    fingerprint: str | None  # files: a hash of the listing, to notice a changed folder
+
+    def batch(
+        self, step: int, batch_size: int, seed: int, rows: slice | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Global batch number `step` (or its `rows`): a pure function of (seed, step)."""
+        ...
+
+    def sample(self, n: int, seed: int) -> torch.Tensor:
+        """n reference rows for evaluation."""
+        ...
+
+    def labelled_sample(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`sample` with the rows' labels (None where the source has none)."""
+        ...
+
+
+class Source:
+    """Defaults for the optional parts of `DataSource`: no class names, VAE or fingerprint,
+    and reference rows without labels."""
+
+    class_names: list[str] = []  # noqa: RUF012 (never mutated: sources assign their own)
+    vae: str | None = None
+    scaling_factor: float | None = None
+    fingerprint: str | None = None
+
+    def sample(self, n: int, seed: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def labelled_sample(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.sample(n, seed), None
