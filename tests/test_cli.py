@@ -129,3 +129,27 @@ def test_message_flags_and_debug(tmp_path, capsys, monkeypatch):
     assert code == 0 and err == ""
     code, _, err = run_main(bad, capsys)
     assert code == 2 and err.startswith("rank 1: shortcut train: error: steps must be positive")
+
+
+def test_print_config_names_where_each_value_came_from(tmp_path, capsys):
+    """The one merge: defaults < recipe < flags, for the config and the run options alike;
+    --print-config shows every value by section with its source and trains nothing."""
+
+    def printed(*flags):
+        argv = ["train", "--out", str(tmp_path / "r"), *flags, "--print-config"]
+        code, out, _ = run_main(argv, capsys)
+        assert code == 0 and not (tmp_path / "r").exists()
+        return {line.strip() for line in out.splitlines()}
+
+    recipe = ["--recipe", "cpu-small", "--data", "mnist"]
+    lines = printed(*recipe, "--lr", "2e-3", "--precision", "fp32", "--bootstrap-every", "4")
+    assert "lr = 0.002  # flag" in lines  # a flag beats the recipe's 1e-3
+    assert "lr_schedule = 'cosine'  # recipe cpu-small" in lines
+    assert "bootstrap_ema = False  # recipe cpu-small" in lines
+    assert "bootstrap_every = 4  # flag" in lines
+    assert "channels = [16, 32, 64]  # recipe cpu-small" in lines
+    assert "beta1 = 0.9  # default" in lines
+    assert "precision = 'fp32'  # flag" in lines  # a run option, merged the same way
+    assert {"[data]", "[objective]", "[backbone]", "[training]", "[optimisation]", "[run]"} <= lines
+    assert "precision = 'bf16-if-native'  # recipe cpu-small" in printed(*recipe)
+    assert "hidden_size = 128  # preset DiT-T/4" in printed("--backbone", "DiT-T/4")

@@ -11,7 +11,7 @@ from shortcut_models.backbones import build_backbone
 from shortcut_models.backbones.dit import sincos_2d
 from shortcut_models.backbones.flax_dit import dit_options_from_flax, dit_state_from_flax
 from shortcut_models.cli import build_parser
-from shortcut_models.cli.train import config_from_args
+from shortcut_models.cli.train import compose_from_args
 from shortcut_models.errors import UsageError
 from shortcut_models.factory import load_run
 from shortcut_models.objectives import build_objective
@@ -25,14 +25,19 @@ from shortcut_models.recipes import (
 from shortcut_models.sampling import sample
 
 
-def train_config(*argv: str):
+def composed(*argv: str):
     args = build_parser().parse_args(["train", "--out", "unused", *argv])
-    return config_from_args(args, None)
+    return compose_from_args(args, None)
+
+
+def train_config(*argv: str):
+    return composed(*argv).config
 
 
 @pytest.mark.parametrize("objective", [*REFERENCE_OBJECTIVES, "flow_matching"])
-def test_reference_recipe_sets_every_choice_for_each_objective(objective, capsys):
-    config = train_config("--recipe", "reference", "--objective", objective, "--backbone", "dit")
+def test_reference_recipe_sets_every_choice_for_each_objective(objective):
+    run = composed("--recipe", "reference", "--objective", objective, "--backbone", "dit")
+    config = run.config
     for field, value in REFERENCE_CONFIG.items():
         assert getattr(config, field) == value, field
     assert config.recipe == "reference" and config.eval_weights == "model"
@@ -40,9 +45,10 @@ def test_reference_recipe_sets_every_choice_for_each_objective(objective, capsys
     for option, value in REFERENCE_OBJECTIVES.get(objective, {}).items():
         assert getattr(built, option) == value, option
     assert config.backbone_options == REFERENCE_BACKBONES["dit"]
-    printed = capsys.readouterr().err
+    printed = run.description  # the line a run started from it prints
     assert "recipe reference" in printed and "dit.attention_scale=linear" in printed
     assert recipe_precision("reference") == "bf16-if-native"
+    assert run.run["precision"] == "bf16-if-native"
 
 
 def test_reference_recipe_backbone_and_flags_beside_it():

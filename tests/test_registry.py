@@ -172,3 +172,27 @@ def test_every_generated_flag_is_in_the_train_help(capsys):
     assert code == 0
     for option in [*config_options(), *objective_options(), *backbone_options(), *data_options()]:
         assert option.flag in out, option.flag
+
+
+def test_one_flag_has_one_meaning_across_owners():
+    """Two owners that give the same option name different help texts are refused: the flag
+    is merged by name, so it could not tell the user which meaning it has."""
+    from dataclasses import dataclass
+
+    from shortcut_models.options import collect, option
+
+    @dataclass
+    class First:
+        scale: float = option(1.0, "the time scale")
+
+    @dataclass
+    class Second:
+        scale: float = option(2.0, "the image scale")
+
+    @dataclass
+    class Third:
+        scale: float = option(3.0)  # only a default of its own: fine
+
+    assert collect({"a": First, "c": Third})[0].defaults == {"a": 1.0, "c": 3.0}
+    with pytest.raises(TypeError, match="option 'scale' of b"):
+        collect({"a": First, "b": Second})

@@ -1,4 +1,5 @@
-"""The records a checkpoint stores as JSON: the training configuration and the data's spec."""
+"""The records of a run: its training configuration and the data's spec (stored as JSON in its
+checkpoint), and how and where it executes (`RunOptions`, not stored)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
+from shortcut_models.distributed import PRECISIONS
 from shortcut_models.errors import UsageError
 from shortcut_models.options import option
 
@@ -160,3 +163,49 @@ class DataSpec:
         values = json.loads(text)
         values["shape"] = tuple(values["shape"])
         return cls(**values)
+
+
+@dataclass
+class RunOptions:
+    """How and where a run executes (the `shortcut train` flags of its fields are generated).
+    On CPU with the defaults none of it changes the numbers; grad_accum x world size sets how
+    the batch is split (see `train.trainer`), and bf16 rounds differently from fp32."""
+
+    out_dir: Path
+    device: str = option("auto", "cpu, cuda, cuda:N, or auto")
+    resume: bool = option(False, "continue the checkpoint in --out exactly where it stopped")
+    log_every: int = option(100, "steps between metrics.jsonl records")
+    save_every: int = option(1000, "steps between checkpoints")
+    progress: bool = option(True, "show a progress bar")
+    tensorboard: bool = option(True, "write TensorBoard logs if tensorboard is installed")
+    precision: str = option(
+        "auto",
+        "bf16 autocast (weights, loss and EMA stay fp32); auto: bf16 on a GPU that supports it, "
+        "fp32 on CPU; bf16-if-native: bf16 wherever the hardware computes it (bf16 GPUs, CPUs "
+        "with AMX or AVX512-BF16), else fp32",
+        choices=PRECISIONS,
+    )
+    compile: bool = option(False, "torch.compile the network (the no-grad target passes too)")
+    grad_accum: int = option(
+        1,
+        "micro-batches per process per step; the global --batch-size is split into processes x "
+        "grad-accum micro-batches",
+    )
+    workers: int | None = option(
+        None, "data-loading processes (auto: 4 on GPU, 0 on CPU)", unset="auto"
+    )
+    activation_checkpointing: bool = option(
+        False, "recompute DiT blocks in the backward pass (less memory, about 30% more time)"
+    )
+    fsdp: bool = option(
+        False,
+        "shard weights, gradients and optimizer state across processes (large DiTs; launch "
+        "with torchrun --nproc_per_node N)",
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("log_every", "save_every", "grad_accum"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name.replace('_', '-')} must be >= 1")
+        if self.workers is not None and self.workers < 0:
+            raise UsageError(f"workers must be >= 0, got {self.workers}")

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from shortcut_models.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from shortcut_models.compose import compose_config
 from shortcut_models.config import TrainConfig
 from shortcut_models.data import DIGIT_DATASETS
 from shortcut_models.data.images import to_uint8
@@ -23,7 +24,6 @@ from shortcut_models.evaluation.scoring import ImageScorer
 from shortcut_models.files import prepare_out_dir
 from shortcut_models.image_io import save_grid
 from shortcut_models.objectives import Objective
-from shortcut_models.recipes import apply_recipe, recipe, recipe_precision
 from shortcut_models.report import markdown_table, write_json
 from shortcut_models.sampling import STEP_BUDGETS
 from shortcut_models.train import RunOptions, Trainer
@@ -58,8 +58,8 @@ class DemoOptions:
 
 
 def demo_config(options: DemoOptions) -> tuple[TrainConfig, str]:
-    """The run's TrainConfig and precision: the recipe, overlaid with the options given."""
-    values, _ = recipe(options.recipe)
+    """The run's TrainConfig and precision: the recipe, overlaid with the options given (the one
+    merge, `compose.compose_config`)."""
     given = {
         "data": options.data,
         "seed": options.seed,
@@ -70,12 +70,13 @@ def demo_config(options: DemoOptions) -> tuple[TrainConfig, str]:
         "ema_decay": options.ema_decay,
         "minutes": options.minutes,
     }
-    values.update({k: v for k, v in given.items() if v is not None})
-    if options.backbone is not None:
-        values["backbone_options"] = {}  # the recipe's sizes belong to its own backbone
-    values = apply_recipe(options.recipe, values)
-    precision = options.precision or recipe_precision(options.recipe)
-    return TrainConfig(**values, recipe=options.recipe), precision
+    values = {k: v for k, v in given.items() if v is not None}
+    choices = {k: values.pop(k) for k in ("data", "backbone") if k in values}
+    run = {"precision": options.precision} if options.precision else None
+    composed = compose_config(
+        None, recipe_name=options.recipe, choices=choices, values=values, run=run
+    )
+    return composed.config, composed.run["precision"]
 
 
 def demo_scorer(data: str, seed: int) -> ImageScorer:

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field
 from typing import Any
 
-HELP, CHOICES, FLAG, PATH = "help", "choices", "flag", "path"
+HELP, CHOICES, FLAG, PATH, UNSET = "help", "choices", "flag", "path", "unset"
 
 
 def option(
@@ -26,10 +26,18 @@ def option(
     flag: str | None = None,
     path: bool = False,
     default_factory: Any = MISSING,
+    unset: str = "required",
 ) -> Any:
     """A dataclass field that is a user option. `flag` overrides the generated `--field-name`;
-    `path` marks values that are file paths (made absolute when given on the command line)."""
-    metadata = {HELP: help, CHOICES: tuple(choices) if choices else None, FLAG: flag, PATH: path}
+    `path` marks values that are file paths (made absolute when given on the command line);
+    `unset` is what a default of None means ("required", or for example "auto")."""
+    metadata = {
+        HELP: help,
+        CHOICES: tuple(choices) if choices else None,
+        FLAG: flag,
+        PATH: path,
+        UNSET: unset,
+    }
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -47,12 +55,13 @@ class Option:
     choices: tuple[Any, ...] | None
     path: bool
     defaults: dict[str, Any]  # owner name -> its default
+    unset: str = "required"  # what a default of None means
 
     def default_text(self) -> str:
         """'128', or '0; meanflow 1.0' when owners differ (the most common default first)."""
         values: dict[str, list[str]] = {}
         for owner, value in self.defaults.items():
-            values.setdefault(_show(value), []).append(owner)
+            values.setdefault(self.unset if value is None else _show(value), []).append(owner)
         ordered = sorted(values.items(), key=lambda item: -len(item[1]))
         first, *rest = ordered
         return "; ".join([first[0], *(f"{', '.join(owners)} {value}" for value, owners in rest)])
@@ -69,7 +78,8 @@ def declared_options(cls: type) -> list[dataclasses.Field]:
 
 def collect(owners: Mapping[str, type]) -> list[Option]:
     """The options of several dataclasses (name -> class, in registry order), merged by field
-    name: the first non-empty help text describes a field, every owner keeps its default."""
+    name: one help text describes a field (owners that only change its default give none; two
+    different texts are an error), every owner keeps its default."""
     merged: dict[str, dict[str, Any]] = {}
     for owner, cls in owners.items():
         hints = typing.get_type_hints(cls)
@@ -80,6 +90,10 @@ def collect(owners: Mapping[str, type]) -> list[Option]:
             )
             if not entry["meta"][HELP] and f.metadata[HELP]:
                 entry["meta"] = f.metadata
+            elif f.metadata[HELP] and f.metadata[HELP] != entry["meta"][HELP]:
+                raise TypeError(  # one flag, one meaning: name the second option differently
+                    f"option '{f.name}' of {owner} has its own help text; another owner's differs"
+                )
             entry["defaults"][owner] = _default(f)
     options = []
     for name, entry in merged.items():
@@ -95,6 +109,7 @@ def collect(owners: Mapping[str, type]) -> list[Option]:
                 choices=meta[CHOICES],
                 path=meta[PATH],
                 defaults=entry["defaults"],
+                unset=meta.get(UNSET, "required"),
             )
         )
     return options

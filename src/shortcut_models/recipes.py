@@ -7,14 +7,11 @@ on this file staying the same. Each recipe says where its values were measured.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from shortcut_models.backbones import backbone_kind
-from shortcut_models.config import TrainConfig
 from shortcut_models.errors import UsageError
-from shortcut_models.objectives import objective_options as objective_option_names
 
 
 @dataclass(frozen=True)
@@ -212,49 +209,3 @@ def _copy(values: dict[str, Any]) -> dict[str, Any]:
         k: (_copy(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v)
         for k, v in values.items()
     }
-
-
-def compose_config(
-    base: TrainConfig | None,
-    *,
-    recipe_name: str | None = None,
-    choices: Mapping[str, str] | None = None,
-    values: Mapping[str, Any] | None = None,
-    data_options: Mapping[str, Any] | None = None,
-    objective_options: Mapping[str, Any] | None = None,
-    backbone_options: Mapping[str, Any] | None = None,
-) -> tuple[TrainConfig, str | None]:
-    """A run's config: `base` (a resumed checkpoint's, or the defaults), then a recipe (fresh
-    runs only), then what the user gave: `choices` (data, objective, backbone), plain config
-    `values`, and options of the data, objective and backbone. Returns the config and, for a
-    fresh recipe, the line that says what it set."""
-    given = dict(choices or {})
-    merged = (base or TrainConfig()).to_dict()
-    fresh_recipe = recipe_name if base is None else None
-    if fresh_recipe:
-        merged.update(recipe(fresh_recipe)[0], recipe=fresh_recipe)
-    elif recipe_name and recipe_name != base.recipe:
-        raise UsageError(
-            f"the run was started from recipe '{base.recipe or 'none'}', not '{recipe_name}'"
-        )
-    for key in ("data", "objective", "backbone"):
-        if key in given:
-            if key != "data" and given[key] != merged[key]:  # options of another network or
-                merged[f"{key}_options"] = {}  # objective (from a recipe) do not carry over
-            merged[key] = given[key]
-    description = None
-    if fresh_recipe:  # its options for the objective and backbone this run trains
-        merged = apply_recipe(fresh_recipe, merged)
-        description = describe(fresh_recipe, merged["objective"], merged["backbone"])
-    if "data" in given and base is not None and given["data"] != base.data:
-        merged["data_options"] = {}
-    merged["data_options"] = {**merged["data_options"], **(data_options or {})}
-    merged.update(values or {})
-    accepted = objective_option_names(merged["objective"])
-    for name, value in (objective_options or {}).items():
-        if name not in accepted:
-            flag = "--" + name.replace("_", "-")
-            raise UsageError(f"{flag} does not apply to objective '{merged['objective']}'")
-        merged["objective_options"] = {**merged["objective_options"], name: value}
-    merged["backbone_options"] = {**merged["backbone_options"], **(backbone_options or {})}
-    return TrainConfig.from_dict(merged), description

@@ -165,6 +165,14 @@ def config_options() -> list[Option]:
 
 
 @cache
+def run_options() -> list[Option]:
+    from shortcut_models.config import RunOptions
+    from shortcut_models.options import collect
+
+    return collect({"run": RunOptions})
+
+
+@cache
 def objective_options() -> list[Option]:
     from shortcut_models.objectives import OBJECTIVES
     from shortcut_models.options import collect
@@ -227,13 +235,14 @@ def option_tables() -> str:
     from shortcut_models.objectives import OBJECTIVES
     from shortcut_models.options import markdown_table
 
-    parts = [
+    tables = [
         ("Training (`shortcut train`)", config_options(), None),
+        ("How and where a run executes (`shortcut train`)", run_options(), None),
         ("Objectives", objective_options(), list(OBJECTIVES)),
         ("Backbones", backbone_options(), list(BACKBONE_OPTIONS)),
         ("Data", data_options(), list(data_option_classes())),
     ]
-    return "\n\n".join(f"#### {title}\n\n{markdown_table(o, owners)}" for title, o, owners in parts)
+    return "\n\n".join(f"#### {title}\n\n{markdown_table(o, who)}" for title, o, who in tables)
 
 
 def _all_owners(options: list[Option]) -> set[str]:

@@ -8,8 +8,9 @@
 - `health`: the first non-finite step, watched on the device
 """
 
+from shortcut_models.config import RunOptions
 from shortcut_models.train.checkpoints import METRICS_NAME
-from shortcut_models.train.options import RunOptions, TrainResult
+from shortcut_models.train.result import TrainResult
 from shortcut_models.train.schedule import PLAN_STEPS
 from shortcut_models.train.trainer import Trainer
 

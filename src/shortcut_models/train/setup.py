@@ -11,7 +11,7 @@ from torch import nn
 
 from shortcut_models import logs, parallel
 from shortcut_models.checkpoint import Checkpoint
-from shortcut_models.config import TrainConfig
+from shortcut_models.config import RunOptions, TrainConfig
 from shortcut_models.data import DataSource
 from shortcut_models.distributed import Dist
 from shortcut_models.ema import make_ema
@@ -25,7 +25,6 @@ from shortcut_models.factory import (
 )
 from shortcut_models.objectives import Objective
 from shortcut_models.objectives.base import AttachContext
-from shortcut_models.train.options import RunOptions
 
 log = logs.get(__name__)
 

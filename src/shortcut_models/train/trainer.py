@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from shortcut_models import distributed, parallel
-from shortcut_models.config import DataSpec, TrainConfig
+from shortcut_models.config import DataSpec, RunOptions, TrainConfig
 from shortcut_models.data import DataSource
 from shortcut_models.distributed import resolve_device, resolve_precision
 from shortcut_models.ema import update_ema
@@ -30,7 +30,7 @@ from shortcut_models.train.batches import step_batches
 from shortcut_models.train.checkpoints import CheckpointManager
 from shortcut_models.train.health import NonFiniteWatch
 from shortcut_models.train.metrics import MetricsLog
-from shortcut_models.train.options import RunOptions, TrainResult
+from shortcut_models.train.result import TrainResult
 from shortcut_models.train.schedule import WallClockPlan, learning_rate
 from shortcut_models.train.setup import build_networks
 from shortcut_models.train.signals import StopSignals

@@ -1,0 +1,177 @@
+"""The one merge of a run's settings: defaults < recipe < flags (a resumed run: its checkpoint's
+config < flags), for the training config and the run options alike, remembering where each value
+came from (`shortcut train --print-config`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from shortcut_models.backbones import BACKBONE_OPTIONS, backbone_kind, resolve_backbone
+from shortcut_models.config import RunOptions, TrainConfig
+from shortcut_models.data import resolve_data_options
+from shortcut_models.errors import UsageError
+from shortcut_models.objectives import OBJECTIVES
+from shortcut_models.objectives import objective_options as objective_option_names
+from shortcut_models.options import declared_options
+from shortcut_models.recipes import apply_recipe, describe, recipe, recipe_options
+
+# the training config's fields by section (the options of data, objective and backbone follow
+# their choice); RunOptions is the section "run"
+SECTIONS = {
+    "training": ("steps", "batch_size", "minutes", "seed", "eval_weights", "init_from", "recipe"),
+    "optimisation": (
+        "lr", "beta1", "beta2", "weight_decay", "warmup_steps", "lr_schedule", "grad_clip",
+        "ema_decay",
+    ),
+}  # fmt: skip
+CHOICES = ("data", "objective", "backbone")
+
+
+@dataclass
+class Composed:
+    """A run's final settings and where each came from."""
+
+    config: TrainConfig
+    run: dict[str, Any]  # RunOptions values (all but out_dir)
+    sources: dict[str, str]  # "lr", "objective.bootstrap_ema", "run.precision" -> its source
+    description: str | None  # what a fresh recipe set (printed when the run starts)
+
+    def table(self) -> str:
+        """Every setting by section with its source: default, recipe NAME, flag, checkpoint or
+        preset NAME."""
+        lines = []
+        for section, values in self.sections().items():
+            lines.append(f"[{section}]")
+            for name, value in values.items():
+                key = name if section in ("training", "optimisation") else f"{section}.{name}"
+                key = section if name == "name" else key
+                lines.append(f"  {name} = {value!r}  # {self.sources.get(key, 'default')}")
+        return "\n".join(lines)
+
+    def sections(self) -> dict[str, dict[str, Any]]:
+        config = self.config
+        out: dict[str, dict[str, Any]] = {}
+        for choice in CHOICES:
+            out[choice] = {"name": getattr(config, choice), **self.options_of(choice)}
+        for section, names in SECTIONS.items():
+            out[section] = {name: getattr(config, name) for name in names}
+        out["run"] = dict(self.run)
+        return out
+
+    def options_of(self, choice: str) -> dict[str, Any]:
+        """Every option of the chosen data set, objective or backbone, defaults filled in."""
+        config = self.config
+        if choice == "data":
+            return resolve_data_options(config.data, config.data_options)
+        if choice == "objective":
+            fields = declared_options(OBJECTIVES[config.objective])
+            return {f.name: config.objective_options.get(f.name, f.default) for f in fields}
+        _, preset = resolve_backbone(config.backbone)
+        fields = declared_options(BACKBONE_OPTIONS[backbone_kind(config.backbone)])
+        defaults = {f.name: f.default for f in fields}
+        return {**defaults, **preset, **config.backbone_options}
+
+
+def compose_config(
+    base: TrainConfig | None,
+    *,
+    recipe_name: str | None = None,
+    choices: Mapping[str, str] | None = None,
+    values: Mapping[str, Any] | None = None,
+    data_options: Mapping[str, Any] | None = None,
+    objective_options: Mapping[str, Any] | None = None,
+    backbone_options: Mapping[str, Any] | None = None,
+    run: Mapping[str, Any] | None = None,
+) -> Composed:
+    """`base` (a resumed checkpoint's config, or the defaults), then a recipe (fresh runs only;
+    its run options, such as precision, also for a resumed run), then what the user gave:
+    `choices` (data, objective, backbone), plain config `values`, options of the data,
+    objective and backbone, and RunOptions values `run`. Options of an objective or backbone
+    other than the one the base or recipe chose do not carry over."""
+    given = dict(choices or {})
+    merged = (base or TrainConfig()).to_dict()
+    fresh = recipe_name if base is None else None
+    from_recipe: dict[str, Any] = {}
+    if fresh:
+        from_recipe = recipe(fresh)[0]
+        merged.update(from_recipe, recipe=fresh)
+    elif recipe_name and recipe_name != base.recipe:
+        raise UsageError(
+            f"the run was started from recipe '{base.recipe or 'none'}', not '{recipe_name}'"
+        )
+    for key in CHOICES:
+        if key in given:
+            if key != "data" and given[key] != merged[key]:
+                merged[f"{key}_options"] = {}
+                from_recipe.pop(f"{key}_options", None)
+            merged[key] = given[key]
+    description = None
+    if fresh:  # its options for the objective and backbone this run trains
+        recipe_sets = recipe_options(fresh, merged["objective"], merged["backbone"])
+        for key, found in zip(("objective_options", "backbone_options"), recipe_sets, strict=True):
+            from_recipe[key] = {**found, **from_recipe.get(key, {})}
+        merged = apply_recipe(fresh, merged)
+        description = describe(fresh, merged["objective"], merged["backbone"])
+    if "data" in given and base is not None and given["data"] != base.data:
+        merged["data_options"] = {}
+    merged["data_options"] = {**merged["data_options"], **(data_options or {})}
+    merged.update(values or {})
+    accepted = objective_option_names(merged["objective"])
+    for name, value in (objective_options or {}).items():
+        if name not in accepted:
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(f"{flag} does not apply to objective '{merged['objective']}'")
+        merged["objective_options"] = {**merged["objective_options"], name: value}
+    merged["backbone_options"] = {**merged["backbone_options"], **(backbone_options or {})}
+    config = TrainConfig.from_dict(merged)
+    run_recipe = recipe(config.recipe)[1] if config.recipe else {}
+    run_values = {**_run_defaults(), **run_recipe, **(run or {})}
+    flagged = {
+        *given,
+        *(values or {}),
+        *(f"data.{k}" for k in data_options or {}),
+        *(f"objective.{k}" for k in objective_options or {}),
+        *(f"backbone.{k}" for k in backbone_options or {}),
+        *(f"run.{k}" for k in run or {}),
+    }
+    if fresh:
+        flagged.add("recipe")
+    sources = _sources(config, base is not None, from_recipe, run_recipe, flagged)
+    return Composed(config, run_values, sources, description)
+
+
+def _run_defaults() -> dict[str, Any]:
+    return {f.name: f.default for f in dataclasses.fields(RunOptions) if f.name != "out_dir"}
+
+
+def _sources(
+    config: TrainConfig,
+    resumed: bool,
+    from_recipe: dict[str, Any],
+    run_recipe: dict[str, Any],
+    flagged: set[str],
+) -> dict[str, str]:
+    """Where each setting that is not a default came from."""
+    by_recipe = f"recipe {config.recipe}"
+    sources: dict[str, str] = {}
+    stored = "checkpoint" if resumed else None
+    for name in (*CHOICES, *(n for names in SECTIONS.values() for n in names)):
+        if name in from_recipe:
+            sources[name] = by_recipe
+        elif stored and name != "recipe":
+            sources[name] = stored
+    for choice in CHOICES:
+        if choice == "backbone":
+            for name in resolve_backbone(config.backbone)[1]:
+                sources[f"backbone.{name}"] = f"preset {config.backbone}"
+        for name in getattr(config, f"{choice}_options"):
+            if name in from_recipe.get(f"{choice}_options", {}):
+                sources[f"{choice}.{name}"] = by_recipe
+            elif stored:
+                sources[f"{choice}.{name}"] = stored
+    sources.update({f"run.{name}": by_recipe for name in run_recipe})
+    sources.update(dict.fromkeys(flagged, "flag"))
+    return sources
