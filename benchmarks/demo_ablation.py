@@ -118,7 +118,7 @@ def variant_config(
     values.update(changes, data=data, minutes=0.0 if steps else minutes, seed=seed)
     if steps:
         values["steps"] = steps
-    return TrainConfig(**values, recipe=base if is_recipe else ""), precision
+    return TrainConfig.from_flat({**values, "recipe": base if is_recipe else ""}), precision
 
 
 def run_variant(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -164,9 +164,9 @@ def run_variant(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "num": args.num,
         "steps": trainer.step,
         "train_seconds": seconds,
-        "images_per_s": trainer.step * config.batch_size / seconds,
+        "images_per_s": trainer.step * config.training.batch_size / seconds,
         "precision": precision,
-        "config": config.to_dict(),
+        "config": config.flat(),
         "scores": metrics,
         "metric": scorer.label,
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch "

@@ -72,7 +72,8 @@ def main() -> None:
     machine = f"{platform.machine()}, {args.threads} threads, torch {torch.__version__}"
     text = (
         f"# Exported generator latency on CPU\n\n`python benchmarks/export_latency.py --ckpt "
-        f"{args.ckpt}`; {run.checkpoint.config.backbone} on {tuple(run.spec.shape)}, median of "
+        f"{args.ckpt}`; {run.checkpoint.config.backbone.name} on {tuple(run.spec.shape)}, "
+        "median of "
         f"{args.repeat} calls after a warm-up (the session opened once). Machine: {machine}, "
         "nothing else running.\n\n"
     )

@@ -37,15 +37,15 @@ def config_for(data: str, objective: str, steps: int, init_from: str = "") -> Tr
     if data == "mnist":
         values, _ = recipe("cpu-small")
         values.update(data="mnist", objective=objective, steps=steps, objective_options={})
-        return TrainConfig(**apply_recipe("cpu-small", values), init_from=init_from)
-    return TrainConfig(
+        return TrainConfig.from_flat({**apply_recipe("cpu-small", values), "init_from": init_from})
+    return TrainConfig.from_flat(dict(
         data=data, objective=objective, steps=steps, lr=1e-3, ema_decay=0.99,
         lr_schedule="cosine", init_from=init_from,
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 def train(config: TrainConfig, out: Path) -> tuple[Trainer, float]:
-    precision = recipe_precision("cpu-small") if config.data == "mnist" else "fp32"
+    precision = recipe_precision("cpu-small") if config.data.name == "mnist" else "fp32"
     resume = (out / "checkpoint.safetensors").exists()
     options = RunOptions(out_dir=out, resume=resume, progress=False, tensorboard=False,
                          precision=precision, save_every=10_000)  # fmt: skip

@@ -71,11 +71,11 @@ def make_trainer(backbone: str, variant: str, args: argparse.Namespace, out: Pat
     backbone_options = {"time_scale": 1.0}  # meanflow's unscaled t (the same work for both)
     if backbone == "unet":
         backbone_options.update(RECIPES["cpu-small"].config["backbone_options"])
-    config = TrainConfig(
+    config = TrainConfig.from_flat(dict(
         data="random", objective=objective, backbone=backbone, steps=10**9,
         batch_size=args.batch, lr=1e-4, objective_options=options,
         backbone_options=backbone_options,
-    )  # fmt: skip
+    ))  # fmt: skip
     run = RunOptions(
         out_dir=out / f"{len(list(out.iterdir()))}", device=args.device, progress=False,
         tensorboard=False, precision=args.precision,

@@ -23,7 +23,7 @@ def tiny_config(**overrides) -> TrainConfig:
         backbone_options=dict(TINY),
     )
     values.update(overrides)
-    return TrainConfig(**values)
+    return TrainConfig.from_flat(values)
 
 
 def tiny_trainer(out_dir, config=None, **options) -> Trainer:

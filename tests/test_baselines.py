@@ -184,7 +184,7 @@ def test_wrong_teacher_or_pairs_are_clear_errors(teacher, tmp_path):
     wide = tiny_config(
         objective="consistency_distillation", objective_options={"teacher": str(teacher)}
     )
-    wide.backbone_options = {"hidden_size": 64, "depth": 1}
+    wide.backbone.options = {"hidden_size": 64, "depth": 1}
     with pytest.raises(UsageError, match="must match"):
         tiny_trainer(tmp_path / "cd2", wide)
     with pytest.raises(UsageError, match="needs a teacher"):

@@ -70,3 +70,23 @@ def test_foreign_and_corrupt_files_are_clear_errors(tmp_path):
         load_checkpoint(garbage)
     with pytest.raises(UsageError, match="no checkpoint"):
         load_checkpoint(tmp_path / "missing")
+
+
+def test_a_config_stored_before_sections_still_loads():
+    """Checkpoints written before the config had sections store it flat: read as the same
+    settings, and written back by section."""
+    from shortcut_models.config import TrainConfig
+
+    flat = {
+        "data": "mnist", "data_options": {}, "objective": "shortcut",
+        "objective_options": {"bootstrap_ema": False}, "backbone": "unet",
+        "backbone_options": {"channels": [16, 32, 64]}, "steps": 2300, "batch_size": 64,
+        "lr": 0.001, "beta1": 0.9, "beta2": 0.999, "weight_decay": 0.1, "warmup_steps": 0,
+        "lr_schedule": "cosine", "grad_clip": 0.0, "ema_decay": 0.99, "minutes": 0.0, "seed": 0,
+        "eval_weights": "ema", "init_from": "", "recipe": "cpu-small",
+    }  # fmt: skip
+    config = TrainConfig.from_dict(flat)
+    assert config.flat() == flat and config.optimisation.lr == 0.001
+    assert config.backbone.options == {"channels": [16, 32, 64]}
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    assert set(config.to_dict()) == {"data", "objective", "backbone", "training", "optimisation"}

@@ -153,3 +153,5 @@ def test_print_config_names_where_each_value_came_from(tmp_path, capsys):
     assert {"[data]", "[objective]", "[backbone]", "[training]", "[optimisation]", "[run]"} <= lines
     assert "precision = 'bf16-if-native'  # recipe cpu-small" in printed(*recipe)
     assert "hidden_size = 128  # preset DiT-T/4" in printed("--backbone", "DiT-T/4")
+    assert "time_scale = 1.0  # objective meanflow" in printed("--objective", "meanflow")
+    assert "time_scale = 2.0  # flag" in printed("--objective", "meanflow", "--time-scale", "2")

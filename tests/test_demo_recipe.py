@@ -15,6 +15,7 @@ from shortcut_models import downloads
 from shortcut_models.backbones import build_backbone
 from shortcut_models.checkpoint import load_checkpoint
 from shortcut_models.cli import main
+from shortcut_models.config import TrainConfig
 from shortcut_models.errors import UsageError
 from shortcut_models.image_io import grid
 from shortcut_models.metrics import digits
@@ -64,7 +65,7 @@ def test_unet_trains_a_shortcut_model(tmp_path):
     result = trainer.run()
     assert result.step == 3 and np.isfinite(result.last_loss)
     saved = load_checkpoint(tmp_path / "run" / "checkpoint.safetensors")
-    assert saved.config.backbone_options == {"channels": [8, 16]}
+    assert saved.config.backbone.options == {"channels": [8, 16]}
 
 
 @pytest.mark.slow
@@ -83,9 +84,11 @@ def test_minutes_budget_plans_and_stores_the_step_count(tmp_path):
     planned = trainer.step
     assert planned > PLAN_STEPS and planned != 5  # the budget, not --steps, set the length
     saved = load_checkpoint(tmp_path / "run" / "checkpoint.safetensors")
-    assert saved.config.steps == planned and saved.config.minutes == 0.08
-    assert seen_lr[:PLAN_STEPS] == [config.lr] * PLAN_STEPS  # held while planning
-    assert seen_lr[-1] < config.lr * 0.01  # then the cosine schedule ends at the planned step
+    assert saved.config.training.steps == planned and saved.config.training.minutes == 0.08
+    assert seen_lr[:PLAN_STEPS] == [config.optimisation.lr] * PLAN_STEPS  # held while planning
+    assert (
+        seen_lr[-1] < config.optimisation.lr * 0.01
+    )  # then the cosine schedule ends at the planned step
     # resuming keeps the plan (no second planning) and trains nothing more
     again = tiny_trainer(tmp_path / "run", saved.config, resume=True)
     assert not again.planning and again.run().step == planned
@@ -118,7 +121,9 @@ def test_train_recipe_sets_its_values_and_flags_win(tmp_path, capsys):
     ]
     assert main(argv) == 0
     assert "recipe cpu-small" in capsys.readouterr().err
-    config = json.loads((out / "config.json").read_text())
+    stored = json.loads((out / "config.json").read_text())
+    assert stored["training"]["recipe"] == "cpu-small"  # stored by section
+    config = TrainConfig.from_dict(stored).flat()
     values, _ = recipe("cpu-small")
     assert config["recipe"] == "cpu-small"
     for key, value in values.items():
@@ -129,7 +134,7 @@ def test_train_recipe_sets_its_values_and_flags_win(tmp_path, capsys):
     out2 = tmp_path / "dit"
     argv2 = [*argv[:-4], "--backbone", "DiT-T/8", "--out", str(out2), "--no-progress"]
     assert main(argv2) == 0
-    assert json.loads((out2 / "config.json").read_text())["backbone_options"] == {}
+    assert json.loads((out2 / "config.json").read_text())["backbone"]["options"] == {}
     with pytest.raises(SystemExit) as stop:
         main(["train", "--recipe", "nope", "--out", str(tmp_path / "x")])
     assert stop.value.code == 2 and "invalid choice: 'nope'" in capsys.readouterr().err
@@ -140,7 +145,7 @@ def test_recipes_are_valid_configs():
 
     for name in RECIPES:
         values, run = recipe(name)
-        TrainConfig(**values, recipe=name)
+        TrainConfig.from_flat({**values, "recipe": name})
         assert set(run) <= {"precision"}
 
 

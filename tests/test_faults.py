@@ -1,7 +1,6 @@
 """Injected faults and hostile input: torn logs, full disks, two writers, NaN weights, signals
 during saves, resumed logs (`pytest -m faults` runs just these)."""
 
-import dataclasses
 import json
 import os
 import resource
@@ -546,7 +545,7 @@ def test_empty_class_folder_and_a_changed_folder_warn(tmp_path, capsys):
     )
     tiny_trainer(tmp_path / "run", config).run()
     write_image(root / "a" / "new.png")
-    tiny_trainer(tmp_path / "run", dataclasses.replace(config, steps=2), resume=True).run()
+    tiny_trainer(tmp_path / "run", config.replace(steps=2), resume=True).run()
     assert "changed since the checkpoint" in capsys.readouterr().err
 
 

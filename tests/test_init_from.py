@@ -33,7 +33,7 @@ def test_the_start_equals_the_source_and_the_config_records_it(flow_run, tmp_pat
     assert trainer.optimizer.state == {}  # the optimiser starts fresh
     trainer.run()
     stored = json.loads((tmp_path / "sc" / "config.json").read_text())
-    assert stored["init_from"] == str(flow_run)
+    assert stored["training"]["init_from"] == str(flow_run)
     # a resume continues its own checkpoint; the source is not read again
     resumed = tiny_trainer(
         tmp_path / "sc", tiny_config(init_from=str(flow_run), steps=5), resume=True
@@ -95,7 +95,7 @@ def test_a_mismatch_names_the_first_differing_setting(flow_run, tmp_path, overri
 
 def test_meanflow_starts_from_a_flow_run_with_its_time_scale(flow_run, tmp_path):
     config = tiny_config(objective="meanflow", init_from=str(flow_run), steps=2)
-    config.backbone_options = {**config.backbone_options, "time_scale": 1000.0}
+    config.backbone.options = {**config.backbone.options, "time_scale": 1000.0}
     tiny_trainer(tmp_path / "mf", config).run()
 
 

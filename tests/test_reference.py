@@ -39,12 +39,12 @@ def test_reference_recipe_sets_every_choice_for_each_objective(objective):
     run = composed("--recipe", "reference", "--objective", objective, "--backbone", "dit")
     config = run.config
     for field, value in REFERENCE_CONFIG.items():
-        assert getattr(config, field) == value, field
-    assert config.recipe == "reference" and config.eval_weights == "model"
-    built = build_objective(objective, **config.objective_options)
+        assert config.flat()[field] == value, field
+    assert config.training.recipe == "reference" and config.training.eval_weights == "model"
+    built = build_objective(objective, **config.objective.options)
     for option, value in REFERENCE_OBJECTIVES.get(objective, {}).items():
         assert getattr(built, option) == value, option
-    assert config.backbone_options == REFERENCE_BACKBONES["dit"]
+    assert config.backbone.options == REFERENCE_BACKBONES["dit"]
     printed = run.description  # the line a run started from it prints
     assert "recipe reference" in printed and "dit.attention_scale=linear" in printed
     assert recipe_precision("reference") == "bf16-if-native"
@@ -53,12 +53,12 @@ def test_reference_recipe_sets_every_choice_for_each_objective(objective):
 
 def test_reference_recipe_backbone_and_flags_beside_it():
     config = train_config("--recipe", "reference", "--backbone", "mlp")
-    assert config.backbone_options == {"time_scale": 1.0}
+    assert config.backbone.options == {"time_scale": 1.0}
     config = train_config("--recipe", "reference", "--backbone", "dit", "--qkv-init", "fused")
-    assert config.backbone_options["qkv_init"] == "fused"  # a flag beside the recipe wins
-    assert config.backbone_options["attention_scale"] == "linear"
+    assert config.backbone.options["qkv_init"] == "fused"  # a flag beside the recipe wins
+    assert config.backbone.options["attention_scale"] == "linear"
     config = train_config("--recipe", "reference", "--no-reference-batch-split")
-    assert config.objective_options["reference_batch_split"] is False
+    assert config.objective.options["reference_batch_split"] is False
 
 
 def test_reference_dit_options_change_the_network():
@@ -93,15 +93,23 @@ def test_reference_dit_options_change_the_network():
 )
 def test_paper_presets(name, backbone, batch, steps, guided):
     config = train_config("--recipe", name)
-    assert (config.backbone, config.batch_size, config.steps) == (backbone, batch, steps)
-    assert config.data == "latents" and config.objective == "shortcut"
-    assert config.lr == 1e-4 and config.ema_decay == 0.999 and config.eval_weights == "model"
-    options = config.objective_options
+    assert (config.backbone.name, config.training.batch_size, config.training.steps) == (
+        backbone,
+        batch,
+        steps,
+    )
+    assert config.data.name == "latents" and config.objective.name == "shortcut"
+    assert (
+        config.optimisation.lr == 1e-4
+        and config.optimisation.ema_decay == 0.999
+        and config.training.eval_weights == "model"
+    )
+    options = config.objective.options
     assert options["bootstrap_cfg"] is guided and options["reference_batch_split"] is True
     assert options["class_dropout_prob"] == (0.1 if guided else 1.0)
     if guided:
         assert options["bootstrap_cfg_scale"] == 1.5
-    assert config.backbone_options["attention_scale"] == "linear"
+    assert config.backbone.options["attention_scale"] == "linear"
     assert recipe_precision(name) == "bf16"
 
 

@@ -10,7 +10,6 @@ folder resumes, so an interrupted comparison continues where it stopped.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -68,16 +67,18 @@ def compare_config(
     from shortcut_models.data import dataset
 
     defaults = DEFAULTS_BY_KIND["vector" if dataset(data).kind == "vector" else "image"]
-    return TrainConfig(
-        data=data,
-        data_options=dict(data_options or {}),
-        backbone=backbone or defaults[0],
-        steps=defaults[1] if steps is None else steps,
-        batch_size=defaults[2] if batch_size is None else batch_size,
-        lr=defaults[3] if lr is None else lr,
-        ema_decay=ema_decay,
-        lr_schedule="cosine",
-        seed=seed,
+    return TrainConfig.from_flat(
+        dict(
+            data=data,
+            data_options=dict(data_options or {}),
+            backbone=backbone or defaults[0],
+            steps=defaults[1] if steps is None else steps,
+            batch_size=defaults[2] if batch_size is None else batch_size,
+            lr=defaults[3] if lr is None else lr,
+            ema_decay=ema_decay,
+            lr_schedule="cosine",
+            seed=seed,
+        )
     )
 
 
@@ -105,7 +106,7 @@ def _train(config: TrainConfig, run_dir: Path, options: CompareOptions, data: An
         device=options.device,
         resume=resume,
         progress=options.progress,
-        save_every=max(500, config.steps // 4),
+        save_every=max(500, config.training.steps // 4),
         tensorboard=False,
     )
     tick = time.perf_counter()
@@ -116,7 +117,7 @@ def _train(config: TrainConfig, run_dir: Path, options: CompareOptions, data: An
 
 
 def _budget_note(name: str, options: CompareOptions) -> str:
-    s = options.base.steps
+    s = options.base.training.steps
     if OBJECTIVES[name].needs == "teacher":
         return f"{s // 2} teacher + {s - s // 2} student steps"
     if OBJECTIVES[name].needs == "pairs":
@@ -141,13 +142,13 @@ def _evaluator(options: CompareOptions, data: Any):
         inception=options.inception,
         device=_device(options),
         ref_num=10000,
-        seed=base.seed,
+        seed=base.training.seed,
         progress=options.progress,
     )
 
     def score(run_dir: Path, steps: list[int]) -> dict[int, float]:
         run = load_run(run_dir, device=_device(options))
-        plan = SamplingPlan(steps, options.num, base.seed, cfg=1.0, batch=256)
+        plan = SamplingPlan(steps, options.num, base.training.seed, cfg=1.0, batch=256)
         scores = scorer.score(run, plan)
         return {n: s[scorer.key] for n, s in scores.items()}
 
@@ -166,26 +167,26 @@ def run_compare(options: CompareOptions) -> dict[str, Any]:
     unknown = [o for o in options.objectives if o not in OBJECTIVES]
     if unknown:
         raise UsageError(f"unknown objective(s): {', '.join(unknown)}")
-    if options.base.steps < 2:
+    if options.base.training.steps < 2:
         raise UsageError("the budget (--steps) must be at least 2")
     out = prepare_out_dir(options.out)
-    data = build_data(options.base.data, options.base.data_options)
+    data = build_data(options.base.data.name, options.base.data.options)
     label, score = _evaluator(options, data)
-    half = options.base.steps // 2
+    half = options.base.training.steps // 2
     seconds: dict[str, float] = {}
     teacher_dir = out / "teacher_flow_matching"
     if any(OBJECTIVES[o].needs for o in options.objectives):
-        teacher = dataclasses.replace(options.base, objective="flow_matching", steps=half)
+        teacher = options.base.replace(objective="flow_matching", steps=half)
         log.info(f"== teacher: flow_matching, {half} steps")
         seconds["teacher"] = _train(teacher, teacher_dir, options, data)
     results: dict[str, dict[str, float]] = {}
     rows = []
     for name in options.objectives:
         extra = dict(options.objective_options.get(name, {}))
-        steps = options.base.steps
+        steps = options.base.training.steps
         if OBJECTIVES[name].needs == "teacher":
             extra["teacher"] = str(teacher_dir.resolve())
-            steps = options.base.steps - half
+            steps = options.base.training.steps - half
         if OBJECTIVES[name].needs == "pairs":
             tick = time.perf_counter()
             generate_pairs(
@@ -193,16 +194,14 @@ def run_compare(options: CompareOptions) -> dict[str, Any]:
                 out / "reflow_pairs",
                 num=options.pairs_num,
                 steps=options.pairs_steps,
-                seed=options.base.seed,
+                seed=options.base.training.seed,
                 device=_device(options),
                 progress=options.progress,
             )
             seconds["reflow_pairs"] = time.perf_counter() - tick
             extra["pairs"] = str((out / "reflow_pairs").resolve())
-            steps = options.base.steps - half
-        config = dataclasses.replace(
-            options.base, objective=name, objective_options=extra, steps=steps
-        )
+            steps = options.base.training.steps - half
+        config = options.base.replace(objective=name, objective_options=extra, steps=steps)
         log.info(f"== {name}: {steps} steps")
         seconds[name] = _train(config, out / name, options, data)
         objective = build_objective_for(config, data)
@@ -215,14 +214,17 @@ def run_compare(options: CompareOptions) -> dict[str, Any]:
     table = markdown_table(["objective", "training", *map(str, options.eval_steps)], rows)
     header = (
         f"# {label} by number of sampling steps (lower is better)\n\n"
-        f"data {options.base.data}, backbone {options.base.backbone}, budget "
-        f"{options.base.steps} steps x batch {options.base.batch_size}, seed {options.base.seed}, "
+        f"data {options.base.data.name}, backbone {options.base.backbone.name}, budget "
+        f"{options.base.training.steps} steps x batch {options.base.training.batch_size}, "
+        f"seed {options.base.training.seed}, "
         f"{options.num} samples per entry\n\n"
     )
     (out / "compare.md").write_text(header + table + "\n")
     curves = {name: {int(n): v for n, v in r.items()} for name, r in results.items()}
-    metric_vs_steps(curves, label, out / "compare.png", f"{options.base.data}: {label} vs steps")
-    write_json(out / "compare.meta.json", {"seconds": seconds, "config": options.base.to_dict()})
+    metric_vs_steps(
+        curves, label, out / "compare.png", f"{options.base.data.name}: {label} vs steps"
+    )
+    write_json(out / "compare.meta.json", {"seconds": seconds, "config": options.base.flat()})
     print(table)
     return results
 

@@ -10,24 +10,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from shortcut_models.backbones import BACKBONE_OPTIONS, backbone_kind, resolve_backbone
-from shortcut_models.config import RunOptions, TrainConfig
+from shortcut_models.config import CHOICES, SECTIONS, RunOptions, TrainConfig
 from shortcut_models.data import resolve_data_options
 from shortcut_models.errors import UsageError
-from shortcut_models.objectives import OBJECTIVES
+from shortcut_models.objectives import OBJECTIVES, build_objective
 from shortcut_models.objectives import objective_options as objective_option_names
 from shortcut_models.options import declared_options
 from shortcut_models.recipes import apply_recipe, describe, recipe, recipe_options
-
-# the training config's fields by section (the options of data, objective and backbone follow
-# their choice); RunOptions is the section "run"
-SECTIONS = {
-    "training": ("steps", "batch_size", "minutes", "seed", "eval_weights", "init_from", "recipe"),
-    "optimisation": (
-        "lr", "beta1", "beta2", "weight_decay", "warmup_steps", "lr_schedule", "grad_clip",
-        "ema_decay",
-    ),
-}  # fmt: skip
-CHOICES = ("data", "objective", "backbone")
 
 
 @dataclass
@@ -40,8 +29,8 @@ class Composed:
     description: str | None  # what a fresh recipe set (printed when the run starts)
 
     def table(self) -> str:
-        """Every setting by section with its source: default, recipe NAME, flag, checkpoint or
-        preset NAME."""
+        """Every setting by section with its source: default, recipe NAME, flag, checkpoint,
+        preset NAME or objective NAME (backbone options an objective needs)."""
         lines = []
         for section, values in self.sections().items():
             lines.append(f"[{section}]")
@@ -55,9 +44,9 @@ class Composed:
         config = self.config
         out: dict[str, dict[str, Any]] = {}
         for choice in CHOICES:
-            out[choice] = {"name": getattr(config, choice), **self.options_of(choice)}
-        for section, names in SECTIONS.items():
-            out[section] = {name: getattr(config, name) for name in names}
+            out[choice] = {"name": getattr(config, choice).name, **self.options_of(choice)}
+        for section in SECTIONS:
+            out[section] = dataclasses.asdict(getattr(config, section))
         out["run"] = dict(self.run)
         return out
 
@@ -65,14 +54,19 @@ class Composed:
         """Every option of the chosen data set, objective or backbone, defaults filled in."""
         config = self.config
         if choice == "data":
-            return resolve_data_options(config.data, config.data_options)
+            return resolve_data_options(config.data.name, config.data.options)
         if choice == "objective":
-            fields = declared_options(OBJECTIVES[config.objective])
-            return {f.name: config.objective_options.get(f.name, f.default) for f in fields}
-        _, preset = resolve_backbone(config.backbone)
-        fields = declared_options(BACKBONE_OPTIONS[backbone_kind(config.backbone)])
+            fields = declared_options(OBJECTIVES[config.objective.name])
+            return {f.name: config.objective.options.get(f.name, f.default) for f in fields}
+        _, preset = resolve_backbone(config.backbone.name)
+        fields = declared_options(BACKBONE_OPTIONS[backbone_kind(config.backbone.name)])
         defaults = {f.name: f.default for f in fields}
-        return {**defaults, **preset, **config.backbone_options}
+        return {**defaults, **preset, **_objective_needs(config), **config.backbone.options}
+
+
+def _objective_needs(config: TrainConfig) -> dict[str, Any]:
+    """Backbone options the objective sets (MeanFlow: t unscaled); the config's own win."""
+    return build_objective(config.objective.name, **config.objective.options).backbone_options()
 
 
 def compose_config(
@@ -92,15 +86,16 @@ def compose_config(
     objective and backbone, and RunOptions values `run`. Options of an objective or backbone
     other than the one the base or recipe chose do not carry over."""
     given = dict(choices or {})
-    merged = (base or TrainConfig()).to_dict()
+    merged = (base or TrainConfig()).flat()
     fresh = recipe_name if base is None else None
     from_recipe: dict[str, Any] = {}
     if fresh:
         from_recipe = recipe(fresh)[0]
         merged.update(from_recipe, recipe=fresh)
-    elif recipe_name and recipe_name != base.recipe:
+    elif recipe_name and recipe_name != base.training.recipe:
         raise UsageError(
-            f"the run was started from recipe '{base.recipe or 'none'}', not '{recipe_name}'"
+            f"the run was started from recipe '{base.training.recipe or 'none'}', "
+            f"not '{recipe_name}'"
         )
     for key in CHOICES:
         if key in given:
@@ -115,7 +110,7 @@ def compose_config(
             from_recipe[key] = {**found, **from_recipe.get(key, {})}
         merged = apply_recipe(fresh, merged)
         description = describe(fresh, merged["objective"], merged["backbone"])
-    if "data" in given and base is not None and given["data"] != base.data:
+    if "data" in given and base is not None and given["data"] != base.data.name:
         merged["data_options"] = {}
     merged["data_options"] = {**merged["data_options"], **(data_options or {})}
     merged.update(values or {})
@@ -126,8 +121,8 @@ def compose_config(
             raise UsageError(f"{flag} does not apply to objective '{merged['objective']}'")
         merged["objective_options"] = {**merged["objective_options"], name: value}
     merged["backbone_options"] = {**merged["backbone_options"], **(backbone_options or {})}
-    config = TrainConfig.from_dict(merged)
-    run_recipe = recipe(config.recipe)[1] if config.recipe else {}
+    config = TrainConfig.from_flat(merged)
+    run_recipe = recipe(config.training.recipe)[1] if config.training.recipe else {}
     run_values = {**_run_defaults(), **run_recipe, **(run or {})}
     flagged = {
         *given,
@@ -155,19 +150,22 @@ def _sources(
     flagged: set[str],
 ) -> dict[str, str]:
     """Where each setting that is not a default came from."""
-    by_recipe = f"recipe {config.recipe}"
+    by_recipe = f"recipe {config.training.recipe}"
     sources: dict[str, str] = {}
     stored = "checkpoint" if resumed else None
-    for name in (*CHOICES, *(n for names in SECTIONS.values() for n in names)):
+    fields = (f.name for section in SECTIONS.values() for f in dataclasses.fields(section))
+    for name in (*CHOICES, *fields):
         if name in from_recipe:
             sources[name] = by_recipe
         elif stored and name != "recipe":
             sources[name] = stored
     for choice in CHOICES:
         if choice == "backbone":
-            for name in resolve_backbone(config.backbone)[1]:
-                sources[f"backbone.{name}"] = f"preset {config.backbone}"
-        for name in getattr(config, f"{choice}_options"):
+            for name in resolve_backbone(config.backbone.name)[1]:
+                sources[f"backbone.{name}"] = f"preset {config.backbone.name}"
+            for name in _objective_needs(config):
+                sources[f"backbone.{name}"] = f"objective {config.objective.name}"
+        for name in getattr(config, choice).options:
             if name in from_recipe.get(f"{choice}_options", {}):
                 sources[f"{choice}.{name}"] = by_recipe
             elif stored:

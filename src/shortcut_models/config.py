@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -25,33 +26,36 @@ DataKind = Literal["vector", "image", "latent"]
 RESUMABLE_CHANGES = frozenset({"steps"})
 
 
+def _check_positive(**values: float) -> None:
+    for name, value in values.items():
+        if not (value > 0 and math.isfinite(value)):
+            raise UsageError(f"{name.replace('_', '-')} must be positive, got {value}")
+
+
+def _check_non_negative(**values: float) -> None:
+    for name, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"{name.replace('_', '-')} must be finite, got {value}")
+        if value < 0:
+            raise UsageError(f"{name.replace('_', '-')} must be >= 0, got {value}")
+
+
 @dataclass
-class TrainConfig:
-    """Everything that defines a training run (not where or how fast it runs).
+class Choice:
+    """A registered data set, objective or backbone by name, with its options (checked by the
+    dataclass of options that name registers)."""
 
-    Defaults follow the reference: AdamW lr 1e-4, betas (0.9, 0.999), weight decay 0.1, EMA 0.999.
-    """
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
 
-    data: str = "checkerboard"
-    data_options: dict[str, Any] = field(default_factory=dict)  # e.g. a folder's path
-    objective: str = "shortcut"
-    objective_options: dict[str, Any] = field(default_factory=dict)
-    backbone: str = "mlp"
-    backbone_options: dict[str, Any] = field(default_factory=dict)
+
+@dataclass
+class Training:
+    """How long and on what: steps and batch, a wall-clock budget, the seed, the weights that are
+    evaluated, where the network starts, the recipe the run started from."""
+
     steps: int = option(5000, "total number of optimizer steps")
     batch_size: int = option(256, "samples per step")
-    lr: float = option(1e-4, "AdamW learning rate")
-    beta1: float = option(0.9, "AdamW beta1")
-    beta2: float = option(0.999, "AdamW beta2")
-    weight_decay: float = option(0.1, "AdamW weight decay")
-    warmup_steps: int = option(0, "linear learning-rate warm-up steps (0: none)")
-    lr_schedule: str = option(
-        "constant",
-        "constant, or cosine decay to zero at --steps (the reference's use_cosine)",
-        choices=LR_SCHEDULES,
-    )
-    grad_clip: float = option(0.0, "clip the global gradient norm to this (0: off)")
-    ema_decay: float = option(0.999, "decay of the weight EMA used for sampling and targets")
     # `steps` is re-planned from the step rate measured over the first steps (train.schedule) and
     # stored, so a resumed run continues the same plan
     minutes: float = option(
@@ -74,38 +78,101 @@ class TrainConfig:
         "zero; the optimiser starts fresh (fine-tune a flow-matching model into a few-step one)",
         path=True,
     )
-    recipe: str = ""  # the named recipe the run started from (its values are the fields above)
+    recipe: str = ""  # the named recipe the run started from (its values are in the config)
 
     def __post_init__(self) -> None:
-        positive = {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr}
-        for name, value in positive.items():
-            if not (value > 0 and math.isfinite(value)):
-                raise UsageError(f"{name.replace('_', '-')} must be positive, got {value}")
-        non_negative = {
-            "weight_decay": self.weight_decay,
-            "warmup_steps": self.warmup_steps,
-            "grad_clip": self.grad_clip,
-            "minutes": self.minutes,
-            "seed": self.seed,
-        }
-        for name, value in non_negative.items():
-            if isinstance(value, float) and not math.isfinite(value):
-                raise UsageError(f"{name.replace('_', '-')} must be finite, got {value}")
-            if value < 0:
-                raise UsageError(f"{name.replace('_', '-')} must be >= 0, got {value}")
+        _check_positive(steps=self.steps, batch_size=self.batch_size)
+        _check_non_negative(minutes=self.minutes, seed=self.seed)
         if self.seed >= MAX_SEED:
             raise UsageError(f"seed must be below 2^63, got {self.seed}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise UsageError(
-                f"lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"
-            )
         if self.eval_weights not in EVAL_WEIGHTS:
             raise UsageError(
                 f"eval-weights must be one of {', '.join(EVAL_WEIGHTS)}, got {self.eval_weights!r}"
             )
+
+
+@dataclass
+class Optimisation:
+    """AdamW, its learning-rate schedule and the weight EMA. Defaults follow the reference: lr
+    1e-4, betas (0.9, 0.999), weight decay 0.1, EMA 0.999."""
+
+    lr: float = option(1e-4, "AdamW learning rate")
+    beta1: float = option(0.9, "AdamW beta1")
+    beta2: float = option(0.999, "AdamW beta2")
+    weight_decay: float = option(0.1, "AdamW weight decay")
+    warmup_steps: int = option(0, "linear learning-rate warm-up steps (0: none)")
+    lr_schedule: str = option(
+        "constant",
+        "constant, or cosine decay to zero at --steps (the reference's use_cosine)",
+        choices=LR_SCHEDULES,
+    )
+    grad_clip: float = option(0.0, "clip the global gradient norm to this (0: off)")
+    ema_decay: float = option(0.999, "decay of the weight EMA used for sampling and targets")
+
+    def __post_init__(self) -> None:
+        _check_positive(lr=self.lr)
+        _check_non_negative(
+            weight_decay=self.weight_decay,
+            warmup_steps=self.warmup_steps,
+            grad_clip=self.grad_clip,
+        )
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise UsageError(
+                f"lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"
+            )
         for name in ("beta1", "beta2", "ema_decay"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise UsageError(f"{name.replace('_', '-')} must be in [0, 1)")
+
+
+CHOICES = ("data", "objective", "backbone")
+SECTIONS: dict[str, type] = {"training": Training, "optimisation": Optimisation}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (not where or how fast it runs), by section. Its
+    flat view names each setting as its flag does (`lr`, `steps`, `objective_options`): the
+    merge of defaults, recipe and flags works on it (`from_flat`, `flat`)."""
+
+    data: Choice = field(default_factory=lambda: Choice("checkerboard"))
+    objective: Choice = field(default_factory=lambda: Choice("shortcut"))
+    backbone: Choice = field(default_factory=lambda: Choice("mlp"))
+    training: Training = field(default_factory=Training)
+    optimisation: Optimisation = field(default_factory=Optimisation)
+
+    @classmethod
+    def from_flat(cls, values: Mapping[str, Any] | None = None, /, **more: Any) -> TrainConfig:
+        """From flag-named values (`lr`, `data_options`, ...), as a mapping or keywords;
+        missing ones take defaults: `TrainConfig.from_flat(data="moons", steps=4000, lr=1e-3)`."""
+        values = {**(values or {}), **more}
+        sections = {name: {f.name for f in dataclasses.fields(c)} for name, c in SECTIONS.items()}
+        known = {*CHOICES, *(f"{c}_options" for c in CHOICES), *set().union(*sections.values())}
+        unknown = set(values) - known
+        if unknown:
+            raise UsageError(f"unknown config field(s): {', '.join(sorted(unknown))}")
+        defaults = cls()
+        choices = {
+            c: Choice(
+                values.get(c, getattr(defaults, c).name), dict(values.get(f"{c}_options", {}))
+            )
+            for c in CHOICES
+        }
+        built = {
+            name: SECTIONS[name](**{k: v for k, v in values.items() if k in fields})
+            for name, fields in sections.items()
+        }
+        return cls(**choices, **built)
+
+    def flat(self) -> dict[str, Any]:
+        """The flag-named view: {data, data_options, ..., steps, ..., lr, ...}."""
+        out: dict[str, Any] = {}
+        for c in CHOICES:
+            choice = getattr(self, c)
+            out[c], out[f"{c}_options"] = choice.name, dict(choice.options)
+        for name in SECTIONS:
+            out.update(dataclasses.asdict(getattr(self, name)))
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -115,15 +182,26 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise UsageError(f"unknown config field(s): {', '.join(sorted(unknown))}")
-        return cls(**values)
+        """From `to_dict`'s sections, or from the flat record checkpoints stored before them."""
+        if not any(isinstance(values.get(c), dict) for c in CHOICES):
+            return cls.from_flat(values)
+        flat: dict[str, Any] = {}
+        for key, value in values.items():
+            if key in CHOICES and isinstance(value, dict):
+                flat[key], flat[f"{key}_options"] = value.get("name"), value.get("options", {})
+            elif key in SECTIONS and isinstance(value, dict):
+                flat.update(value)
+            else:
+                raise UsageError(f"unknown config field(s): {key}")
+        return cls.from_flat(flat)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with flag-named settings changed (`steps=2`, `objective="flow_matching"`)."""
+        return TrainConfig.from_flat({**self.flat(), **changes})
 
     def differences(self, other: TrainConfig) -> list[str]:
-        """Names of the fields whose values differ."""
-        mine, theirs = self.to_dict(), other.to_dict()
+        """Flag names of the settings whose values differ."""
+        mine, theirs = self.flat(), other.flat()
         return [name for name in mine if mine[name] != theirs[name]]
 
 

@@ -128,8 +128,8 @@ def run_demo(options: DemoOptions) -> dict[str, dict[str, float]]:
     config, precision = demo_config(options)
     run_dir = out / "run"
     resume = (run_dir / CHECKPOINT_NAME).exists()
-    if resume and config.minutes > 0:  # a budget run resumes the step count it planned
-        config.steps = load_checkpoint(run_dir / CHECKPOINT_NAME).config.steps
+    if resume and config.training.minutes > 0:  # a budget run resumes the step count it planned
+        config.training.steps = load_checkpoint(run_dir / CHECKPOINT_NAME).config.training.steps
     run_options = RunOptions(
         out_dir=run_dir,
         device=options.device,
@@ -174,8 +174,8 @@ def run_demo(options: DemoOptions) -> dict[str, dict[str, float]]:
     headers = ["steps", "FD-digits", "precision", "recall", "confident", "class coverage"]
     table = markdown_table([*headers, "sampling s"], rows)
     header = (
-        f"# shortcut demo: {options.data}, recipe {options.recipe} ({config.backbone}, "
-        f"{config.objective}), {result.step} training steps ({train_seconds:.0f} s this run), "
+        f"# shortcut demo: {options.data}, recipe {options.recipe} ({config.backbone.name}, "
+        f"{config.objective.name}), {result.step} training steps ({train_seconds:.0f} s this run), "
         f"{options.num} samples per budget, CFG {options.cfg}\n\n"
         "Rows of all_steps.png, top to bottom: 1, 2, 4, ..., 128 steps; columns: classes 0-9. "
         "Grids are enlarged 3x (nearest neighbour); samples.npz holds the exact 32x32 images.\n\n"
@@ -189,7 +189,7 @@ def run_demo(options: DemoOptions) -> dict[str, dict[str, float]]:
     write_json(
         out / "metrics.json",
         {
-            "config": config.to_dict(),
+            "config": config.flat(),
             "budgets": metrics,
             "train_seconds": train_seconds,
             "metric": scorer.label,

@@ -20,7 +20,7 @@ from shortcut_models.objectives import Objective, build_objective
 
 def build_objective_for(config: TrainConfig, data: DataSource | DataSpec) -> Objective:
     return build_objective(
-        config.objective, num_classes=data.num_classes, **config.objective_options
+        config.objective.name, num_classes=data.num_classes, **config.objective.options
     )
 
 
@@ -29,18 +29,18 @@ def build_model_for(
 ) -> nn.Module:
     """The backbone with its data-dependent sizes filled in from the data source, and the options
     the run's objective asks for (time scale, guidance input) unless the config sets them."""
-    cls, _ = resolve_backbone(config.backbone)
+    cls, _ = resolve_backbone(config.backbone.name)
     try:
         fixed = cls.data_options(data.shape, data.num_classes)
     except ValueError as exc:
         raise UsageError(
-            f"backbone '{config.backbone}' cannot take data '{data.name}': {exc}"
+            f"backbone '{config.backbone.name}' cannot take data '{data.name}': {exc}"
         ) from None
-    clash = set(fixed) & set(config.backbone_options)
+    clash = set(fixed) & set(config.backbone.options)
     if clash:
         raise UsageError(f"backbone option(s) {', '.join(sorted(clash))} are set by the data")
-    options = {**objective.backbone_options(), **config.backbone_options}
-    return build_backbone(config.backbone, **fixed, **options)
+    options = {**objective.backbone_options(), **config.backbone.options}
+    return build_backbone(config.backbone.name, **fixed, **options)
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,8 @@ def load_run(
         raise UsageError(f"weights must be 'ema' or 'model', got {weights!r}")
     checkpoint = load_checkpoint(path)
     config = checkpoint.config
-    weights = weights or config.eval_weights
-    spec = checkpoint.data or DataSpec.of(build_data(config.data, config.data_options))
+    weights = weights or config.training.eval_weights
+    spec = checkpoint.data or DataSpec.of(build_data(config.data.name, config.data.options))
     objective = build_objective_for(config, spec)
     model = build_model_for(config, spec, objective)
     checkpoint.load_weights(model, weights)
@@ -82,16 +82,16 @@ NEW_INPUTS = ("cond.d_embedder.", "cond.w_embedder.")
 
 
 def initialise_from(config: TrainConfig, data: DataSource, objective: Objective, networks) -> int:
-    """Load run `config.init_from`'s EMA weights into every network of `networks` (the model and
-    its EMA) after checking that the source has the same data and backbone (the first differing
-    setting is the error). Embedders of inputs the source lacks (step size, guidance scale) keep
-    their first layer and get a zero last layer: they add nothing until trained. Returns the
-    source's step."""
-    if config.objective not in INIT_OBJECTIVES:
+    """Load run `config.training.init_from`'s EMA weights into every network of `networks` (the
+    model and its EMA) after checking that the source has the same data and backbone (the first
+    differing setting is the error). Embedders of inputs the source lacks (step size, guidance
+    scale) keep their first layer and get a zero last layer: they add nothing until trained.
+    Returns the source's step."""
+    if config.objective.name not in INIT_OBJECTIVES:
         raise UsageError(
-            f"--init-from applies to {', '.join(INIT_OBJECTIVES)}, not '{config.objective}'"
+            f"--init-from applies to {', '.join(INIT_OBJECTIVES)}, not '{config.objective.name}'"
         )
-    source = load_checkpoint(config.init_from)
+    source = load_checkpoint(config.training.init_from)
     difference = _first_difference(source, config, data, objective)
     if difference:
         raise UsageError(f"--init-from {source.path}: {difference}; they must match")
@@ -117,20 +117,20 @@ def _first_difference(
 ) -> str | None:
     """The first setting in which the source run differs from this one, in words."""
     theirs = source.config
-    spec = source.data or DataSpec.of(build_data(theirs.data, theirs.data_options))
+    spec = source.data or DataSpec.of(build_data(theirs.data.name, theirs.data.options))
     for name, a, b in (
-        ("data", theirs.data, config.data),
-        ("data options", theirs.data_options, config.data_options),
+        ("data", theirs.data.name, config.data.name),
+        ("data options", theirs.data.options, config.data.options),
         ("sample shape", tuple(spec.shape), tuple(data.shape)),
         ("number of classes", spec.num_classes, data.num_classes),
-        ("backbone", theirs.backbone, config.backbone),
+        ("backbone", theirs.backbone.name, config.backbone.name),
     ):
         if a != b:
             return f"its {name} is {a!r}, this run's {b!r}"
     source_objective = build_objective_for(theirs, spec)
-    their_options = {**source_objective.backbone_options(), **theirs.backbone_options}
-    my_options = {**objective.backbone_options(), **config.backbone_options}
-    cls, _ = resolve_backbone(config.backbone)
+    their_options = {**source_objective.backbone_options(), **theirs.backbone.options}
+    my_options = {**objective.backbone_options(), **config.backbone.options}
+    cls, _ = resolve_backbone(config.backbone.name)
     defaults = {k: v.default for k, v in inspect.signature(cls).parameters.items() if k != "self"}
     for key in sorted(set(their_options) | set(my_options)):
         if key == "guidance_input":  # a missing guidance embedding starts at zero

@@ -52,8 +52,8 @@ class Playground:
         config = self.run.checkpoint.config
         return {
             "run": str(self.run.checkpoint.path.parent),
-            "objective": config.objective,
-            "backbone": config.backbone,
+            "objective": config.objective.name,
+            "backbone": config.backbone.name,
             "kind": data.kind,
             "steps": self.steps,
             "classes": names,

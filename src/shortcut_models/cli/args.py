@@ -158,10 +158,10 @@ def weights(args: argparse.Namespace) -> str | None:
 
 @cache
 def config_options() -> list[Option]:
-    from shortcut_models.config import TrainConfig
+    from shortcut_models.config import SECTIONS
     from shortcut_models.options import collect
 
-    return collect({"train": TrainConfig})
+    return [option for section in SECTIONS.values() for option in collect({"train": section})]
 
 
 @cache
@@ -231,12 +231,14 @@ def given(args: argparse.Namespace, options: list[Option]) -> dict[str, Any]:
 def option_tables() -> str:
     """The README's tables of every generated flag (checked against the README by a test)."""
     from shortcut_models.backbones import BACKBONE_OPTIONS
+    from shortcut_models.config import SECTIONS
     from shortcut_models.data import data_option_classes
     from shortcut_models.objectives import OBJECTIVES
-    from shortcut_models.options import markdown_table
+    from shortcut_models.options import collect, markdown_table
 
+    sections = [(name, collect({"train": cls})) for name, cls in SECTIONS.items()]
     tables = [
-        ("Training (`shortcut train`)", config_options(), None),
+        *((f"{name.capitalize()} (`shortcut train`)", options, None) for name, options in sections),
         ("How and where a run executes (`shortcut train`)", run_options(), None),
         ("Objectives", objective_options(), list(OBJECTIVES)),
         ("Backbones", backbone_options(), list(BACKBONE_OPTIONS)),

@@ -32,13 +32,15 @@ def register(subparsers: Any) -> None:
         subparsers, "train", run, SUMMARY, DESCRIPTION, argument_default=argparse.SUPPRESS
     )
     p.add_argument("--out", required=True, type=Path, help="run folder (created if missing)")
-    p.add_argument("--data", choices=dataset_names(), help=f"data set (default {DEFAULTS.data})")
+    p.add_argument(
+        "--data", choices=dataset_names(), help=f"data set (default {DEFAULTS.data.name})"
+    )
     p.add_argument(
         "--objective",
         choices=list(OBJECTIVES),
-        help=f"training objective (default {DEFAULTS.objective})",
+        help=f"training objective (default {DEFAULTS.objective.name})",
     )
-    p.add_argument("--backbone", help=f"network (default {DEFAULTS.backbone})")
+    p.add_argument("--backbone", help=f"network (default {DEFAULTS.backbone.name})")
     p.add_argument(
         "--recipe",
         choices=recipe_names(),
@@ -99,10 +101,10 @@ def run(args: argparse.Namespace) -> int:
             f"continue with: shortcut train --out {args.out} --resume"
         )
         return 128 + int(result.signal or 0)
-    if trainer.saved_step is not None and result.step > config.steps:
+    if trainer.saved_step is not None and result.step > config.training.steps:
         log.warning(
-            f"the checkpoint is at step {result.step}, past --steps {config.steps}: nothing was "
-            "trained (give a larger --steps to continue)"
+            f"the checkpoint is at step {result.step}, past --steps {config.training.steps}: "
+            "nothing was trained (give a larger --steps to continue)"
         )
     print(f"trained {result.step} steps; checkpoint: {result.checkpoint}")
     return 0

@@ -43,8 +43,8 @@ IMAGE_COLUMNS = {
 
 def default_reference(config: TrainConfig) -> str:
     """What an image run is scored against unless told: its image folder or its data set."""
-    ref = config.data_options.get("path") if config.data == "folder" else config.data
-    if ref is None or config.data == "latents":
+    ref = config.data.options.get("path") if config.data.name == "folder" else config.data.name
+    if ref is None or config.data.name == "latents":
         raise UsageError("pass --ref: a data set name, image folder or .npz of images / stats")
     return ref
 
@@ -68,7 +68,7 @@ class VectorScorer:
 
     def score(self, run: LoadedRun, plan: SamplingPlan) -> Scores:
         config = run.checkpoint.config
-        data = self.data or build_data(config.data, config.data_options)
+        data = self.data or build_data(config.data.name, config.data.options)
         return evaluate_vectors(
             run.model, run.objective, data, plan.steps, plan.num, plan.seed, self.exact, self.dist
         )
@@ -176,9 +176,9 @@ def scorer_for(
                 "--ref applies to image models; 2-D models are scored against their data"
             )
         return VectorScorer(exact, data, dist)
-    metric = default_metric(config.data) if metric == "auto" else metric
+    metric = default_metric(config.data.name) if metric == "auto" else metric
     ref = ref or default_reference(config)
-    return ImageScorer(metric, ref, config.data, dist=dist, **image_options)
+    return ImageScorer(metric, ref, config.data.name, dist=dist, **image_options)
 
 
 @dataclass

@@ -24,16 +24,19 @@ def load_teacher(path: str | Path | None, context: AttachContext, who: str) -> n
         raise UsageError(f"{who} needs a teacher: pass --teacher RUN (a trained flow-matching run)")
     run = context.load_run(path, "ema", context.device)
     config, spec = run.checkpoint.config, run.spec
-    if config.objective not in TEACHER_OBJECTIVES:
+    if config.objective.name not in TEACHER_OBJECTIVES:
         raise UsageError(
-            f"teacher {path} was trained with '{config.objective}'; {who} needs one of "
+            f"teacher {path} was trained with '{config.objective.name}'; {who} needs one of "
             f"{', '.join(TEACHER_OBJECTIVES)}"
         )
     mine = context.config
-    if (config.backbone, config.backbone_options) != (mine.backbone, mine.backbone_options):
+    if (config.backbone.name, config.backbone.options) != (
+        mine.backbone.name,
+        mine.backbone.options,
+    ):
         raise UsageError(
-            f"teacher {path} uses backbone {config.backbone} {config.backbone_options}, this run "
-            f"{mine.backbone} {mine.backbone_options}; they must match"
+            f"teacher {path} uses backbone {config.backbone.name} {config.backbone.options}, "
+            f"this run {mine.backbone.name} {mine.backbone.options}; they must match"
         )
     if (tuple(spec.shape), spec.num_classes) != (
         tuple(context.data.shape),

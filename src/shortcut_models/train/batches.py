@@ -37,7 +37,7 @@ def step_batches(
     loader = torch.utils.data.DataLoader(
         _StepBatches(data, batch_size, seed, rows),
         batch_size=None,
-        sampler=range(start, sys.maxsize),  # the loop stops at config.steps
+        sampler=range(start, sys.maxsize),  # the loop stops at config.training.steps
         num_workers=workers,
         pin_memory=device.type == "cuda",
         prefetch_factor=4 if workers else None,

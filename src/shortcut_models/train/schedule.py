@@ -23,11 +23,17 @@ PLAN_SECONDS = 15.0
 def learning_rate(config: TrainConfig, step: int, total_steps: int | None) -> float:
     """Linear warm-up, then constant or cosine decay to zero at `total_steps` (None: a
     wall-clock budget not planned yet, and the cosine is held at its start)."""
-    scale = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
-    if config.lr_schedule == "cosine" and total_steps is not None:
-        progress = max(0, step - config.warmup_steps) / max(1, total_steps - config.warmup_steps)
+    scale = (
+        min(1.0, (step + 1) / config.optimisation.warmup_steps)
+        if config.optimisation.warmup_steps
+        else 1.0
+    )
+    if config.optimisation.lr_schedule == "cosine" and total_steps is not None:
+        progress = max(0, step - config.optimisation.warmup_steps) / max(
+            1, total_steps - config.optimisation.warmup_steps
+        )
         scale *= 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return config.lr * scale
+    return config.optimisation.lr * scale
 
 
 class WallClockPlan:

@@ -49,23 +49,23 @@ def build_networks(
     dist: Dist,
     device: torch.device,
 ) -> Networks:
-    data = data if data is not None else build_data(config.data, config.data_options)
+    data = data if data is not None else build_data(config.data.name, config.data.options)
     if checkpoint is not None:
         _warn_if_files_changed(checkpoint, data, config)
     objective = build_objective_for(config, data)
     if options.fsdp and not objective.shards_with_fsdp:
-        raise UsageError(f"{config.objective} does not run under --fsdp; use DDP")
+        raise UsageError(f"{config.objective.name} does not run under --fsdp; use DDP")
     with torch.random.fork_rng(devices=[]):  # seed the initial weights, leave global RNG alone
-        torch.manual_seed(config.seed)
+        torch.manual_seed(config.training.seed)
         model = build_model_for(config, data, objective).to(device)
     if options.activation_checkpointing:
         if not hasattr(model, "checkpoint_activations"):
-            raise UsageError(f"activation checkpointing needs a DiT, not {config.backbone}")
+            raise UsageError(f"activation checkpointing needs a DiT, not {config.backbone.name}")
         model.checkpoint_activations = True
     ema = make_ema(model)
-    if checkpoint is None and config.init_from:
+    if checkpoint is None and config.training.init_from:
         step = initialise_from(config, data, objective, [model, ema])
-        log.info(f"started from {config.init_from} (step {step})")
+        log.info(f"started from {config.training.init_from} (step {step})")
     if checkpoint is not None:
         checkpoint.load_weights(model, "model")
         checkpoint.load_weights(ema, "ema")
@@ -79,7 +79,7 @@ def build_networks(
         load_run=load_run,
     )
     objective.attach(context)
-    averages = [(ema, config.ema_decay)]
+    averages = [(ema, config.optimisation.ema_decay)]
     target_ema = None
     if objective.twin_ema_decay() > 0:
         target_ema = make_ema(ema)
@@ -98,6 +98,6 @@ def _warn_if_files_changed(checkpoint: Checkpoint, data: DataSource, config: Tra
     stored, now = checkpoint.data, data.fingerprint
     if stored is not None and stored.fingerprint and now and stored.fingerprint != now:
         log.warning(
-            f"warning: the files of {config.data_options.get('path')} changed since the "
+            f"warning: the files of {config.data.options.get('path')} changed since the "
             "checkpoint was written (names or sizes); training continues on them as they are"
         )

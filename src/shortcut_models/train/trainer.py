@@ -49,13 +49,13 @@ class Trainer:
         self.device, self.dist = distributed.setup(resolve_device(options.device))
         self.autocast_dtype = resolve_precision(options.precision, self.device)
         micro_batches = self.dist.world_size * options.grad_accum
-        if config.batch_size % micro_batches:
+        if config.training.batch_size % micro_batches:
             raise UsageError(
-                f"batch size {config.batch_size} does not split into {micro_batches} equal "
-                "micro-batches "
+                f"batch size {config.training.batch_size} does not split into {micro_batches} "
+                "equal micro-batches "
                 f"({self.dist.world_size} processes x grad-accum {options.grad_accum})"
             )
-        self.micro_batch = config.batch_size // micro_batches
+        self.micro_batch = config.training.batch_size // micro_batches
         # one writer per folder: taken before anything in it is read or changed
         self.lock = FolderLock(self.out_dir, "shortcut train") if self.dist.is_main else None
         try:
@@ -82,13 +82,13 @@ class Trainer:
         self.averages = nets.averages  # (weight average, decay), each updated after a step
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(),
-            lr=config.lr,
-            betas=(config.beta1, config.beta2),
-            weight_decay=config.weight_decay,
+            lr=config.optimisation.lr,
+            betas=(config.optimisation.beta1, config.optimisation.beta2),
+            weight_decay=config.optimisation.weight_decay,
             fused=True if self.device.type == "cuda" else None,
         )
         self.step = 0
-        self.log = MetricsLog(self.out_dir, self.dist, self.device, config.batch_size)
+        self.log = MetricsLog(self.out_dir, self.dist, self.device, config.training.batch_size)
         if checkpoint is not None:
             self.step = checkpoint.step
             state = checkpoint.optimizer_state()
@@ -98,7 +98,7 @@ class Trainer:
                 self.log.restore(json.loads(checkpoint.extra[LOG_PARTIAL]))
             if self.dist.is_main:
                 self.log.truncate(self.step)
-        self.plan = WallClockPlan(config.minutes, self.step, self.dist, self.device)
+        self.plan = WallClockPlan(config.training.minutes, self.step, self.dist, self.device)
         self.watch = NonFiniteWatch(self.device)
 
     def close(self) -> None:
@@ -116,12 +116,12 @@ class Trainer:
         device: nothing here waits for the device."""
         config, accum, fsdp = self.config, self.options.grad_accum, self.options.fsdp
         x_rows, y_rows = batch or self.data.batch(
-            self.step, config.batch_size, config.seed, self.rows
+            self.step, config.training.batch_size, config.training.seed, self.rows
         )
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate(self.step)
         self.model.train()
-        self.objective.set_step(self.step, config.steps)
+        self.objective.set_step(self.step, config.training.steps)
         self.optimizer.zero_grad(set_to_none=True)
         totals: dict[str, torch.Tensor] = {}
         for a in range(accum):
@@ -129,14 +129,18 @@ class Trainer:
             rows = slice(a * self.micro_batch, (a + 1) * self.micro_batch)
             x1 = x_rows[rows].to(self.device, non_blocking=True)
             y = None if y_rows is None else y_rows[rows].to(self.device, non_blocking=True)
-            generator = step_generator(config.seed, self.step, OBJECTIVE, self.device, index)
+            generator = step_generator(
+                config.training.seed, self.step, OBJECTIVE, self.device, index
+            )
             sync = parallel.gradient_sync(self.net, self.model, self.dist, fsdp, a == accum - 1)
             with sync, self._autocast():
                 loss, info = self.objective.loss(self.net, self.target_net, x1, y, generator)
                 (loss / accum).backward()
             for key, value in {"loss": loss.detach(), **info}.items():
                 totals[key] = totals.get(key, 0) + value.detach().float() / accum
-        max_norm = config.grad_clip if config.grad_clip > 0 else float("inf")
+        max_norm = (
+            config.optimisation.grad_clip if config.optimisation.grad_clip > 0 else float("inf")
+        )
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
         if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP
             grad_norm = grad_norm.full_tensor()
@@ -151,7 +155,9 @@ class Trainer:
 
     def learning_rate(self, step: int) -> float:
         """The schedule at `step` (its cosine held at the start while a budget is planned)."""
-        return learning_rate(self.config, step, None if self.planning else self.config.steps)
+        return learning_rate(
+            self.config, step, None if self.planning else self.config.training.steps
+        )
 
     @property
     def planning(self) -> bool:
@@ -169,7 +175,13 @@ class Trainer:
         config, options = self.config, self.options
         start, workers = self.step, options.workers
         return step_batches(
-            self.data, config.batch_size, config.seed, self.rows, start, self.device, workers
+            self.data,
+            config.training.batch_size,
+            config.training.seed,
+            self.rows,
+            start,
+            self.device,
+            workers,
         )
 
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -183,7 +195,7 @@ class Trainer:
     def evaluated(self) -> torch.nn.Module:
         """The network sample and evaluate use: the EMA, or the raw weights where the config's
         eval_weights says "model" (as `load_run` chooses for a saved run)."""
-        return self.model if self.config.eval_weights == "model" else self.ema
+        return self.model if self.config.training.eval_weights == "model" else self.ema
 
     @property
     def saved_step(self) -> int | None:
@@ -205,8 +217,8 @@ class Trainer:
         )
 
     def run(self) -> TrainResult:
-        """Train to config.steps, or until SIGINT / SIGTERM (`train.signals`); always ends on a
-        saved checkpoint. A file that cannot be written (a full disk, a file-size limit) ends
+        """Train to the configured steps, or until SIGINT / SIGTERM (`train.signals`); always ends
+        on a saved checkpoint. A file that cannot be written (a full disk, a file-size limit) ends
         training with a TrainingError naming the last checkpoint, which is intact: every write
         is atomic."""
         signals = StopSignals(self.dist, self.device, self.options.log_every, lambda: self.step)
@@ -222,12 +234,14 @@ class Trainer:
 
     def _run(self, signals: StopSignals) -> TrainResult:
         config, options, log = self.config, self.options, self.log
-        description = f"{config.objective} on {config.data}"
-        log.open(config.steps, self.step, description, options.progress, options.tensorboard)
+        description = f"{config.objective.name} on {config.data.name}"
+        log.open(
+            config.training.steps, self.step, description, options.progress, options.tensorboard
+        )
         self.plan.begin()
         batches, terms, stopped = self.batches(), None, False
         try:
-            while self.planning or self.step < config.steps:
+            while self.planning or self.step < config.training.steps:
                 stopped = signals.requested(self.step)
                 if stopped:
                     break
@@ -235,12 +249,12 @@ class Trainer:
                 log.add(terms)
                 planned = self.plan.after_step(self.step)
                 if planned is not None:
-                    config.steps = log.bar.total = planned
+                    config.training.steps = log.bar.total = planned
                     log.message(
-                        f"{config.minutes:g} minutes at {self.plan.rate:.2f} steps/s: training "
-                        f"{planned} steps"
+                        f"{config.training.minutes:g} minutes at {self.plan.rate:.2f} steps/s: "
+                        f"training {planned} steps"
                     )
-                if self.step % options.log_every == 0 or self.step == config.steps:
+                if self.step % options.log_every == 0 or self.step == config.training.steps:
                     self.watch.check(self.checkpoints.last_good())
                     log.write(self.step, self.learning_rate(self.step - 1))
                 if self.step % options.save_every == 0:
