@@ -155,9 +155,8 @@ class Trainer:
 
     def learning_rate(self, step: int) -> float:
         """The schedule at `step` (its cosine held at the start while a budget is planned)."""
-        return learning_rate(
-            self.config, step, None if self.planning else self.config.training.steps
-        )
+        total = None if self.planning else self.config.training.steps
+        return learning_rate(self.config, step, total)
 
     @property
     def planning(self) -> bool:
@@ -172,17 +171,9 @@ class Trainer:
 
     def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         """This process's rows of batches self.step, self.step + 1, ..."""
-        config, options = self.config, self.options
-        start, workers = self.step, options.workers
-        return step_batches(
-            self.data,
-            config.training.batch_size,
-            config.training.seed,
-            self.rows,
-            start,
-            self.device,
-            workers,
-        )
+        size, seed = self.config.training.batch_size, self.config.training.seed
+        workers = self.options.workers
+        return step_batches(self.data, size, seed, self.rows, self.step, self.device, workers)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is None:
@@ -197,9 +188,7 @@ class Trainer:
         eval_weights says "model" (as `load_run` chooses for a saved run)."""
         return self.model if self.config.training.eval_weights == "model" else self.ema
 
-    @property
-    def saved_step(self) -> int | None:
-        return self.checkpoints.saved_step
+    saved_step = property(lambda self: self.checkpoints.saved_step)
 
     def save(self) -> Path:
         """Every process calls it; rank 0 writes. Refuses to save after a non-finite step."""
