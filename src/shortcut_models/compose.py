@@ -16,7 +16,7 @@ from shortcut_models.errors import UsageError
 from shortcut_models.objectives import OBJECTIVES, build_objective
 from shortcut_models.objectives import objective_options as objective_option_names
 from shortcut_models.options import declared_options
-from shortcut_models.recipes import apply_recipe, describe, recipe, recipe_options
+from shortcut_models.recipes import describe, recipe, recipe_options
 
 
 @dataclass
@@ -108,7 +108,7 @@ def compose_config(
         recipe_sets = recipe_options(fresh, merged["objective"], merged["backbone"])
         for key, found in zip(("objective_options", "backbone_options"), recipe_sets, strict=True):
             from_recipe[key] = {**found, **from_recipe.get(key, {})}
-        merged = apply_recipe(fresh, merged)
+            merged[key] = {**found, **merged[key]}  # options already there win
         description = describe(fresh, merged["objective"], merged["backbone"])
     if "data" in given and base is not None and given["data"] != base.data.name:
         merged["data_options"] = {}

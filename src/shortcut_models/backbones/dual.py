@@ -131,7 +131,7 @@ pytree.register_pytree_node(
     Dual,
     lambda a: ([a.value, a.tangent], None),
     lambda children, _: Dual(*children),
-    serialized_type_name="shortcut_models.backbones.forward_mode.Dual",
+    serialized_type_name="shortcut_models.backbones.dual.Dual",
 )
 
 
@@ -147,6 +147,11 @@ def is_dual(a: Any) -> bool:
     return isinstance(a, Dual)
 
 
+def tangent_of(a: Dual) -> torch.Tensor:
+    """The tangent as a tensor (zeros where it is None), for calls that need one."""
+    return torch.zeros_like(a.value) if a.tangent is None else a.tangent
+
+
 def _wrap(value: Any, tangent: Any) -> Any:
     """Outputs (a tensor, or a sequence of them) paired with their tangents (None: zero)."""
     if isinstance(value, torch.Tensor):
@@ -158,16 +163,10 @@ def _wrap(value: Any, tangent: Any) -> Any:
 def linear(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
     """fn linear in its Dual arguments (a reshape, a slice, a chunk, nearest upsampling)."""
     value = fn(*values(args), **values(kwargs))
-    if untangented(*args):
+    if untangented(*pytree.tree_leaves((args, kwargs), is_leaf=is_dual)):
         return _wrap(value, None)
     tangents = pytree.tree_map(
-        lambda a: (
-            (a.tangent if a.tangent is not None else torch.zeros_like(a.value))
-            if isinstance(a, Dual)
-            else a
-        ),
-        (args, kwargs),
-        is_leaf=is_dual,
+        lambda a: tangent_of(a) if isinstance(a, Dual) else a, (args, kwargs), is_leaf=is_dual
     )
     with torch.no_grad():
         return _wrap(value, fn(*tangents[0], **tangents[1]))
@@ -196,7 +195,7 @@ def jvp_tangent(func: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
         return func(*call_args, **call_kwargs)
 
     duals = [flat[i] for i in where]
-    tangents = tuple(torch.zeros_like(a.value) if a.tangent is None else a.tangent for a in duals)
+    tangents = tuple(tangent_of(a) for a in duals)
     with torch.no_grad():
         return torch.func.jvp(call, tuple(a.value for a in duals), tangents)[1]
 

@@ -14,7 +14,15 @@ import torch
 import torch.nn.functional as F
 
 from shortcut_models.backbones.attention import attention, attention_tangent
-from shortcut_models.backbones.dual import RULES, Dual, Tangent, as_dual, by_autodiff, untangented
+from shortcut_models.backbones.dual import (
+    RULES,
+    Dual,
+    Tangent,
+    as_dual,
+    by_autodiff,
+    tangent_of,
+    untangented,
+)
 from shortcut_models.backbones.layers import gated, modulate
 
 
@@ -144,8 +152,7 @@ def _cat(tensors: Any, dim: int = 0) -> Dual:
     if untangented(*duals):
         return Dual(value)
     with torch.no_grad():
-        tangents = [torch.zeros_like(a.value) if a.tangent is None else a.tangent for a in duals]
-        return Dual(value, torch.cat(tangents, dim))
+        return Dual(value, torch.cat([tangent_of(a) for a in duals], dim))
 
 
 def _attention(q: Any, k: Any, v: Any, scale: float) -> Dual:

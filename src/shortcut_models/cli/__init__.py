@@ -63,18 +63,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _report(command: str, exc: BaseException) -> int:
     """One line for an error the user can act on; its exit code."""
-    try:
-        raise exc
-    except UsageError as exc:
+    if isinstance(exc, UsageError):
         log.error(f"shortcut {command}: error: {exc}")
         return 2
-    except TrainingError as exc:
+    if isinstance(exc, TrainingError):
         log.error(f"shortcut {command}: training failed: {exc}")
         return 1
-    except KeyboardInterrupt:
+    if isinstance(exc, KeyboardInterrupt):
         log.warning(f"shortcut {command}: interrupted")
         return 130
-    except OSError as exc:  # a full disk, a read-only folder, a file that vanished
-        where = f": {exc.filename}" if exc.filename else ""
-        log.error(f"shortcut {command}: error: {exc.strerror or exc}{where}")
-        return 1
+    # an OSError: a full disk, a read-only folder, a file that vanished
+    where = f": {exc.filename}" if exc.filename else ""
+    log.error(f"shortcut {command}: error: {exc.strerror or exc}{where}")
+    return 1

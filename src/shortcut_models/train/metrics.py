@@ -97,8 +97,11 @@ class MetricsLog:
             self.names += new
             pad = torch.zeros(len(new), dtype=self.dtype, device=self.device)
             self.sums = pad if self.sums is None else torch.cat([self.sums, pad])
-        zero = torch.zeros((), dtype=self.dtype, device=self.device)
-        values = [terms[name].to(self.dtype) if name in terms else zero for name in self.names]
+        if len(terms) == len(self.names):  # every known term this step (the usual case)
+            values = [terms[name].to(self.dtype) for name in self.names]
+        else:
+            zero = torch.zeros((), dtype=self.dtype, device=self.device)
+            values = [terms[n].to(self.dtype) if n in terms else zero for n in self.names]
         self.sums = self.sums + torch.stack(values)
         self.count += 1
         if self.bar is not None:
