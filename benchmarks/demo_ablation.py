@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import time
@@ -56,6 +57,23 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "batch-128": {"batch_size": 128},
     "lr-2e-3": {"lr": 2e-3},
     "lr-5e-4": {"lr": 5e-4},
+    "batch-32-lr-2e-3": {"batch_size": 32, "lr": 2e-3},
+    "lr-2e-3-warmup-100": {"lr": 2e-3, "warmup_steps": 100},
+    "unet-12": {"backbone_options": {"channels": [12, 24, 48]}},
+    "unet-8": {"backbone_options": {"channels": [8, 16, 32]}},
+    "unet-8-bootstrap-4": {
+        "backbone_options": {"channels": [8, 16, 32]},
+        "objective_options": {"bootstrap_every": 4},
+    },
+    "patch-2": {"backbone_options": {"patch": 2}},
+    "patch-2-batch-32": {"backbone_options": {"patch": 2}, "batch_size": 32},
+    "patch-2-unet-24": {"backbone_options": {"channels": [24, 48, 96], "patch": 2}},
+    "patch-2-unet-32": {"backbone_options": {"channels": [32, 64, 128], "patch": 2}},
+    "unet-8-batch-32": {"backbone_options": {"channels": [8, 16, 32]}, "batch_size": 32},
+    "unet-8-coarse": {
+        "backbone_options": {"channels": [8, 16, 32]},
+        "objective_options": {"level_sampling": "coarse"},
+    },
     "ema-0.999": {"ema_decay": 0.999},
     "ema-0.95": {"ema_decay": 0.95},
     "logit-normal": {"objective_options": {"time_sampling": "logit_normal"}},
@@ -99,15 +117,25 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 
 def variant_config(
-    name: str, data: str, minutes: float, seed: int, base: str = "cpu-small", steps: int = 0
+    name: str,
+    data: str,
+    minutes: float,
+    seed: int,
+    base: str = "cpu-small",
+    steps: int = 0,
+    from_recipe: bool = False,
+    precision: str | None = None,
 ) -> tuple[TrainConfig, str]:
-    """The variant's config and precision; `steps` > 0 trains that many steps (no budget)."""
+    """The variant's config and precision; `steps` > 0 trains that many steps (no budget).
+    `from_recipe` keeps the recipe's objective options (else the base of the first ablation:
+    EMA bootstrap targets); `precision` overrides the variant's."""
     values, run = recipe(base)
     changes = dict(VARIANTS[name])
-    is_recipe = changes.pop("recipe", False)
+    is_recipe = changes.pop("recipe", False) or from_recipe
     if not is_recipe:
         values["objective_options"] = {}  # the base: bootstrap targets from the EMA weights
-    precision = changes.pop("precision", run["precision"])
+    precision = precision or changes.pop("precision", run["precision"])
+    changes.pop("precision", None)
     for key in ("objective_options", "backbone_options"):
         if key in changes:
             extra = changes.pop(key)
@@ -123,7 +151,14 @@ def variant_config(
 
 def run_variant(name: str, args: argparse.Namespace) -> dict[str, Any]:
     config, precision = variant_config(
-        name, args.data, args.minutes, args.seed, args.base, args.steps
+        name,
+        args.data,
+        args.minutes,
+        args.seed,
+        args.base,
+        args.steps,
+        args.from_recipe,
+        args.precision,
     )
     budget = f"{args.steps}steps" if args.steps else f"{args.minutes:g}min"
     run_dir = args.out / f"{args.data}-{name}-{budget}"
@@ -133,6 +168,7 @@ def run_variant(name: str, args: argparse.Namespace) -> dict[str, Any]:
         progress=False,
         tensorboard=False,
         precision=precision,
+        memory_format=args.memory_format,
         save_every=10**9,
         log_every=100,
     )
@@ -171,7 +207,18 @@ def run_variant(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "metric": scorer.label,
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch "
         f"{torch.__version__}",
+        "cpu_capability": cpu_kind(),
+        "memory_format": args.memory_format,
+        "from_recipe": args.from_recipe,
     }
+
+
+def cpu_kind() -> str:
+    """The instruction set torch computes with ("AVX2" under the emulation of an AVX2-only CPU:
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2), and whether it was emulated."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    emulated = os.environ.get("ATEN_CPU_CAPABILITY") or os.environ.get("ONEDNN_MAX_CPU_ISA")
+    return f"{capability} (emulated)" if emulated else capability
 
 
 def write_table(rows: list[dict[str, Any]], path: Path | None) -> str:
@@ -203,6 +250,18 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("runs/demo-ablation"))
     p.add_argument("--rerun", action="store_true", help="re-run variants already measured")
+    p.add_argument(
+        "--from-recipe",
+        action="store_true",
+        help="every variant keeps the recipe's objective options (bootstrap targets)",
+    )
+    p.add_argument("--precision", help="override every variant's precision (e.g. fp32)")
+    p.add_argument(
+        "--memory-format",
+        default="contiguous",
+        choices=["contiguous", "channels-last", "auto"],
+        help="layout of the U-Net (contiguous, as the first rows)",
+    )
     p.add_argument("--md", type=Path, help="write the table of all measured rows here")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -210,8 +269,10 @@ def main() -> None:
 
     def key(row: dict[str, Any]) -> tuple:
         budget = row["minutes"] or row["steps"]
-        base = row.get("base", "cpu-small")
-        return row["variant"], base, row["data"], budget, row["cfg"], row["num"], row["seed"]
+        base = row.get("base", "cpu-small") + ("+recipe" if row.get("from_recipe") else "")
+        base += "+" + row.get("memory_format", "contiguous")
+        kind = row.get("cpu_capability", "AVX512")
+        return row["variant"], base, row["data"], budget, row["cfg"], row["num"], row["seed"], kind
 
     rows: list[dict[str, Any]] = []
     for line in log.read_text().splitlines() if log.exists() else []:
@@ -220,7 +281,8 @@ def main() -> None:
 
     for name in args.variants:
         budget = args.steps or args.minutes
-        wanted = (name, args.base, args.data, budget, args.cfg, args.num, args.seed)
+        base = args.base + ("+recipe" if args.from_recipe else "") + "+" + args.memory_format
+        wanted = (name, base, args.data, budget, args.cfg, args.num, args.seed, cpu_kind())
         if not args.rerun and any(key(r) == wanted for r in rows):
             continue
         row = {**run_variant(name, args), "seed": args.seed}

@@ -30,7 +30,6 @@ import torch
 from throughput import RandomImages, cpu_name, time_steps
 
 from shortcut_models.config import TrainConfig
-from shortcut_models.recipes import RECIPES
 from shortcut_models.report import markdown_table, write_json
 from shortcut_models.train import RunOptions, Trainer
 
@@ -70,7 +69,7 @@ def make_trainer(backbone: str, variant: str, args: argparse.Namespace, out: Pat
     objective, options = VARIANTS[variant]
     backbone_options = {"time_scale": 1.0}  # meanflow's unscaled t (the same work for both)
     if backbone == "unet":
-        backbone_options.update(RECIPES["cpu-small"].config["backbone_options"])
+        backbone_options.update(channels=[16, 32, 64])  # the demo's U-Net when measured
     config = TrainConfig.from_flat(dict(
         data="random", objective=objective, backbone=backbone, steps=10**9,
         batch_size=args.batch, lr=1e-4, objective_options=options,

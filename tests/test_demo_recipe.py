@@ -5,6 +5,7 @@ import io
 import json
 import subprocess
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -44,8 +45,27 @@ def test_unet_shape_zero_start_and_conditioning():
     assert not torch.allclose(base, net(x, t, d, y, w=torch.full((4,), 3.0)))
 
 
+def test_unet_patches_fold_pixels_into_channels():
+    """patch 2: the levels run at half the resolution; the output is the input's shape, and each
+    output pixel still depends on the pixels of its own patch (no shift by the fold)."""
+    torch.manual_seed(0)
+    net = small_unet(patch=2, channels=[8, 16, 32], attention=False)
+    assert net.stem.in_channels == 4 and net.out.out_channels == 4
+    for p in net.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    x, t, d = torch.randn(2, 1, 32, 32), torch.rand(2), torch.full((2,), 0.5)
+    out = net(x, t, d, torch.tensor([1, 2]))
+    assert out.shape == x.shape
+    x.requires_grad_(True)
+    net(x, t, d, torch.tensor([1, 2]))[0, 0, 5, 6].backward()
+    assert x.grad[0, 0, 4:6, 6:8].abs().min() > 0  # the 2x2 patch of pixel (5, 6)
+    assert x.grad[1].abs().max() == 0  # samples stay independent
+    with pytest.raises(UsageError, match="not divisible by patch 2 x 2"):
+        small_unet(patch=2, channels=[8, 16, 32], input_size=20)
+
+
 def test_unet_bad_sizes_are_usage_errors():
-    with pytest.raises(UsageError, match="not divisible by 2"):
+    with pytest.raises(UsageError, match="not divisible by patch 1 x 2"):
         small_unet(input_size=30, channels=[8, 16, 32])
     with pytest.raises(UsageError, match="must be positive"):
         small_unet(channels=[])
@@ -127,9 +147,10 @@ def test_train_recipe_sets_its_values_and_flags_win(tmp_path, capsys):
     values, _ = recipe("cpu-small")
     assert config["recipe"] == "cpu-small"
     for key, value in values.items():
-        if key not in ("steps", "batch_size"):
+        if key not in ("steps", "batch_size", "minutes"):
             assert config[key] == value, key
     assert config["steps"] == 1 and config["batch_size"] == 8  # the flags win
+    assert values["minutes"] > 0 and config["minutes"] == 0  # a step count replaces the budget
     # another backbone drops the recipe's backbone options
     out2 = tmp_path / "dit"
     argv2 = [*argv[:-4], "--backbone", "DiT-T/8", "--out", str(out2), "--no-progress"]
@@ -141,12 +162,12 @@ def test_train_recipe_sets_its_values_and_flags_win(tmp_path, capsys):
 
 
 def test_recipes_are_valid_configs():
-    from shortcut_models.config import TrainConfig
+    from shortcut_models.config import RunOptions, TrainConfig
 
     for name in RECIPES:
         values, run = recipe(name)
         TrainConfig.from_flat({**values, "recipe": name})
-        assert set(run) <= {"precision"}
+        RunOptions(out_dir=Path("."), **run)  # run options it sets are RunOptions fields
 
 
 def test_shipped_digit_classifier_is_checked(tmp_path, monkeypatch):
@@ -212,17 +233,3 @@ def test_grids_enlarge_small_images():
     assert grid(images, ncol=3, scale=1).shape == (36, 104, 1)
     big = torch.zeros(1, 3, 128, 128, dtype=torch.uint8)
     assert grid(big, pad=0).shape == (128, 128, 3)
-
-
-def test_bf16_if_native_follows_the_hardware(monkeypatch):
-    from shortcut_models import distributed
-
-    cpu = torch.device("cpu")
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    assert distributed.resolve_precision("bf16-if-native", cpu) is None  # emulated: stay in fp32
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
-    assert distributed.resolve_precision("bf16-if-native", cpu) is torch.bfloat16
-    assert distributed.resolve_precision("auto", cpu) is None  # auto on a CPU stays fp32
-    with pytest.raises(UsageError, match="bf16-if-native"):
-        distributed.resolve_precision("fp8", cpu)

@@ -12,7 +12,7 @@ from shortcut_models.config import TrainConfig
 from shortcut_models.data import build_data
 from shortcut_models.data import mnist as mnist_module
 from shortcut_models.data.images import ImageData, to_uint8
-from shortcut_models.demo import DemoOptions, run_demo
+from shortcut_models.demo import DemoOptions, announcement, run_demo
 from shortcut_models.errors import UsageError
 
 TINY_DIT = {"hidden_size": 32, "depth": 1, "num_heads": 2, "patch_size": 8}
@@ -69,6 +69,71 @@ def test_class_conditional_image_training_and_sampling(tmp_path, capsys):
         assert f["arr_0"].shape == (12, 32, 32, 1) and f["arr_0"].dtype == np.uint8
     code = main(argv + ["--class", "12"])
     assert code == 2 and "--class must be in 0..9" in capsys.readouterr().err
+
+
+def test_demo_announcement_says_device_precision_steps_and_finish():
+    from datetime import datetime
+
+    from shortcut_models.devices import Choice
+    from shortcut_models.train import Plan
+
+    line = announcement(
+        Choice("cpu", "no CUDA or Apple GPU, 2 CPU threads"),
+        Choice("fp32", "this CPU computes bf16 only by emulation (no AMX or AVX512-BF16)"),
+        Plan(steps=1234, rate=2.5, seconds_left=400.0),
+        7.0,
+        (1, 2, 4, 128),
+        200,
+        60.0,
+        datetime(2026, 12, 4, 12, 0, 0),
+    )
+    assert line == (
+        "demo: cpu (no CUDA or Apple GPU, 2 CPU threads); fp32 (this CPU computes bf16 only by "
+        "emulation (no AMX or AVX512-BF16)); 1,234 training steps (planned for 7 minutes at 2.50 "
+        "steps/s); then 200 samples at each of 4 step budgets (about 1.0 min); done at about "
+        "12:07 (8 min from now)"
+    )
+    fixed = announcement(
+        Choice("cuda", "asked for (--device)"),
+        Choice("bf16", "the GPU computes bf16"),
+        Plan(steps=500, rate=10.0, seconds_left=45.0),
+        0.0,
+        (1,),
+        10,
+        15.0,
+        datetime(2026, 12, 4, 23, 59, 30),
+    )
+    assert "500 training steps (at 10.00 steps/s)" in fixed and "done at about 00:00" in fixed
+    assert "training done" in announcement(
+        Choice("cpu", "r"), Choice("fp32", "r"), None, 7.0, (1,), 10, 5.0, datetime(2026, 1, 1)
+    )
+
+
+@pytest.mark.slow
+def test_demo_says_first_what_it_will_do_and_when(tmp_path, tiny_digits, monkeypatch, capsys):
+    """The first line, before the progress bar has gone far: device, precision and why, the step
+    count and the finish time from the first timed steps; --steps replaces the recipe's budget."""
+    from shortcut_models.metrics.digits import DigitFeatures
+    from shortcut_models.train import PLAN_STEPS
+
+    monkeypatch.setattr(DigitFeatures, "for_dataset", lambda *a, **k: tiny_digits)
+    steps = PLAN_STEPS + 3
+    options = DemoOptions(
+        out=tmp_path / "demo", steps=steps, batch_size=8, num=10, progress=False, budgets=(2, 1)
+    )
+    metrics = run_demo(options)
+    assert set(metrics) == {"1", "2"}
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("demo: cpu (") and f"; {steps} training steps (at " in lines[0]
+    assert "; then 10 samples at each of 2 step budgets" in lines[0]
+    assert "done at about" in lines[0] and "min from now)" in lines[0]
+    precision = lines[0].split("; ")[1]
+    assert precision.startswith(("fp32 (", "bf16 (this CPU computes bf16 in hardware"))
+    again = run_demo(options)  # resumed: nothing to train, the line says so
+    assert {n: m["fd_digits"] for n, m in again.items()} == {
+        n: m["fd_digits"] for n, m in metrics.items()
+    }
+    assert "training done" in capsys.readouterr().err.splitlines()[0]
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ from typing import Any
 from shortcut_models import logs
 from shortcut_models.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from shortcut_models.config import TrainConfig
-from shortcut_models.distributed import resolve_device
+from shortcut_models.devices import resolve_device
 from shortcut_models.errors import UsageError
 from shortcut_models.evaluation.generation import SamplingPlan
 from shortcut_models.evaluation.scoring import scorer_for

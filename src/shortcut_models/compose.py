@@ -113,7 +113,10 @@ def compose_config(
     if "data" in given and base is not None and given["data"] != base.data.name:
         merged["data_options"] = {}
     merged["data_options"] = {**merged["data_options"], **(data_options or {})}
-    merged.update(values or {})
+    values = dict(values or {})
+    if "steps" in values and "minutes" not in values and merged["minutes"] > 0:
+        values["minutes"] = 0.0  # a step count given replaces a recipe's wall-clock budget
+    merged.update(values)
     accepted = objective_option_names(merged["objective"])
     for name, value in (objective_options or {}).items():
         if name not in accepted:
@@ -126,7 +129,7 @@ def compose_config(
     run_values = {**_run_defaults(), **run_recipe, **(run or {})}
     flagged = {
         *given,
-        *(values or {}),
+        *values,
         *(f"data.{k}" for k in data_options or {}),
         *(f"objective.{k}" for k in objective_options or {}),
         *(f"backbone.{k}" for k in backbone_options or {}),

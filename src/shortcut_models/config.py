@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from shortcut_models.distributed import PRECISIONS
+from shortcut_models.devices import MEMORY_FORMATS, PRECISIONS
 from shortcut_models.errors import UsageError
 from shortcut_models.options import option
 
@@ -250,7 +250,9 @@ class RunOptions:
     the batch is split (see `train.trainer`), and bf16 rounds differently from fp32."""
 
     out_dir: Path
-    device: str = option("auto", "cpu, cuda, cuda:N, or auto")
+    device: str = option(
+        "auto", "cpu, cuda, cuda:N, mps, or auto: CUDA, then Apple's GPU (mps), then the CPU"
+    )
     resume: bool = option(False, "continue the checkpoint in --out exactly where it stopped")
     log_every: int = option(100, "steps between metrics.jsonl records")
     save_every: int = option(1000, "steps between checkpoints")
@@ -262,6 +264,13 @@ class RunOptions:
         "fp32 on CPU; bf16-if-native: bf16 wherever the hardware computes it (bf16 GPUs, CPUs "
         "with AMX or AVX512-BF16), else fp32",
         choices=PRECISIONS,
+    )
+    memory_format: str = option(
+        "contiguous",
+        "layout of a convolutional backbone's weights and activations: contiguous, channels-last, "
+        "or auto (channels-last when training in fp32 on a CPU, where oneDNN's convolutions run "
+        "faster in it; the cpu-small recipe's choice)",
+        choices=MEMORY_FORMATS,
     )
     compile: bool = option(False, "torch.compile the network (the no-grad target passes too)")
     grad_accum: int = option(

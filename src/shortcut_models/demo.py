@@ -3,20 +3,25 @@ recipe) and show every step budget from the same checkpoint, with the same noise
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
+from shortcut_models import logs
 from shortcut_models.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from shortcut_models.compose import compose_config
 from shortcut_models.config import TrainConfig
 from shortcut_models.data import DIGIT_DATASETS
 from shortcut_models.data.images import to_uint8
-from shortcut_models.distributed import resolve_precision
+from shortcut_models.devices import Choice, choose_device, choose_precision
 from shortcut_models.errors import UsageError
 from shortcut_models.evaluation import generate
 from shortcut_models.evaluation.samples import save_arrays
@@ -26,12 +31,15 @@ from shortcut_models.image_io import save_grid
 from shortcut_models.objectives import Objective
 from shortcut_models.report import markdown_table, write_json
 from shortcut_models.sampling import STEP_BUDGETS
-from shortcut_models.train import RunOptions, Trainer
+from shortcut_models.train import Plan, RunOptions, Trainer
 
 REFERENCE_NUM = 10000  # training images whose classifier features form the reference
 SAMPLE_CHUNK = 100
 COLUMNS = ("fd_digits", "precision", "recall", "confident", "class_coverage")
 RECIPE = "cpu-small"
+RECIPE_PRECISION = "bf16 trains its U-Net no faster, even on AMX"
+BUDGETS = STEP_BUDGETS  # the budgets the demo samples and scores (--budgets)
+log = logs.get(__name__)
 
 
 @dataclass
@@ -48,18 +56,19 @@ class DemoOptions:
     lr: float | None = None
     ema_decay: float | None = None
     precision: str | None = None
-    # measured on the cpu-small checkpoint, FD-digits at 1 / 4 / 128 steps: CFG 1: 90 / 41 / 21;
-    # 1.5: 36 / 18 / 19; 2: 30 / 35 / 48; 3: 33 / 87 / 117 (benchmarks/results/demo_mnist.md)
-    cfg: float = 1.5
+    # FD-digits at 1 / 4 / 128 steps of the cpu-small U-Net (5 minutes, AVX2; demo_ablation.md)
+    # by CFG scale: 1.5: 100 / 36 / 27; 2: 56 / 23 / 22; 2.5: 42 / 32 / -; 3: 38 / 47 / -
+    cfg: float = 2.0
     num: int = 200
     seed: int = 0
     device: str = "auto"
     progress: bool = True
+    budgets: tuple[int, ...] = field(default=BUDGETS)
 
 
-def demo_config(options: DemoOptions) -> tuple[TrainConfig, str]:
-    """The run's TrainConfig and precision: the recipe, overlaid with the options given (the one
-    merge, `compose.compose_config`)."""
+def demo_config(options: DemoOptions) -> tuple[TrainConfig, dict[str, Any]]:
+    """The run's TrainConfig and run options (precision, memory format): the recipe, overlaid
+    with the options given (the one merge, `compose.compose_config`)."""
     given = {
         "data": options.data,
         "seed": options.seed,
@@ -76,12 +85,67 @@ def demo_config(options: DemoOptions) -> tuple[TrainConfig, str]:
     composed = compose_config(
         None, recipe_name=options.recipe, choices=choices, values=values, run=run
     )
-    return composed.config, composed.run["precision"]
+    return composed.config, composed.run
 
 
 def demo_scorer(data: str, seed: int) -> ImageScorer:
     """FD-digits (with precision, recall, class scores) against REFERENCE_NUM training images."""
     return ImageScorer("fd-digits", data, data, ref_num=REFERENCE_NUM, seed=seed)
+
+
+def _autocast(device: torch.device, precision: str) -> torch.autocast:
+    """bf16 autocast where the run trains in bf16 (the Euler state stays fp32)."""
+    bf16 = choose_precision(precision, device).value == "bf16"
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
+def sampling_seconds(
+    model: nn.Module,
+    objective: Objective,
+    shape: tuple[int, ...],
+    budgets: Sequence[int],
+    num: int,
+    cfg: float,
+    precision: str,
+) -> float:
+    """What sampling every budget will take: one network call on a chunk, timed (the second of
+    two), times the calls the budgets make. Uses no random state of the run."""
+    chunk = min(num, SAMPLE_CHUNK)
+    device = next(model.parameters()).device
+    labels = torch.zeros(chunk, dtype=torch.long)
+    seconds = 0.0
+    for _ in range(2):
+        tick = time.perf_counter()
+        with _autocast(device, precision):
+            generate(model, objective, shape, chunk, 1, 0, chunk, labels, cfg).cpu()
+        seconds = time.perf_counter() - tick
+    return seconds * sum(budgets) * math.ceil(num / chunk)
+
+
+def announcement(
+    device: Choice,
+    precision: Choice,
+    plan: Plan | None,
+    minutes: float,
+    budgets: Sequence[int],
+    num: int,
+    sampling: float,
+    now: datetime,
+) -> str:
+    """The demo's first line: what it will do on this machine, why, and when it will be done."""
+    if plan is None:  # nothing left to train (a finished run, resumed) or too few steps to time
+        steps, left = "training done", 0.0
+    else:
+        budget = f"planned for {minutes:g} minutes at" if minutes > 0 else "at"
+        steps = f"{plan.steps:,} training steps ({budget} {plan.rate:.2f} steps/s)"
+        left = plan.seconds_left
+    finish = now + timedelta(seconds=left + sampling)
+    return (
+        f"demo: {device.value} ({device.reason}); {precision.value} ({precision.reason}); "
+        f"{steps}; then {num} samples at each of {len(budgets)} step budgets "
+        f"(about {sampling / 60:.1f} min); done at about {finish:%H:%M} "
+        f"({(left + sampling) / 60:.0f} min from now)"
+    )
 
 
 def score_budgets(
@@ -95,6 +159,7 @@ def score_budgets(
     seed: int,
     cfg: float,
     precision: str = "fp32",
+    progress: bool = False,
 ) -> tuple[dict[str, dict[str, float]], dict[int, torch.Tensor]]:
     """Scores and uint8 images per step budget, classes in turn, the same noise for every budget.
 
@@ -103,18 +168,20 @@ def score_budgets(
     half the speed of 64 here)."""
     labels = torch.arange(num) % max(1, num_classes)
     device = next(model.parameters()).device
-    bf16 = resolve_precision(precision, device) is not None
     metrics, images = {}, {}
+    bar = tqdm(total=sum(budgets), desc="sampling", unit="step", disable=not progress)
     for n in budgets:
         tick = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with _autocast(device, precision):
             x = generate(model, objective, shape, num, n, seed, SAMPLE_CHUNK, labels, cfg)
         seconds = time.perf_counter() - tick
+        bar.update(n)
         images[n] = to_uint8(x)
         metrics[str(n)] = {
             **scorer.score_images(images[n]),
             "sample_seconds": seconds,
         }
+    bar.close()
     return metrics, images
 
 
@@ -124,8 +191,33 @@ def run_demo(options: DemoOptions) -> dict[str, dict[str, float]]:
         raise UsageError(f"the demo takes an image data set ({', '.join(DIGIT_DATASETS)})")
     if options.num < 10:
         raise UsageError(f"--num must be at least 10, got {options.num}")
+    if not options.budgets or min(options.budgets) < 1:
+        raise UsageError(f"--budgets must be positive step counts, got {options.budgets}")
+    budgets = sorted(set(options.budgets))
     out = prepare_out_dir(options.out)
-    config, precision = demo_config(options)
+    config, run = demo_config(options)
+    precision = run["precision"]
+    device = choose_device(options.device)
+    chosen = choose_precision(precision, torch.device(device.value))
+    if options.precision is None and options.recipe == RECIPE:  # the recipe's fp32: say why
+        hardware = choose_precision("bf16-if-native", torch.device(device.value)).reason
+        chosen = Choice(chosen.value, f"recipe {RECIPE}: {RECIPE_PRECISION}; {hardware}")
+    announced = False
+
+    def announce(plan: Plan | None) -> None:
+        nonlocal announced
+        model = trainer.evaluated
+        shape = trainer.data.shape
+        seconds = sampling_seconds(
+            model, trainer.objective, shape, budgets, options.num, options.cfg, precision
+        )
+        minutes = config.training.minutes
+        line = announcement(
+            device, chosen, plan, minutes, budgets, options.num, seconds, datetime.now()
+        )
+        log.info(line)
+        announced = True
+
     run_dir = out / "run"
     resume = (run_dir / CHECKPOINT_NAME).exists()
     if resume and config.training.minutes > 0:  # a budget run resumes the step count it planned
@@ -137,13 +229,16 @@ def run_demo(options: DemoOptions) -> dict[str, dict[str, float]]:
         save_every=500,
         progress=options.progress,
         precision=precision,
+        memory_format=run["memory_format"],
     )
-    trainer = Trainer(config, run_options)
+    trainer = Trainer(config, run_options, on_plan=announce)
     tick = time.perf_counter()
     result = trainer.run()
     train_seconds = time.perf_counter() - tick
     if result.status == "interrupted":
         return {}
+    if not announced:
+        announce(None)
 
     data = trainer.data
     scorer = demo_scorer(options.data, options.seed)
@@ -153,11 +248,12 @@ def run_demo(options: DemoOptions) -> dict[str, dict[str, float]]:
         shape=data.shape,
         num_classes=data.num_classes,
         scorer=scorer,
-        budgets=STEP_BUDGETS,
+        budgets=budgets,
         num=options.num,
         seed=options.seed,
         cfg=options.cfg,
         precision=precision,
+        progress=options.progress,
     )
     for n, x in images.items():
         save_grid(x[:100], out / f"steps_{n:03d}.png")
@@ -169,7 +265,7 @@ def run_demo(options: DemoOptions) -> dict[str, dict[str, float]]:
     )
     rows = [
         [n, *(metrics[str(n)][k] for k in COLUMNS), metrics[str(n)]["sample_seconds"]]
-        for n in STEP_BUDGETS
+        for n in budgets
     ]
     headers = ["steps", "FD-digits", "precision", "recall", "confident", "class coverage"]
     table = markdown_table([*headers, "sampling s"], rows)
@@ -177,7 +273,8 @@ def run_demo(options: DemoOptions) -> dict[str, dict[str, float]]:
         f"# shortcut demo: {options.data}, recipe {options.recipe} ({config.backbone.name}, "
         f"{config.objective.name}), {result.step} training steps ({train_seconds:.0f} s this run), "
         f"{options.num} samples per budget, CFG {options.cfg}\n\n"
-        "Rows of all_steps.png, top to bottom: 1, 2, 4, ..., 128 steps; columns: classes 0-9. "
+        f"Rows of all_steps.png, top to bottom: {', '.join(map(str, budgets))} steps; columns: "
+        "classes 0-9. "
         "Grids are enlarged 3x (nearest neighbour); samples.npz holds the exact 32x32 images.\n\n"
         f"{scorer.label}: Fréchet distance on the features of the shipped classifier (test "
         f"accuracy {scorer.extractor.accuracy:.4f}) against {scorer.description}; not FID, and "

@@ -41,46 +41,6 @@ class Dist:
 SINGLE = Dist()  # a plain one-process run
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"unknown device '{name}'") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("device 'cuda' was asked for but no CUDA GPU is available")
-    return device
-
-
-PRECISIONS = ("auto", "fp32", "bf16", "bf16-if-native")
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether the device computes bf16 in hardware: a CUDA GPU that supports it, or a CPU with
-    AVX512-BF16 or AMX (elsewhere bf16 on a CPU is emulated and slower than fp32)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    return False
-
-
-def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for plain fp32. "bf16-if-native" is bf16 wherever
-    `native_bf16`, fp32 elsewhere (the CPU recipe's choice)."""
-    if name == "auto":
-        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if bf16 else None
-    if name == "bf16-if-native":
-        return torch.bfloat16 if native_bf16(device) else None
-    if name == "bf16":
-        return torch.bfloat16
-    if name == "fp32":
-        return None
-    raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {name!r}")
-
-
 def unwrap(net: torch.nn.Module, through_ddp: bool = True) -> torch.nn.Module:
     """The network under torch.compile's wrapper and (with `through_ddp`) DDP's: the plain
     module whose attributes and forward-mode derivatives the objectives use."""

@@ -146,6 +146,7 @@ class ConditionedBackbone(nn.Module):
     then `body(x, c)`, the network proper, which each backbone writes as plain tensor code."""
 
     cond: Conditioning
+    convolutional = False  # True: --memory-format channels-last / auto applies to it
 
     def forward(
         self,

@@ -85,6 +85,11 @@ class UNetOptions:
     num_heads: int = option(4)
     cond_size: int = option(128, "width of the conditioning embedding")
     time_scale: float = option(1000.0)
+    patch: int = option(
+        1,
+        "pixels per side folded into channels before the first level (space-to-depth): 2 "
+        "quarters the cost of every level",
+    )
 
 
 class UNet(ConditionedBackbone):
@@ -92,8 +97,13 @@ class UNet(ConditionedBackbone):
 
     `channels` gives the width of each resolution (halved between levels), `blocks` the residual
     blocks per level on the way down (one more on the way up, which also takes the skips), and
-    `attention` adds self-attention in the middle, at the lowest resolution.
+    `attention` adds self-attention in the middle, at the lowest resolution. `patch` > 1 folds
+    patch x patch pixels into channels first (`pixel_unshuffle`) and unfolds the output: the
+    levels then run at 1 / patch of the resolution (as "simple diffusion" does for large images;
+    here it buys a small CPU four times the steps per second of the same widths).
     """
+
+    convolutional = True  # may run channels-last (RunOptions.memory_format)
 
     def __init__(
         self,
@@ -107,23 +117,24 @@ class UNet(ConditionedBackbone):
         num_classes: int = 0,
         time_scale: float = 1000.0,
         guidance_input: bool = False,
+        patch: int = 1,
     ) -> None:
         super().__init__()
         channels = [int(c) for c in channels]
-        if not channels or min(channels) < 1 or blocks < 1 or cond_size < 1:
-            raise ValueError("channels, blocks and cond_size must be positive")
-        if input_size % 2 ** (len(channels) - 1):
+        if not channels or min(channels) < 1 or blocks < 1 or cond_size < 1 or patch < 1:
+            raise ValueError("channels, blocks, cond_size and patch must be positive")
+        if input_size % (patch * 2 ** (len(channels) - 1)):
             raise ValueError(
-                f"input size {input_size} is not divisible by 2^{len(channels) - 1} "
-                f"({len(channels)} levels)"
+                f"input size {input_size} is not divisible by patch {patch} x "
+                f"2^{len(channels) - 1} ({len(channels)} levels)"
             )
-        self.input_size, self.in_channels = input_size, in_channels
+        self.input_size, self.in_channels, self.patch = input_size, in_channels, patch
         self.num_classes = num_classes
         self.guidance_input = guidance_input
         self.cond = Conditioning(
             cond_size, num_classes, time_scale=time_scale, guidance_input=guidance_input
         )
-        self.stem = nn.Conv2d(in_channels, channels[0], 3, padding=1)
+        self.stem = nn.Conv2d(in_channels * patch**2, channels[0], 3, padding=1)
         self.down = nn.ModuleList()
         skips, width = [channels[0]], channels[0]
         for level, ch in enumerate(channels):
@@ -146,7 +157,7 @@ class UNet(ConditionedBackbone):
             if level > 0:
                 self.up.append(nn.Upsample(scale_factor=2, mode="nearest"))
         self.norm_out = group_norm(width)
-        self.out = nn.Conv2d(width, in_channels, 3, padding=1)
+        self.out = nn.Conv2d(width, in_channels * patch**2, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
@@ -154,6 +165,8 @@ class UNet(ConditionedBackbone):
 
     def body(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """x: (N, C, H, W) images, c: (N, cond_size) -> velocity (N, C, H, W)."""
+        if self.patch > 1:
+            x = F.pixel_unshuffle(x, self.patch)  # (N, C p^2, H / p, W / p)
         h = self.stem(x)
         hs = [h]
         for layer in self.down:  # residual blocks and stride-2 convolutions
@@ -166,4 +179,5 @@ class UNet(ConditionedBackbone):
                 h = layer(torch.cat([h, hs.pop()], dim=1), c)
             else:
                 h = layer(h)
-        return self.out(F.silu(self.norm_out(h)))
+        out = self.out(F.silu(self.norm_out(h)))
+        return F.pixel_shuffle(out, self.patch) if self.patch > 1 else out

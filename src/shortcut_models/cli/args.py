@@ -103,7 +103,12 @@ def add_paths(p: argparse.ArgumentParser, ckpt: str | None, out: str | None) -> 
 
 
 def add_device(p: argparse.ArgumentParser, default: str = "auto") -> None:
-    p.add_argument("--device", default=default, help="cpu, cuda, cuda:N or auto (default auto)")
+    p.add_argument(
+        "--device",
+        default=default,
+        help="cpu, cuda, cuda:N, mps or auto: CUDA, then Apple's GPU (mps), then the CPU "
+        "(default auto)",
+    )
 
 
 def add_progress(p: argparse.ArgumentParser) -> None:

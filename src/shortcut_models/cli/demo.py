@@ -12,7 +12,7 @@ from shortcut_models.cli import args as a
 def register(subparsers: Any) -> None:
     from shortcut_models.data import DIGIT_DATASETS
     from shortcut_models.demo import RECIPE, DemoOptions
-    from shortcut_models.distributed import PRECISIONS
+    from shortcut_models.devices import PRECISIONS
     from shortcut_models.recipes import recipe, recipe_names
 
     d = DemoOptions(out=Path("."))
@@ -24,9 +24,10 @@ def register(subparsers: Any) -> None:
         "train a small shortcut model on MNIST and show 1 to 128 steps",
         f"Train a class-conditional shortcut model on MNIST (recipe {RECIPE}: "
         f"{config['backbone']} {config['backbone_options']}), then write a PNG grid per step "
-        "budget (1, 2, ..., 128 steps; same noise and labels), all_steps.png side by side, "
-        "samples.npz, metrics.md / metrics.json and the checkpoint (OUT/run). Run it again to "
-        "resume.",
+        "budget (1, 2, 4, ..., 128 steps; same noise and labels), all_steps.png "
+        "side by side, samples.npz, metrics.md / metrics.json and the checkpoint (OUT/run). Run "
+        "it again to resume. The first line says what it will do on this machine (device, "
+        "precision and why, the step count) and when it will be done.",
     )
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument(
@@ -41,11 +42,13 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--minutes",
         type=float,
-        help="train for this wall-clock budget (steps planned from the measured rate) instead "
-        "of a step count",
+        help=f"minutes of training (default {config['minutes']:g}): the step count is planned "
+        "from the first measured steps, so the demo ends on time on any machine",
     )
     p.add_argument(
-        "--steps", type=a.positive_int, help=f"training steps (default {config['steps']})"
+        "--steps",
+        type=a.positive_int,
+        help="train exactly this many steps instead (the same numbers on every CPU)",
     )
     p.add_argument("--backbone", help=f"network, e.g. DiT-S/2 (default {config['backbone']})")
     p.add_argument(
@@ -73,6 +76,13 @@ def register(subparsers: Any) -> None:
         type=a.positive_int,
         default=d.num,
         help=f"samples per step budget (default {d.num})",
+    )
+    p.add_argument(
+        "--budgets",
+        type=a.positive_int,
+        nargs="+",
+        default=list(d.budgets),
+        help=f"step budgets to sample and score (default {' '.join(map(str, d.budgets))})",
     )
     p.add_argument("--seed", type=a.seed_arg, default=d.seed, help=f"seed (default {d.seed})")
     a.add_device(p, d.device)

@@ -64,14 +64,14 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from shortcut_models import distributed
+    from shortcut_models import devices, distributed
     from shortcut_models.evaluation.scoring import EvaluateOptions, evaluate_runs
     from shortcut_models.report import check_output_file, write_json
 
     for path in (args.json, args.plot):
         if path is not None:
             check_output_file(path)  # before hours of sampling, not after
-    device, dist = distributed.setup(distributed.resolve_device(args.device))
+    device, dist = distributed.setup(devices.resolve_device(args.device))
     evaluation = evaluate_runs(
         args.ckpt,
         a.from_args(

@@ -47,11 +47,11 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from shortcut_models import distributed
+    from shortcut_models import devices, distributed
     from shortcut_models.evaluation.samples import SampleOptions, sample_run
     from shortcut_models.factory import load_run
 
-    device, dist = distributed.setup(distributed.resolve_device(args.device))
+    device, dist = distributed.setup(devices.resolve_device(args.device))
     sample_run(
         load_run(args.ckpt, a.weights(args), device),
         args.out,

@@ -23,7 +23,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from shortcut_models.distributed import resolve_device
+    from shortcut_models.devices import resolve_device
     from shortcut_models.serve import Playground, make_server
 
     playground = Playground(args.ckpt, resolve_device(args.device), a.weights(args))

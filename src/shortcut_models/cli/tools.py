@@ -55,7 +55,7 @@ def register_stats(subparsers: Any) -> None:
 
 
 def run_stats(args: argparse.Namespace) -> int:
-    from shortcut_models.distributed import resolve_device
+    from shortcut_models.devices import resolve_device
     from shortcut_models.evaluation.scoring import write_reference_stats
     from shortcut_models.report import check_output_file
 
@@ -90,7 +90,7 @@ def register_encode(subparsers: Any) -> None:
 
 
 def run_encode(args: argparse.Namespace) -> int:
-    from shortcut_models.distributed import resolve_device
+    from shortcut_models.devices import resolve_device
     from shortcut_models.encode import encode_dataset
 
     meta = encode_dataset(
@@ -121,7 +121,7 @@ def register_pairs(subparsers: Any) -> None:
 
 
 def run_pairs(args: argparse.Namespace) -> int:
-    from shortcut_models.distributed import resolve_device
+    from shortcut_models.devices import resolve_device
     from shortcut_models.pairs import generate_pairs
 
     meta = generate_pairs(

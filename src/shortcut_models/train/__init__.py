@@ -11,7 +11,7 @@
 from shortcut_models.config import RunOptions
 from shortcut_models.train.checkpoints import METRICS_NAME
 from shortcut_models.train.result import TrainResult
-from shortcut_models.train.schedule import PLAN_STEPS
+from shortcut_models.train.schedule import PLAN_STEPS, Plan
 from shortcut_models.train.trainer import Trainer
 
-__all__ = ["METRICS_NAME", "PLAN_STEPS", "RunOptions", "TrainResult", "Trainer"]
+__all__ = ["METRICS_NAME", "PLAN_STEPS", "Plan", "RunOptions", "TrainResult", "Trainer"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -36,15 +37,34 @@ def learning_rate(config: TrainConfig, step: int, total_steps: int | None) -> fl
     return config.optimisation.lr * scale
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What a run will do, decided from its first timed steps."""
+
+    steps: int  # the run's total step count
+    rate: float  # training steps per second, measured
+    seconds_left: float  # to the last step at that rate
+
+
 class WallClockPlan:
     """`--minutes M` as a step count: the steps after the first PLAN_SKIP are timed, and at the
     first step from `plan_at` on when they have run for `probe_seconds` the count that fits the
     budget is decided, once, as the mean over processes (every rank plans the same count at the
-    same step). A run resumed after that point has nothing left to plan."""
+    same step). A run resumed after that point has nothing left to plan. With `measure` a run of
+    a fixed step count is timed the same way (its Plan keeps the count), so a caller can say when
+    it will end."""
 
-    def __init__(self, minutes: float, step: int, dist: Dist, device: torch.device) -> None:
-        self.minutes, self.dist, self.device = minutes, dist, device
-        self.pending = minutes > 0 and step < PLAN_STEPS
+    def __init__(
+        self,
+        minutes: float,
+        step: int,
+        dist: Dist,
+        device: torch.device,
+        steps: int = 0,
+        measure: bool = False,
+    ) -> None:
+        self.minutes, self.steps, self.dist, self.device = minutes, steps, dist, device
+        self.pending = (minutes > 0 or measure) and step < PLAN_STEPS
         self.probe_step = step + PLAN_SKIP
         self.plan_at = max(PLAN_STEPS, step + PLAN_SKIP + 5)
         self.probe_seconds = min(PLAN_SECONDS, minutes * 3)
@@ -55,8 +75,8 @@ class WallClockPlan:
         """Start the clock (the loop's first step)."""
         self.start = time.perf_counter()
 
-    def after_step(self, step: int) -> int | None:
-        """The planned total step count at the step where it is decided; None at every other."""
+    def after_step(self, step: int) -> Plan | None:
+        """The plan at the step where it is decided; None at every other."""
         if not self.pending:
             return None
         now = time.perf_counter()
@@ -69,8 +89,11 @@ class WallClockPlan:
         if not distributed.any_rank(timed, self.dist, self.device):
             return None
         self.rate = (step - self.probe_step) / max(now - self.probe_tick, 1e-9)
-        left = max(0.0, self.minutes * 60 - (now - self.start))
-        planned = torch.tensor(float(step + int(self.rate * left)))
-        planned = int(distributed.all_mean(planned.to(self.device), self.dist).item())
         self.pending = False
-        return max(step, planned)
+        if self.minutes > 0:
+            left = max(0.0, self.minutes * 60 - (now - self.start))
+            planned = torch.tensor(float(step + int(self.rate * left)))
+            steps = max(step, int(distributed.all_mean(planned.to(self.device), self.dist).item()))
+        else:
+            steps = max(step, self.steps)
+        return Plan(steps, self.rate, (steps - step) / max(self.rate, 1e-9))

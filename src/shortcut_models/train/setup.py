@@ -13,6 +13,7 @@ from shortcut_models import logs, parallel
 from shortcut_models.checkpoint import Checkpoint
 from shortcut_models.config import RunOptions, TrainConfig
 from shortcut_models.data import DataSource
+from shortcut_models.devices import channels_last, resolve_precision
 from shortcut_models.distributed import Dist
 from shortcut_models.ema import make_ema
 from shortcut_models.errors import UsageError
@@ -58,6 +59,11 @@ def build_networks(
     with torch.random.fork_rng(devices=[]):  # seed the initial weights, leave global RNG alone
         torch.manual_seed(config.training.seed)
         model = build_model_for(config, data, objective).to(device)
+    autocast = resolve_precision(options.precision, device)
+    if getattr(model, "convolutional", False) and channels_last(
+        options.memory_format, device, autocast
+    ):
+        model = model.to(memory_format=torch.channels_last)  # the EMA copies follow
     if options.activation_checkpointing:
         if not hasattr(model, "checkpoint_activations"):
             raise UsageError(f"activation checkpointing needs a DiT, not {config.backbone.name}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -20,7 +20,7 @@ import torch
 from shortcut_models import distributed, parallel
 from shortcut_models.config import DataSpec, RunOptions, TrainConfig
 from shortcut_models.data import DataSource
-from shortcut_models.distributed import resolve_device, resolve_precision
+from shortcut_models.devices import resolve_device, resolve_precision
 from shortcut_models.ema import update_ema
 from shortcut_models.errors import TrainingError, UsageError
 from shortcut_models.files import prepare_out_dir
@@ -31,7 +31,7 @@ from shortcut_models.train.checkpoints import CheckpointManager
 from shortcut_models.train.health import NonFiniteWatch
 from shortcut_models.train.metrics import MetricsLog
 from shortcut_models.train.result import TrainResult
-from shortcut_models.train.schedule import WallClockPlan, learning_rate
+from shortcut_models.train.schedule import Plan, WallClockPlan, learning_rate
 from shortcut_models.train.setup import build_networks
 from shortcut_models.train.signals import StopSignals
 
@@ -42,9 +42,15 @@ class Trainer:
     """Owns the network, its weight averages and the optimizer for one run folder."""
 
     def __init__(
-        self, config: TrainConfig, options: RunOptions, data: DataSource | None = None
+        self,
+        config: TrainConfig,
+        options: RunOptions,
+        data: DataSource | None = None,
+        on_plan: Callable[[Plan], None] | None = None,
     ) -> None:
-        self.options = options
+        """`on_plan` is called once, with the Plan, when the first steps have been timed (a
+        fixed-step run is timed too when it is given)."""
+        self.options, self.on_plan = options, on_plan
         self.out_dir = prepare_out_dir(options.out_dir)
         self.device, self.dist = distributed.setup(resolve_device(options.device))
         self.autocast_dtype = resolve_precision(options.precision, self.device)
@@ -98,7 +104,14 @@ class Trainer:
                 self.log.restore(json.loads(checkpoint.extra[LOG_PARTIAL]))
             if self.dist.is_main:
                 self.log.truncate(self.step)
-        self.plan = WallClockPlan(config.training.minutes, self.step, self.dist, self.device)
+        self.plan = WallClockPlan(
+            config.training.minutes,
+            self.step,
+            self.dist,
+            self.device,
+            config.training.steps,
+            measure=self.on_plan is not None,
+        )
         self.watch = NonFiniteWatch(self.device)
 
     def close(self) -> None:
@@ -205,6 +218,19 @@ class Trainer:
             self.options.fsdp,
         )
 
+    def _planned(self, plan: Plan) -> None:
+        """Fix a budget's step count; report the plan (to `on_plan` where given, else a line)."""
+        minutes = self.config.training.minutes
+        if minutes > 0:
+            self.config.training.steps = self.log.bar.total = plan.steps
+            self.log.bar.refresh()
+        if self.on_plan is not None:
+            self.on_plan(plan)
+        elif minutes > 0:
+            self.log.message(
+                f"{minutes:g} minutes at {plan.rate:.2f} steps/s: training {plan.steps} steps"
+            )
+
     def run(self) -> TrainResult:
         """Train to the configured steps, or until SIGINT / SIGTERM (`train.signals`); always ends
         on a saved checkpoint. A file that cannot be written (a full disk, a file-size limit) ends
@@ -236,13 +262,9 @@ class Trainer:
                     break
                 terms = self.train_step(next(batches))
                 log.add(terms)
-                planned = self.plan.after_step(self.step)
-                if planned is not None:
-                    config.training.steps = log.bar.total = planned
-                    log.message(
-                        f"{config.training.minutes:g} minutes at {self.plan.rate:.2f} steps/s: "
-                        f"training {planned} steps"
-                    )
+                plan = self.plan.after_step(self.step)
+                if plan is not None:
+                    self._planned(plan)
                 if self.step % options.log_every == 0 or self.step == config.training.steps:
                     self.watch.check(self.checkpoints.last_good())
                     log.write(self.step, self.learning_rate(self.step - 1))
