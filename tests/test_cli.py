@@ -153,7 +153,7 @@ def test_print_config_names_where_each_value_came_from(tmp_path, capsys):
     assert {"[data]", "[objective]", "[backbone]", "[training]", "[optimisation]", "[run]"} <= lines
     assert "precision = 'fp32'  # recipe cpu-small" in printed(*recipe)
     assert "memory_format = 'auto'  # recipe cpu-small" in printed(*recipe)
-    assert "minutes = 7.0  # recipe cpu-small" in printed(*recipe)
+    assert "minutes = 8.0  # recipe cpu-small" in printed(*recipe)
     assert "minutes = 0.0  # flag" in printed(*recipe, "--steps", "10")  # steps replace it
     assert "hidden_size = 128  # preset DiT-T/4" in printed("--backbone", "DiT-T/4")
     assert "time_scale = 1.0  # objective meanflow" in printed("--objective", "meanflow")
