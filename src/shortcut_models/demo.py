@@ -21,7 +21,7 @@ from shortcut_models.compose import compose_config
 from shortcut_models.config import TrainConfig
 from shortcut_models.data import DIGIT_DATASETS
 from shortcut_models.data.images import to_uint8
-from shortcut_models.devices import Choice, choose_device, choose_precision
+from shortcut_models.devices import Choice, bf16_hardware, choose_device, choose_precision
 from shortcut_models.errors import UsageError
 from shortcut_models.evaluation import generate
 from shortcut_models.evaluation.samples import save_arrays
@@ -200,7 +200,7 @@ def run_demo(options: DemoOptions) -> dict[str, dict[str, float]]:
     device = choose_device(options.device)
     chosen = choose_precision(precision, torch.device(device.value))
     if options.precision is None and options.recipe == RECIPE:  # the recipe's fp32: say why
-        hardware = choose_precision("bf16-if-native", torch.device(device.value)).reason
+        hardware = bf16_hardware(torch.device(device.value)).reason
         chosen = Choice(chosen.value, f"recipe {RECIPE}: {RECIPE_PRECISION}; {hardware}")
     announced = False
 

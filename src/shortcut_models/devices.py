@@ -56,7 +56,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(choose_device(name).value)
 
 
-def cpu_bf16() -> Choice:
+def _cpu_bf16() -> Choice:
     """Whether this CPU computes bf16 in hardware as torch runs here ("yes"/"no"), and why. The
     CPUID bits are not enough: with ATEN_CPU_CAPABILITY=avx2 or ONEDNN_MAX_CPU_ISA=AVX2 (how an
     AVX2-only CPU is emulated) torch computes bf16 by emulation on an AMX CPU too."""
@@ -71,30 +71,27 @@ def cpu_bf16() -> Choice:
     return Choice("yes", f"this CPU computes bf16 in hardware ({'AMX' if amx else 'AVX512-BF16'})")
 
 
-def native_bf16(device: torch.device) -> bool:
-    """Whether the device computes bf16 in hardware (elsewhere bf16 is slower than fp32)."""
-    return _native_bf16(device).value == "yes"
-
-
-def _native_bf16(device: torch.device) -> Choice:
+def bf16_hardware(device: torch.device) -> Choice:
+    """Whether the device computes bf16 in hardware ("yes"/"no"; elsewhere bf16 is slower than
+    fp32), and why."""
     if device.type == "cuda":
         if torch.cuda.is_bf16_supported():
             return Choice("yes", "the GPU computes bf16")
         return Choice("no", "this GPU has no bf16")
     if device.type == "cpu":
-        return cpu_bf16()
+        return _cpu_bf16()
     return Choice("no", f"bf16 autocast on {device.type} is not measured by this project")
 
 
 def choose_precision(name: str, device: torch.device) -> Choice:
     """The precision ("bf16" autocast or "fp32") and why. "bf16-if-native" is bf16 wherever
-    `native_bf16` (the CPU recipe's choice); "auto" is bf16 on a CUDA GPU that has it."""
+    `bf16_hardware` says yes; "auto" is bf16 on a CUDA GPU that has it."""
     if name in ("bf16", "fp32"):
         return Choice(name, "asked for (--precision)")
     if name == "auto" and device.type != "cuda":
         return Choice("fp32", f"--precision auto uses bf16 on CUDA only ({device.type} here)")
     if name in ("auto", "bf16-if-native"):
-        native = _native_bf16(device)
+        native = bf16_hardware(device)
         return Choice("bf16" if native.value == "yes" else "fp32", native.reason)
     raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {name!r}")
 

@@ -100,7 +100,7 @@ class UNet(ConditionedBackbone):
     `attention` adds self-attention in the middle, at the lowest resolution. `patch` > 1 folds
     patch x patch pixels into channels first (`pixel_unshuffle`) and unfolds the output: the
     levels then run at 1 / patch of the resolution (as "simple diffusion" does for large images;
-    here it buys a small CPU four times the steps per second of the same widths).
+    here it buys a small CPU about three times the steps per second of the same widths).
     """
 
     convolutional = True  # may run channels-last (RunOptions.memory_format)

@@ -13,7 +13,7 @@ from shortcut_models import logs, parallel
 from shortcut_models.checkpoint import Checkpoint
 from shortcut_models.config import RunOptions, TrainConfig
 from shortcut_models.data import DataSource
-from shortcut_models.devices import channels_last, resolve_precision
+from shortcut_models.devices import channels_last
 from shortcut_models.distributed import Dist
 from shortcut_models.ema import make_ema
 from shortcut_models.errors import UsageError
@@ -49,7 +49,9 @@ def build_networks(
     checkpoint: Checkpoint | None,
     dist: Dist,
     device: torch.device,
+    autocast: torch.dtype | None,
 ) -> Networks:
+    """`autocast`: the run's autocast dtype (the Trainer's); it decides `--memory-format auto`."""
     data = data if data is not None else build_data(config.data.name, config.data.options)
     if checkpoint is not None:
         _warn_if_files_changed(checkpoint, data, config)
@@ -59,7 +61,6 @@ def build_networks(
     with torch.random.fork_rng(devices=[]):  # seed the initial weights, leave global RNG alone
         torch.manual_seed(config.training.seed)
         model = build_model_for(config, data, objective).to(device)
-    autocast = resolve_precision(options.precision, device)
     if getattr(model, "convolutional", False) and channels_last(
         options.memory_format, device, autocast
     ):

@@ -81,7 +81,9 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         checkpoint = self.checkpoints.open(config, self.options.resume)
-        nets = build_networks(config, self.options, data, checkpoint, self.dist, self.device)
+        nets = build_networks(
+            config, self.options, data, checkpoint, self.dist, self.device, self.autocast_dtype
+        )
         self.data, self.objective = nets.data, nets.objective
         self.model, self.ema, self.target_ema = nets.model, nets.ema, nets.target_ema
         self.net, self.target_net = nets.net, nets.target_net
