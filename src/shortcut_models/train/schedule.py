@@ -68,7 +68,6 @@ class WallClockPlan:
         self.probe_step = step + PLAN_SKIP
         self.plan_at = max(PLAN_STEPS, step + PLAN_SKIP + 5)
         self.probe_seconds = min(PLAN_SECONDS, minutes * 3)
-        self.rate = 0.0
         self.start = self.probe_tick = time.perf_counter()
 
     def begin(self) -> None:
@@ -88,12 +87,12 @@ class WallClockPlan:
         timed = now - self.probe_tick >= self.probe_seconds
         if not distributed.any_rank(timed, self.dist, self.device):
             return None
-        self.rate = (step - self.probe_step) / max(now - self.probe_tick, 1e-9)
+        rate = (step - self.probe_step) / max(now - self.probe_tick, 1e-9)
         self.pending = False
         if self.minutes > 0:
             left = max(0.0, self.minutes * 60 - (now - self.start))
-            planned = torch.tensor(float(step + int(self.rate * left)))
+            planned = torch.tensor(float(step + int(rate * left)))
             steps = max(step, int(distributed.all_mean(planned.to(self.device), self.dist).item()))
         else:
             steps = max(step, self.steps)
-        return Plan(steps, self.rate, (steps - step) / max(self.rate, 1e-9))
+        return Plan(steps, rate, (steps - step) / max(rate, 1e-9))
