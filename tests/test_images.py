@@ -156,9 +156,44 @@ def test_demo_end_to_end(tmp_path, tiny_digits, monkeypatch):
     budgets = saved["budgets"]
     assert budgets["1"]["fd_digits"] > 0 and 0 <= budgets["128"]["class_coverage"] <= 1
     assert saved["config"]["recipe"] == "cpu-small" and saved["config"]["backbone"] == "unet"
+    # the default guidance per budget: 2 at one and two steps, 1.75 from four on
+    assert {n: m["cfg"] for n, m in budgets.items()} == {
+        "1": 2.0,
+        "2": 2.0,
+        **{str(n): 1.75 for n in (4, 8, 16, 32, 64, 128)},
+    }
+    assert "CFG 2 (1.75 from 4 steps)" in (tmp_path / "demo" / "metrics.md").read_text()
     assert "FD-digits" in (tmp_path / "demo" / "metrics.md").read_text()
     with np.load(tmp_path / "demo" / "samples.npz") as arrays:  # exact-size images
         assert arrays["steps_001"].shape == (10, 32, 32, 1)
     from PIL import Image
 
     assert Image.open(tmp_path / "demo" / "steps_001.png").size == (2 + 10 * 98, 2 + 98)
+
+
+def test_guidance_schedule_by_budget():
+    """--cfg SCALE [STEPS:SCALE ...]: the scale of the last start at or below the budget."""
+    from shortcut_models.guidance import describe_schedule, parse_entry, scale_for, schedule_from
+
+    schedule = schedule_from([parse_entry(t) for t in ("32:1.5", "2", "4:1.75")])
+    assert schedule == ((1, 2.0), (4, 1.75), (32, 1.5))
+    assert [scale_for(schedule, n) for n in (1, 2, 4, 16, 32, 128)] == [2, 2, 1.75, 1.75, 1.5, 1.5]
+    assert describe_schedule(schedule) == "2 (1.75 from 4 steps, 1.5 from 32 steps)"
+    assert describe_schedule(((1, 1.5),)) == "1.5"
+    for bad in ("x", "4:", "0:2", "2:-1", "2:inf", "nan", "a:2"):
+        with pytest.raises(ValueError):
+            parse_entry(bad)
+    with pytest.raises(ValueError, match="from 1 step"):
+        schedule_from([(4, 1.5)])
+    with pytest.raises(ValueError, match="two guidance scales from 4 steps"):
+        schedule_from([(1, 2.0), (4, 1.5), (4, 1.75)])
+
+
+def test_demo_refuses_a_guidance_schedule_without_a_first_scale(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "d"), "--cfg", "4:1.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "shortcut demo: error: --cfg: the first guidance scale applies from 1 step: "
+        "give a bare SCALE"
+    ]
+    assert not (tmp_path / "d").exists()

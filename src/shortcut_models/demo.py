@@ -27,6 +27,7 @@ from shortcut_models.evaluation import generate
 from shortcut_models.evaluation.samples import save_arrays
 from shortcut_models.evaluation.scoring import ImageScorer
 from shortcut_models.files import prepare_out_dir
+from shortcut_models.guidance import GuidanceSchedule, describe_schedule, scale_for
 from shortcut_models.image_io import save_grid
 from shortcut_models.objectives import Objective
 from shortcut_models.report import markdown_table, write_json
@@ -56,9 +57,10 @@ class DemoOptions:
     lr: float | None = None
     ema_decay: float | None = None
     precision: str | None = None
-    # FD-digits at 1 / 4 / 128 steps of the cpu-small U-Net (5 minutes, AVX2; demo_ablation.md)
-    # by CFG scale: 1.5: 100 / 36 / 27; 2: 56 / 23 / 22; 2.5: 42 / 32 / -; 3: 38 / 47 / -
-    cfg: float = 2.0
+    # CFG per step budget: one step wants more guidance than many. FD-digits at 1 / 4 / 128
+    # steps of the 8-minute cpu-small U-Net (AMX, demo_mnist.md) by scale: 1.5: 57 / 20 / 17;
+    # 1.75: 41 / 18 / 18; 2: 32 / 23 / 23
+    cfg: GuidanceSchedule = ((1, 2.0), (4, 1.75))
     num: int = 200
     seed: int = 0
     device: str = "auto"
@@ -105,21 +107,23 @@ def sampling_seconds(
     shape: tuple[int, ...],
     budgets: Sequence[int],
     num: int,
-    cfg: float,
+    cfg: GuidanceSchedule,
     precision: str,
 ) -> float:
-    """What sampling every budget will take: one network call on a chunk, timed (the second of
-    two), times the calls the budgets make. Uses no random state of the run."""
+    """What sampling every budget will take: one network call on a chunk at each scale the
+    budgets use, timed (the second of two; CFG 1 is one pass, any other two), times the calls
+    the budgets make. Uses no random state of the run."""
     chunk = min(num, SAMPLE_CHUNK)
     device = next(model.parameters()).device
     labels = torch.zeros(chunk, dtype=torch.long)
-    seconds = 0.0
-    for _ in range(2):
-        tick = time.perf_counter()
-        with _autocast(device, precision):
-            generate(model, objective, shape, chunk, 1, 0, chunk, labels, cfg).cpu()
-        seconds = time.perf_counter() - tick
-    return seconds * sum(budgets) * math.ceil(num / chunk)
+    per_call: dict[float, float] = {}
+    for scale in {scale_for(cfg, n) for n in budgets}:
+        for _ in range(2):
+            tick = time.perf_counter()
+            with _autocast(device, precision):
+                generate(model, objective, shape, chunk, 1, 0, chunk, labels, scale).cpu()
+            per_call[scale] = time.perf_counter() - tick
+    return sum(per_call[scale_for(cfg, n)] * n for n in budgets) * math.ceil(num / chunk)
 
 
 def announcement(
@@ -157,29 +161,33 @@ def score_budgets(
     budgets: Sequence[int],
     num: int,
     seed: int,
-    cfg: float,
+    cfg: float | GuidanceSchedule,
     precision: str = "fp32",
     progress: bool = False,
 ) -> tuple[dict[str, dict[str, float]], dict[int, torch.Tensor]]:
-    """Scores and uint8 images per step budget, classes in turn, the same noise for every budget.
+    """Scores and uint8 images per step budget, classes in turn, the same noise for every budget;
+    `cfg` is one scale or one per budget.
 
     With precision "bf16" the network runs under bf16 autocast (the Euler state stays fp32), as
     the demo trains; chunks of SAMPLE_CHUNK keep a CPU's caches warm (batches of 1,000 ran at
     half the speed of 64 here)."""
     labels = torch.arange(num) % max(1, num_classes)
+    schedule = cfg if isinstance(cfg, tuple) else ((1, float(cfg)),)
     device = next(model.parameters()).device
     metrics, images = {}, {}
     bar = tqdm(total=sum(budgets), desc="sampling", unit="step", disable=not progress)
     for n in budgets:
         tick = time.perf_counter()
         with _autocast(device, precision):
-            x = generate(model, objective, shape, num, n, seed, SAMPLE_CHUNK, labels, cfg)
+            scale = scale_for(schedule, n)
+            x = generate(model, objective, shape, num, n, seed, SAMPLE_CHUNK, labels, scale)
         seconds = time.perf_counter() - tick
         bar.update(n)
         images[n] = to_uint8(x)
         metrics[str(n)] = {
             **scorer.score_images(images[n]),
             "sample_seconds": seconds,
+            "cfg": scale,
         }
     bar.close()
     return metrics, images
@@ -264,15 +272,16 @@ def run_demo(options: DemoOptions) -> dict[str, dict[str, float]]:
         out / "samples.npz",
     )
     rows = [
-        [n, *(metrics[str(n)][k] for k in COLUMNS), metrics[str(n)]["sample_seconds"]]
+        [n, metrics[str(n)]["cfg"], *(metrics[str(n)][k] for k in COLUMNS)]
+        + [metrics[str(n)]["sample_seconds"]]
         for n in budgets
     ]
-    headers = ["steps", "FD-digits", "precision", "recall", "confident", "class coverage"]
+    headers = ["steps", "CFG", "FD-digits", "precision", "recall", "confident", "class coverage"]
     table = markdown_table([*headers, "sampling s"], rows)
     header = (
         f"# shortcut demo: {options.data}, recipe {options.recipe} ({config.backbone.name}, "
         f"{config.objective.name}), {result.step} training steps ({train_seconds:.0f} s this run), "
-        f"{options.num} samples per budget, CFG {options.cfg}\n\n"
+        f"{options.num} samples per budget, CFG {describe_schedule(options.cfg)}\n\n"
         f"Rows of all_steps.png, top to bottom: {', '.join(map(str, budgets))} steps; columns: "
         "classes 0-9. "
         "Grids are enlarged 3x (nearest neighbour); samples.npz holds the exact 32x32 images.\n\n"

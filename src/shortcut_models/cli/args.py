@@ -94,6 +94,16 @@ def seed_arg(text: str) -> int:
     return value
 
 
+def guidance_entry(text: str) -> tuple[int, float]:
+    """A --cfg value: SCALE (from 1 step) or STEPS:SCALE (guidance.parse_entry)."""
+    from shortcut_models.guidance import parse_entry
+
+    try:
+        return parse_entry(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_paths(p: argparse.ArgumentParser, ckpt: str | None, out: str | None) -> None:
     """The required --ckpt (a run folder or checkpoint file) and --out, with their help."""
     if ckpt is not None:

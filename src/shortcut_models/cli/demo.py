@@ -67,9 +67,13 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--cfg",
-        type=float,
-        default=d.cfg,
-        help=f"classifier-free guidance scale at sampling (default {d.cfg})",
+        nargs="+",
+        metavar="SCALE|STEPS:SCALE",
+        type=a.guidance_entry,
+        default=list(d.cfg),
+        help="classifier-free guidance scale at sampling: one SCALE, or per budget (SCALE from 1 "
+        "step, STEPS:SCALE from that budget on; few steps want more guidance than many) "
+        f"(default {' '.join(f'{n}:{w:g}' if n > 1 else f'{w:g}' for n, w in d.cfg)})",
     )
     p.add_argument(
         "--num",
@@ -91,6 +95,12 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from shortcut_models.demo import DemoOptions, run_demo
+    from shortcut_models.errors import UsageError
+    from shortcut_models.guidance import schedule_from
 
-    metrics = run_demo(a.from_args(DemoOptions, args))
+    try:
+        cfg = schedule_from(args.cfg)
+    except ValueError as exc:
+        raise UsageError(f"--cfg: {exc}") from None
+    metrics = run_demo(a.from_args(DemoOptions, args, cfg=cfg))
     return 0 if metrics else 128 + 15
