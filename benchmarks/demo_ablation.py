@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import shutil
 import time
@@ -36,7 +35,7 @@ import torch
 from shortcut_models.config import TrainConfig
 from shortcut_models.demo import demo_scorer, score_budgets
 from shortcut_models.recipes import recipe
-from shortcut_models.report import markdown_table
+from shortcut_models.report import machine_record, markdown_table
 from shortcut_models.train import RunOptions, Trainer
 
 BUDGETS = (1, 4, 128)
@@ -207,18 +206,10 @@ def run_variant(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "metric": scorer.label,
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch "
         f"{torch.__version__}",
-        "cpu_capability": cpu_kind(),
+        "cpu_capability": machine_record()["cpu_capability"],
         "memory_format": args.memory_format,
         "from_recipe": args.from_recipe,
     }
-
-
-def cpu_kind() -> str:
-    """The instruction set torch computes with ("AVX2" under the emulation of an AVX2-only CPU:
-    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2), and whether it was emulated."""
-    capability = torch.backends.cpu.get_cpu_capability()
-    emulated = os.environ.get("ATEN_CPU_CAPABILITY") or os.environ.get("ONEDNN_MAX_CPU_ISA")
-    return f"{capability} (emulated)" if emulated else capability
 
 
 def write_table(rows: list[dict[str, Any]], path: Path | None) -> str:
@@ -282,7 +273,16 @@ def main() -> None:
     for name in args.variants:
         budget = args.steps or args.minutes
         base = args.base + ("+recipe" if args.from_recipe else "") + "+" + args.memory_format
-        wanted = (name, base, args.data, budget, args.cfg, args.num, args.seed, cpu_kind())
+        wanted = (
+            name,
+            base,
+            args.data,
+            budget,
+            args.cfg,
+            args.num,
+            args.seed,
+            machine_record()["cpu_capability"],
+        )
         if not args.rerun and any(key(r) == wanted for r in rows):
             continue
         row = {**run_variant(name, args), "seed": args.seed}

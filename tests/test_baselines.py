@@ -259,3 +259,55 @@ def test_compare_end_to_end_on_2d(tmp_path, capsys):
     again = json.loads((tmp_path / "cmp.json").read_text())
     assert again["shortcut"]["1"] == 12345.0  # read back, not recomputed
     assert again["meanflow"] == results["meanflow"]
+
+
+def test_compare_from_a_recipe_shares_its_network_and_gives_each_method_its_options():
+    """--recipe cpu-small: every method on the demo's folded U-Net, batch, optimizer and EMA at a
+    fixed step count (never the recipe's wall-clock budget); online bootstrap targets go to the
+    methods that have that option (shortcut, ism), not to the others."""
+    from shortcut_models.compare import compare_config, recipe_objective_options
+
+    base = compare_config("mnist", recipe_name="cpu-small", steps=2300, seed=1)
+    assert base.backbone.name == "unet" and base.backbone.options["patch"] == 2
+    assert base.training.steps == 2300 and base.training.minutes == 0
+    assert base.training.recipe == "cpu-small" and base.training.seed == 1
+    assert (base.training.batch_size, base.optimisation.lr, base.optimisation.ema_decay) == (
+        64, 1e-3, 0.99,
+    )  # fmt: skip
+    options = recipe_objective_options("cpu-small", ("shortcut", "ism", "flow_matching"))
+    assert options["shortcut"] == {"bootstrap_ema": False} == options["ism"]
+    assert options["flow_matching"] == {}
+    other = compare_config("mnist", recipe_name="cpu-small", backbone="DiT-T/4", ema_decay=0.9)
+    assert other.backbone.options == {} and other.optimisation.ema_decay == 0.9
+    plain = compare_config("mnist")
+    assert plain.backbone.name == "DiT-T/4" and plain.training.steps == 2500
+
+
+@pytest.mark.slow
+def test_compare_guides_each_budget_as_asked(tmp_path, monkeypatch, tiny_digits):
+    """--cfg 2 4:1.75 reaches the sampler: budgets 1 and 2 at 2, 4 at 1.75; the table says so."""
+    import shortcut_models.evaluation.scoring as scoring
+    from shortcut_models.cli import main
+    from shortcut_models.metrics.digits import DigitFeatures
+
+    monkeypatch.setattr(DigitFeatures, "for_dataset", lambda *a, **k: tiny_digits)
+
+    seen = []
+    real = scoring.ImageScorer.score
+
+    def spy(self, run, plan):
+        seen.append((tuple(plan.steps), plan.cfg))
+        return real(self, run, plan)
+
+    monkeypatch.setattr(scoring.ImageScorer, "score", spy)
+    argv = ["compare", "--data", "mnist", "--recipe", "cpu-small", "--steps", "2"]
+    argv += ["--objectives", "flow_matching", "--num", "10", "--eval-steps", "1", "2", "4"]
+    argv += ["--metric", "fd-digits", "--cfg", "2", "4:1.75", "--no-progress"]
+    argv += ["--out", str(tmp_path / "cmp"), "--batch-size", "8"]
+    assert main(argv) == 0
+    assert seen == [((1, 2), 2.0), ((4,), 1.75)]
+    assert (
+        "recipe cpu-small, CFG 2 (1.75 from 4 steps)" in (tmp_path / "cmp/compare.md").read_text()
+    )
+    meta = json.loads((tmp_path / "cmp" / "compare.meta.json").read_text())
+    assert meta["machine"]["commit"] and meta["config"]["backbone"] == "unet"

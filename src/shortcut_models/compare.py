@@ -25,9 +25,12 @@ from shortcut_models.evaluation.generation import SamplingPlan
 from shortcut_models.evaluation.scoring import scorer_for
 from shortcut_models.factory import build_objective_for, load_run
 from shortcut_models.files import atomic_write_text, prepare_out_dir
+from shortcut_models.guidance import GuidanceSchedule, describe_schedule, scale_for
 from shortcut_models.objectives import OBJECTIVES
+from shortcut_models.objectives import objective_options as objective_option_names
 from shortcut_models.pairs import generate_pairs
-from shortcut_models.report import markdown_table, write_json
+from shortcut_models.recipes import recipe, recipe_options
+from shortcut_models.report import machine_record, markdown_table, write_json
 from shortcut_models.sampling import STEP_BUDGETS
 from shortcut_models.train import RunOptions, Trainer
 
@@ -59,27 +62,53 @@ def compare_config(
     steps: int | None = None,
     batch_size: int | None = None,
     lr: float | None = None,
-    ema_decay: float = 0.99,
+    ema_decay: float | None = None,
     seed: int = 0,
+    recipe_name: str | None = None,
 ) -> TrainConfig:
-    """The shared settings of every method in a comparison; None: the default for the kind of
-    data (an MLP for vectors, DiT-T/4 for images)."""
+    """The shared settings of every method in a comparison; None: the recipe's value (its
+    network, batch, optimizer, EMA; a fixed step count, never its wall-clock budget), else the
+    default for the kind of data (an MLP for vectors, DiT-T/4 for images)."""
     from shortcut_models.data import dataset
 
-    defaults = DEFAULTS_BY_KIND["vector" if dataset(data).kind == "vector" else "image"]
-    return TrainConfig.from_flat(
-        dict(
-            data=data,
-            data_options=dict(data_options or {}),
-            backbone=backbone or defaults[0],
-            steps=defaults[1] if steps is None else steps,
-            batch_size=defaults[2] if batch_size is None else batch_size,
-            lr=defaults[3] if lr is None else lr,
-            ema_decay=ema_decay,
-            lr_schedule="cosine",
-            seed=seed,
-        )
+    backbone_, steps_, batch_, lr_ = DEFAULTS_BY_KIND[
+        "vector" if dataset(data).kind == "vector" else "image"
+    ]
+    values = dict(lr_schedule="cosine", ema_decay=0.99, backbone_options={})
+    if recipe_name:
+        found = recipe(recipe_name)[0]
+        backbone_, steps_ = found.get("backbone", backbone_), found.get("steps", steps_)
+        batch_, lr_ = found.get("batch_size", batch_), found.get("lr", lr_)
+        values = {k: v for k, v in found.items() if k not in ("objective", "objective_options")}
+        values.update(minutes=0.0, recipe=recipe_name)
+        if backbone and backbone != backbone_:
+            values["backbone_options"] = {}
+    values.update(
+        data=data,
+        data_options=dict(data_options or {}),
+        backbone=backbone or backbone_,
+        steps=steps_ if steps is None else steps,
+        batch_size=batch_ if batch_size is None else batch_size,
+        lr=lr_ if lr is None else lr,
+        seed=seed,
     )
+    if ema_decay is not None:
+        values["ema_decay"] = ema_decay
+    return TrainConfig.from_flat(values)
+
+
+def recipe_objective_options(recipe_name: str, methods: tuple[str, ...]) -> dict[str, dict]:
+    """Each method's options from a recipe: those it sets for the method by name, and those of
+    the recipe's own objective that the method also has (cpu-small's online bootstrap targets
+    apply to shortcut and to the iSM variant)."""
+    found = recipe(recipe_name)[0]
+    shared = found.get("objective_options", {})
+    options = {}
+    for name in methods:
+        accepted = objective_option_names(name)
+        own = recipe_options(recipe_name, name, found.get("backbone", "unet"))[0]
+        options[name] = {**{k: v for k, v in shared.items() if k in accepted}, **own}
+    return options
 
 
 @dataclass
@@ -96,6 +125,9 @@ class CompareOptions:
     progress: bool = True
     inception: str | None = None
     objective_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cfg: GuidanceSchedule = ((1, 1.0),)  # guidance at evaluation, per budget, for every method
+    precision: str = "auto"  # training autocast (RunOptions.precision)
+    memory_format: str = "contiguous"
 
 
 def _train(config: TrainConfig, run_dir: Path, options: CompareOptions, data: Any) -> float:
@@ -108,6 +140,8 @@ def _train(config: TrainConfig, run_dir: Path, options: CompareOptions, data: An
         progress=options.progress,
         save_every=max(500, config.training.steps // 4),
         tensorboard=False,
+        precision=options.precision,
+        memory_format=options.memory_format,
     )
     tick = time.perf_counter()
     result = Trainer(config, run, data).run()
@@ -148,9 +182,13 @@ def _evaluator(options: CompareOptions, data: Any):
 
     def score(run_dir: Path, steps: list[int]) -> dict[int, float]:
         run = load_run(run_dir, device=_device(options))
-        plan = SamplingPlan(steps, options.num, base.training.seed, cfg=1.0, batch=256)
-        scores = scorer.score(run, plan)
-        return {n: s[scorer.key] for n, s in scores.items()}
+        values = {}
+        for scale in dict.fromkeys(scale_for(options.cfg, n) for n in steps):  # budget order
+            budgets = [n for n in steps if scale_for(options.cfg, n) == scale]
+            plan = SamplingPlan(budgets, options.num, base.training.seed, cfg=scale, batch=256)
+            scores = scorer.score(run, plan)
+            values.update({n: s[scorer.key] for n, s in scores.items()})
+        return values
 
     return scorer.label, score
 
@@ -206,7 +244,10 @@ def run_compare(options: CompareOptions) -> dict[str, Any]:
         seconds[name] = _train(config, out / name, options, data)
         objective = build_objective_for(config, data)
         allowed = [n for n in options.eval_steps if objective.sampling_spec().allows(n)]
-        values = _scores(out / name, allowed, score, {"metric": label, "num": options.num})
+        setting = {"metric": label, "num": options.num}
+        if options.cfg != ((1, 1.0),):
+            setting["cfg"] = describe_schedule(options.cfg)
+        values = _scores(out / name, allowed, score, setting)
         results[name] = {str(n): v for n, v in values.items()}
         rows.append(
             [name, _budget_note(name, options), *(values.get(n, "-") for n in options.eval_steps)]
@@ -217,14 +258,18 @@ def run_compare(options: CompareOptions) -> dict[str, Any]:
         f"data {options.base.data.name}, backbone {options.base.backbone.name}, budget "
         f"{options.base.training.steps} steps x batch {options.base.training.batch_size}, "
         f"seed {options.base.training.seed}, "
-        f"{options.num} samples per entry\n\n"
+        f"{options.num} samples per entry"
+        + (f", recipe {options.base.training.recipe}" if options.base.training.recipe else "")
+        + (f", CFG {describe_schedule(options.cfg)}" if options.cfg != ((1, 1.0),) else "")
+        + "\n\n"
     )
     (out / "compare.md").write_text(header + table + "\n")
     curves = {name: {int(n): v for n, v in r.items()} for name, r in results.items()}
     metric_vs_steps(
         curves, label, out / "compare.png", f"{options.base.data.name}: {label} vs steps"
     )
-    write_json(out / "compare.meta.json", {"seconds": seconds, "config": options.base.flat()})
+    meta = {"seconds": seconds, "config": options.base.flat(), "machine": machine_record()}
+    write_json(out / "compare.meta.json", meta)
     print(table)
     return results
 

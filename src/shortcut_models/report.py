@@ -81,3 +81,37 @@ def write_output(path: Path, write: Callable[[Path], None]) -> Path:
         atomic_write(fallback, write)
         log.error(f"could not write {path} ({exc.strerror or exc}); wrote the result to {fallback}")
         return fallback
+
+
+def machine_record() -> dict[str, Any]:
+    """Where a measured figure came from: the CPU kind torch computes with (and whether an
+    AVX2-only CPU was emulated: ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA), threads, torch, GPU,
+    and the commit of this checkout ("+changes" when files differ from it)."""
+    import platform
+    import subprocess
+
+    import torch
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    emulated = os.environ.get("ATEN_CPU_CAPABILITY") or os.environ.get("ONEDNN_MAX_CPU_ISA")
+    root = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()  # fmt: skip
+        changed = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "-uno"],
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()  # fmt: skip
+        commit += "+changes" if changed else ""
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown (not a git checkout)"
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_capability": f"{capability} (emulated)" if emulated else capability,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "commit": commit,
+    }

@@ -24,7 +24,9 @@ SHARED = ("backbone", "steps", "batch_size", "lr", "ema_decay", "seed")
 def register(subparsers: Any) -> None:
     from shortcut_models.compare import METHODS
     from shortcut_models.data import dataset_names
+    from shortcut_models.devices import MEMORY_FORMATS, PRECISIONS
     from shortcut_models.evaluation.images import METRICS
+    from shortcut_models.recipes import recipe_names
     from shortcut_models.sampling import STEP_BUDGETS
 
     p = a.command(subparsers, "compare", run, SUMMARY, DESCRIPTION)
@@ -39,13 +41,20 @@ def register(subparsers: Any) -> None:
         choices=list(METHODS),
         help="methods to train (default: all)",
     )
+    p.add_argument(
+        "--recipe",
+        choices=recipe_names(),
+        help="start every method from a recipe's network, batch, optimizer, EMA, step count and "
+        "run options (cpu-small: the demo's U-Net); a method gets the recipe's objective "
+        "options it has; flags given beside it win",
+    )
     p.add_argument("--backbone", help="network (default mlp for vectors, DiT-T/4 for images)")
     p.add_argument(
         "--steps", type=a.positive_int, help="optimizer steps per method (default 4000 / 2500)"
     )
     p.add_argument("--batch-size", type=a.positive_int, help="default 256 vectors, 64 images")
     p.add_argument("--lr", type=float, help="AdamW learning rate (default 1e-3)")
-    p.add_argument("--ema-decay", type=float, default=0.99, help="EMA decay (default 0.99)")
+    p.add_argument("--ema-decay", type=float, help="EMA decay (default 0.99)")
     p.add_argument("--seed", type=a.seed_arg, default=0, help="seed (default 0)")
     p.add_argument(
         "--eval-steps",
@@ -55,6 +64,25 @@ def register(subparsers: Any) -> None:
         help="sampling step budgets evaluated, where a method allows them",
     )
     a.add_count(p, "--num", 2000, "samples per evaluation")
+    p.add_argument(
+        "--cfg",
+        nargs="+",
+        metavar="SCALE|STEPS:SCALE",
+        type=a.guidance_entry,
+        default=[(1, 1.0)],
+        help="classifier-free guidance at evaluation, the same for every method: one SCALE, or "
+        "per budget (SCALE from 1 step, STEPS:SCALE from that budget on) (default 1: none)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=list(PRECISIONS),
+        help="training autocast (default: the recipe's, else auto)",
+    )
+    p.add_argument(
+        "--memory-format",
+        choices=list(MEMORY_FORMATS),
+        help="training memory format (default: the recipe's, else contiguous)",
+    )
     p.add_argument(
         "--metric", choices=["auto", *METRICS], default="auto", help="images: metric (auto)"
     )
@@ -66,11 +94,25 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from shortcut_models.compare import CompareOptions, compare_config, run_compare
+    from shortcut_models.compare import (
+        CompareOptions,
+        compare_config,
+        recipe_objective_options,
+        run_compare,
+    )
+    from shortcut_models.errors import UsageError
+    from shortcut_models.guidance import schedule_from
+    from shortcut_models.recipes import recipe
     from shortcut_models.report import check_output_file, write_json
 
     if args.json is not None:
         check_output_file(args.json)
+    try:
+        cfg = schedule_from(args.cfg)
+    except ValueError as exc:
+        raise UsageError(f"--cfg: {exc}") from None
+    objectives = tuple(args.objectives)
+    run_values = recipe(args.recipe)[1] if args.recipe else {}
     results = run_compare(
         a.from_args(
             CompareOptions,
@@ -78,11 +120,18 @@ def run(args: argparse.Namespace) -> int:
             base=compare_config(
                 args.data,
                 a.given(args, a.data_options()),
+                recipe_name=args.recipe,
                 **{k: getattr(args, k) for k in SHARED},
             ),
             out=args.out or Path("runs") / f"compare-{args.data}",
-            objectives=tuple(args.objectives),
+            objectives=objectives,
             eval_steps=tuple(args.eval_steps),
+            cfg=cfg,
+            objective_options=recipe_objective_options(args.recipe, objectives)
+            if args.recipe
+            else {},
+            precision=args.precision or run_values.get("precision", "auto"),
+            memory_format=args.memory_format or run_values.get("memory_format", "contiguous"),
         )
     )
     if args.json is not None:
