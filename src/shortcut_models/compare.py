@@ -124,6 +124,7 @@ class CompareOptions:
     device: str = "auto"
     progress: bool = True
     inception: str | None = None
+    ref: str | None = None  # images: the reference set (default: the data set itself)
     objective_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     cfg: GuidanceSchedule = ((1, 1.0),)  # guidance at evaluation, per budget, for every method
     precision: str = "auto"  # training autocast (RunOptions.precision)
@@ -171,6 +172,7 @@ def _evaluator(options: CompareOptions, data: Any):
         data,
         base,
         metric=options.metric,
+        ref=options.ref,
         exact=False,
         data=data,
         inception=options.inception,
@@ -261,6 +263,7 @@ def run_compare(options: CompareOptions) -> dict[str, Any]:
         f"{options.num} samples per entry"
         + (f", recipe {options.base.training.recipe}" if options.base.training.recipe else "")
         + (f", CFG {describe_schedule(options.cfg)}" if options.cfg != ((1, 1.0),) else "")
+        + (f", reference {options.ref}" if options.ref else "")
         + "\n\n"
     )
     (out / "compare.md").write_text(header + table + "\n")

@@ -1,5 +1,6 @@
-"""`shortcut demo`: train a small class-conditional shortcut model on MNIST (the `cpu-small`
-recipe) and show every step budget from the same checkpoint, with the same noise and labels."""
+"""`shortcut demo`: train a small shortcut model (the `cpu-small` recipe) on MNIST, or another
+named image set, and show every step budget from the same checkpoint, with the same noise and
+labels; scored with FD-digits on the digit sets and FID on the others (openmoji)."""
 
 from __future__ import annotations
 
@@ -19,14 +20,13 @@ from shortcut_models import logs
 from shortcut_models.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from shortcut_models.compose import compose_config
 from shortcut_models.config import TrainConfig
-from shortcut_models.data import DIGIT_DATASETS
+from shortcut_models.data import DIGIT_DATASETS, named_image_sets
 from shortcut_models.data.images import to_uint8
 from shortcut_models.devices import Choice, bf16_hardware, choose_device, choose_precision
 from shortcut_models.errors import UsageError
 from shortcut_models.evaluation import generate
-from shortcut_models.evaluation.samples import save_arrays
 from shortcut_models.evaluation.scoring import ImageScorer
-from shortcut_models.files import prepare_out_dir
+from shortcut_models.files import prepare_out_dir, save_arrays
 from shortcut_models.guidance import GuidanceSchedule, describe_schedule, scale_for
 from shortcut_models.image_io import save_grid
 from shortcut_models.objectives import Objective
@@ -36,7 +36,7 @@ from shortcut_models.train import Plan, RunOptions, Trainer
 
 REFERENCE_NUM = 10000  # training images whose classifier features form the reference
 SAMPLE_CHUNK = 100
-COLUMNS = ("fd_digits", "precision", "recall", "confident", "class_coverage")
+CLASS_COLUMNS = {"confident": "confident", "class_coverage": "class coverage"}
 RECIPE = "cpu-small"
 RECIPE_PRECISION = "bf16 trains its U-Net no faster, even on AMX"
 BUDGETS = STEP_BUDGETS  # the budgets the demo samples and scores (--budgets)
@@ -91,8 +91,15 @@ def demo_config(options: DemoOptions) -> tuple[TrainConfig, dict[str, Any]]:
 
 
 def demo_scorer(data: str, seed: int) -> ImageScorer:
-    """FD-digits (with precision, recall, class scores) against REFERENCE_NUM training images."""
-    return ImageScorer("fd-digits", data, data, ref_num=REFERENCE_NUM, seed=seed)
+    """FD-digits (with precision, recall, class scores) on the digit sets, FID (with precision
+    and recall) on the others, against up to REFERENCE_NUM training images."""
+    metric = "fd-digits" if data in DIGIT_DATASETS else "fid"
+    return ImageScorer(metric, data, data, ref_num=REFERENCE_NUM, seed=seed)
+
+
+def demo_labels(num: int, num_classes: int) -> torch.Tensor | None:
+    """Classes in turn (a grid's columns), or None for an unlabelled set."""
+    return torch.arange(num) % num_classes if num_classes else None
 
 
 def _autocast(device: torch.device, precision: str) -> torch.autocast:
@@ -115,7 +122,7 @@ def sampling_seconds(
     the budgets make. Uses no random state of the run."""
     chunk = min(num, SAMPLE_CHUNK)
     device = next(model.parameters()).device
-    labels = torch.zeros(chunk, dtype=torch.long)
+    labels = torch.zeros(chunk, dtype=torch.long) if objective.num_classes else None
     per_call: dict[float, float] = {}
     for scale in {scale_for(cfg, n) for n in budgets}:
         for _ in range(2):
@@ -171,7 +178,7 @@ def score_budgets(
     With precision "bf16" the network runs under bf16 autocast (the Euler state stays fp32), as
     the demo trains; chunks of SAMPLE_CHUNK keep a CPU's caches warm (batches of 1,000 ran at
     half the speed of 64 here)."""
-    labels = torch.arange(num) % max(1, num_classes)
+    labels = demo_labels(num, num_classes)
     schedule = cfg if isinstance(cfg, tuple) else ((1, float(cfg)),)
     device = next(model.parameters()).device
     metrics, images = {}, {}
@@ -187,16 +194,33 @@ def score_budgets(
         metrics[str(n)] = {
             **scorer.score_images(images[n]),
             "sample_seconds": seconds,
-            "cfg": scale,
+            "cfg": scale if labels is not None else None,
         }
     bar.close()
     return metrics, images
 
 
+def _metric_note(scorer: ImageScorer) -> str:
+    """What the headline metric is, for metrics.md."""
+    if scorer.key == "fid":
+        return (
+            f"FID: Fréchet distance on TF-Inception pool3 features against "
+            f"{scorer.description}; biased upward with few samples (a few hundred score far "
+            "above the 10,000-50,000 of published figures), so compare it across budgets.\n\n"
+        )
+    return (
+        f"{scorer.label}: Fréchet distance on the features of the shipped classifier (test "
+        f"accuracy {scorer.extractor.accuracy:.4f}) against {scorer.description}; not FID, and "
+        f"biased upward with few samples, so compare it across budgets. Confident: share of "
+        f"samples the classifier puts in one class with p >= 0.9; class coverage: how evenly "
+        f"those spread over the classes (1 = evenly).\n\n"
+    )
+
+
 def run_demo(options: DemoOptions) -> dict[str, dict[str, float]]:
     """Train (or resume) into OUT/run; write grids, a side-by-side image and a metrics table."""
-    if options.data not in DIGIT_DATASETS:
-        raise UsageError(f"the demo takes an image data set ({', '.join(DIGIT_DATASETS)})")
+    if options.data not in named_image_sets():
+        raise UsageError(f"the demo takes a named image set ({', '.join(named_image_sets())})")
     if options.num < 10:
         raise UsageError(f"--num must be at least 10, got {options.num}")
     if not options.budgets or min(options.budgets) < 1:
@@ -271,25 +295,26 @@ def run_demo(options: DemoOptions) -> dict[str, dict[str, float]]:
         {f"steps_{n:03d}": x.permute(0, 2, 3, 1).numpy() for n, x in images.items()},
         out / "samples.npz",
     )
+    labelled = data.num_classes > 0
+    columns = {scorer.key: scorer.label, "precision": "precision", "recall": "recall"}
+    columns.update(CLASS_COLUMNS if scorer.key == "fd_digits" else {})
     rows = [
-        [n, metrics[str(n)]["cfg"], *(metrics[str(n)][k] for k in COLUMNS)]
+        [n, metrics[str(n)]["cfg"] if labelled else "-"]
+        + [metrics[str(n)][k] for k in columns]
         + [metrics[str(n)]["sample_seconds"]]
         for n in budgets
     ]
-    headers = ["steps", "CFG", "FD-digits", "precision", "recall", "confident", "class coverage"]
-    table = markdown_table([*headers, "sampling s"], rows)
+    table = markdown_table(["steps", "CFG", *columns.values(), "sampling s"], rows)
+    side = "x".join(map(str, data.shape[1:]))
+    guidance = describe_schedule(options.cfg) if labelled else "none (unlabelled data)"
     header = (
         f"# shortcut demo: {options.data}, recipe {options.recipe} ({config.backbone.name}, "
         f"{config.objective.name}), {result.step} training steps ({train_seconds:.0f} s this run), "
-        f"{options.num} samples per budget, CFG {describe_schedule(options.cfg)}\n\n"
+        f"{options.num} samples per budget, CFG {guidance}\n\n"
         f"Rows of all_steps.png, top to bottom: {', '.join(map(str, budgets))} steps; columns: "
-        "classes 0-9. "
-        "Grids are enlarged 3x (nearest neighbour); samples.npz holds the exact 32x32 images.\n\n"
-        f"{scorer.label}: Fréchet distance on the features of the shipped classifier (test "
-        f"accuracy {scorer.extractor.accuracy:.4f}) against {scorer.description}; not FID, and "
-        f"biased upward with few samples, so compare it across budgets. Confident: share of "
-        f"samples the classifier puts in one class with p >= 0.9; class coverage: how evenly "
-        f"those spread over the classes (1 = evenly).\n\n"
+        + (f"classes 0-{data.num_classes - 1}. " if labelled else "the first 10 samples. ")
+        + f"Grids are enlarged 3x (nearest neighbour); samples.npz holds the exact {side} images."
+        "\n\n" + _metric_note(scorer)
     )
     (out / "metrics.md").write_text(header + table + "\n")
     write_json(

@@ -10,6 +10,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from shortcut_models.errors import UsageError
 
@@ -49,6 +50,18 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def save_arrays(arrays: dict[str, Any], path: Path) -> None:
+    """Several named numpy arrays in one .npz, written atomically (under exactly `path`: numpy
+    would add .npz to a temporary name)."""
+    import numpy as np
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+
+    atomic_write(path, write)
 
 
 def prepare_out_dir(out_dir: Path) -> Path:

@@ -87,6 +87,11 @@ def register(subparsers: Any) -> None:
         "--metric", choices=["auto", *METRICS], default="auto", help="images: metric (auto)"
     )
     p.add_argument("--inception", help="fid: TorchScript Inception weights path")
+    p.add_argument(
+        "--ref",
+        help="images: the reference set, a data set name, image folder or .npz of images or "
+        "statistics (default: the data set trained on)",
+    )
     a.add_count(p, "--pairs-num", 10000, "reflow pairs")
     a.add_count(p, "--pairs-steps", 32, "teacher steps per pair")
     a.add_device(p)

@@ -10,7 +10,7 @@ from shortcut_models.cli import args as a
 
 
 def register(subparsers: Any) -> None:
-    from shortcut_models.data import DIGIT_DATASETS
+    from shortcut_models.data import named_image_sets
     from shortcut_models.demo import RECIPE, DemoOptions
     from shortcut_models.devices import PRECISIONS
     from shortcut_models.recipes import recipe, recipe_names
@@ -22,7 +22,8 @@ def register(subparsers: Any) -> None:
         "demo",
         run,
         "train a small shortcut model on MNIST and show 1 to 128 steps",
-        f"Train a class-conditional shortcut model on MNIST (recipe {RECIPE}: "
+        f"Train a class-conditional shortcut model on MNIST (or --data fashion-mnist, or "
+        f"openmoji: unlabelled colour emoji scored with FID) (recipe {RECIPE}: "
         f"{config['backbone']} {config['backbone_options']}), then write a PNG grid per step "
         "budget (1, 2, 4, ..., 128 steps; same noise and labels), all_steps.png "
         "side by side, samples.npz, metrics.md / metrics.json and the checkpoint (OUT/run). Run "
@@ -31,7 +32,10 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument(
-        "--data", default=d.data, choices=list(DIGIT_DATASETS), help=f"data set (default {d.data})"
+        "--data",
+        default=d.data,
+        choices=named_image_sets(),
+        help=f"data set (default {d.data}; openmoji: colour emoji, scored with FID)",
     )
     p.add_argument(
         "--recipe",

