@@ -18,6 +18,7 @@ from shortcut_models.options import option
 LR_SCHEDULES = ("constant", "cosine")
 EVAL_WEIGHTS = ("ema", "model")
 MAX_SEED = 2**63  # seeds are 63-bit (torch.manual_seed takes at most 64 bits)
+MAX_MINUTES = 1_000_000  # about two years: any longer budget cannot be planned as a step count
 
 # Vectors (2-D toys, arrays: MLP, Wasserstein metrics), pixel images, or VAE latents of images.
 DataKind = Literal["vector", "image", "latent"]
@@ -85,6 +86,10 @@ class Training:
         _check_non_negative(minutes=self.minutes, seed=self.seed)
         if self.seed >= MAX_SEED:
             raise UsageError(f"seed must be below 2^63, got {self.seed}")
+        if self.minutes > MAX_MINUTES:
+            raise UsageError(
+                f"minutes must be at most {MAX_MINUTES:,} (about two years), got {self.minutes:g}"
+            )
         if self.eval_weights not in EVAL_WEIGHTS:
             raise UsageError(
                 f"eval-weights must be one of {', '.join(EVAL_WEIGHTS)}, got {self.eval_weights!r}"

@@ -11,6 +11,7 @@ PyTorch sampler.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,8 @@ def export_generator(
     """Write the generator of run `ckpt` to `out` and check it against the PyTorch sampler."""
     if fmt not in FORMATS:
         raise UsageError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if not math.isfinite(cfg):  # a NaN scale exports a generator of NaN images
+        raise UsageError(f"cfg must be a finite number, got {cfg}")
     run = load_run(ckpt, weights, "cpu")
     if run.spec.num_classes == 0 and cfg != 1.0:
         raise UsageError("this model is unconditional: --cfg does not apply")

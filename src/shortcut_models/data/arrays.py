@@ -18,6 +18,8 @@ from shortcut_models.data.indexed import IndexedData
 from shortcut_models.errors import UsageError
 
 log = logs.get(__name__)
+MAX_CLASSES = 1000  # labels of an array file lie in [0, MAX_CLASSES): one class embedding each
+MAGIC = {".npy": b"\x93NUMPY", ".npz": b"PK"}
 
 
 def read_arrays(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -25,6 +27,15 @@ def read_arrays(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"no array file at {path}")
+    with open(path, "rb") as handle:
+        head = handle.read(6)
+    kind = next((suffix for suffix, magic in MAGIC.items() if head.startswith(magic)), None)
+    if kind is None:
+        expected = path.suffix if path.suffix in MAGIC else ".npy or .npz"
+        raise UsageError(
+            f"{path} is not an {expected} file (it does not begin as NumPy writes "
+            "one; a text or CSV file needs numpy.loadtxt, then numpy.save)"
+        )
     try:
         loaded = np.load(path, allow_pickle=False)
         if isinstance(loaded, np.ndarray):  # an .npy
@@ -37,6 +48,8 @@ def read_arrays(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     except UsageError:
         raise
     except Exception as exc:  # numpy raises ValueError, OSError, BadZipFile ... for bad files
+        if "pickle" in str(exc):  # object arrays: never loaded, and never advised to be
+            raise UsageError(f"{path} holds Python objects; only numeric arrays are read") from None
         raise UsageError(f"cannot read {path} as .npy / .npz ({exc})") from None
 
 
@@ -59,8 +72,14 @@ class VectorData(IndexedData):
             raise UsageError(f"{name}: expected real numbers, got {x.dtype}")
         if not np.isfinite(x).all():
             raise UsageError(f"{name}: the array holds NaN or inf values")
+        x32 = np.ascontiguousarray(x, dtype=np.float32)
+        if not np.isfinite(x32).all():  # finite in float64, infinite once trained in float32
+            raise UsageError(
+                f"{name}: values beyond float32's range (largest magnitude "
+                f"{float(np.abs(x).max()):.3g}, float32 ends at 3.4e38); rescale the columns"
+            )
         self.name = name
-        self.vectors = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        self.vectors = torch.from_numpy(x32)
         self.shape = (int(x.shape[1]),)
         self.labels, self.num_classes = None, 0
         if labels is not None:
@@ -70,8 +89,15 @@ class VectorData(IndexedData):
                     f"{name}: 'y' must hold {x.shape[0]} integer labels >= 0, got "
                     f"{y.dtype} {y.shape}"
                 )
+            largest = int(y.max())  # a Python int: uint64 labels beyond int64 included
+            if largest >= MAX_CLASSES:
+                found = len(np.unique(y))
+                raise UsageError(
+                    f"{name}: labels must lie in [0, {MAX_CLASSES}) (one class embedding each); "
+                    f"found {found} distinct labels, largest {largest}"
+                )
             self.labels = torch.from_numpy(y.astype(np.int64))
-            self.num_classes = int(y.max()) + 1
+            self.num_classes = largest + 1
         std = self.vectors.std(dim=0)
         if bool(((std < 0.05) | (std > 20)).any()):
             log.warning(

@@ -1,0 +1,72 @@
+"""Faults and bad input on the surfaces added after the first fault suite: wall-clock budgets,
+`--data array`, `export` (issue 27). Each test failed before its fix."""
+
+import numpy as np
+import pytest
+from helpers import assert_one_line_error, run_main
+
+pytestmark = pytest.mark.faults
+
+TINY = ["--hidden-size", "8", "--depth", "1", "--batch-size", "16"]
+
+
+def test_a_budget_too_long_to_plan_is_refused_before_training(tmp_path, capsys):
+    """--minutes 1e308 trained, then died in the plan with OverflowError after a checkpoint."""
+    out = tmp_path / "run"
+    argv = ["train", "--data", "moons", *TINY, "--minutes", "1e308", "--out", str(out)]
+    code, _, err = run_main(argv, capsys)
+    assert_one_line_error(code, err, "minutes must be at most")
+    assert not (out / "checkpoint.safetensors").exists()
+
+
+def array_run(tmp_path, capsys, x, y=None, name="data.npz"):
+    path = tmp_path / name
+    if name.endswith(".npz"):
+        np.savez(path, x=x, **({} if y is None else {"y": y}))
+    else:
+        np.save(path, x)
+    argv = ["train", "--data", "array", "--data-path", str(path), *TINY, "--steps", "1"]
+    return run_main([*argv, "--out", str(tmp_path / "run")], capsys)
+
+
+@pytest.mark.parametrize("label", [10**6, 2**63 + 5], ids=["a million classes", "beyond int64"])
+def test_array_labels_beyond_the_class_cap_are_one_line(tmp_path, capsys, label):
+    """One stray label made a 256 MB checkpoint (10^6) or a C++ stack (2^63 + 5, uint64)."""
+    x = np.random.default_rng(0).normal(size=(32, 2)).astype(np.float32)
+    y = np.zeros(32, dtype=np.uint64)
+    y[3] = label
+    code, _, err = array_run(tmp_path, capsys, x, y)
+    assert_one_line_error(code, err, "labels must lie in [0, 1000)")
+    assert f"largest {label}" in err
+    assert not (tmp_path / "run" / "checkpoint.safetensors").exists()
+
+
+def test_array_values_that_overflow_float32_are_refused(tmp_path, capsys):
+    """1e300 is finite in float64 and inf in float32: it trained to 'loss is nan at step 1'."""
+    x = np.random.default_rng(0).normal(size=(32, 2))
+    x[2, 1] = 1e300
+    code, _, err = array_run(tmp_path, capsys, x, name="data.npy")
+    assert_one_line_error(code, err, "beyond float32")
+
+
+def test_a_text_file_named_npy_is_not_an_array_and_pickles_stay_off(tmp_path, capsys):
+    path = tmp_path / "data.npy"
+    path.write_text("1,2\n3,4\n")
+    argv = ["train", "--data", "array", "--data-path", str(path), *TINY, "--steps", "1"]
+    code, _, err = run_main([*argv, "--out", str(tmp_path / "run")], capsys)
+    assert_one_line_error(code, err, "is not an .npy file")
+    assert "allow_pickle" not in err and "pickle" not in err.lower()
+
+
+@pytest.mark.parametrize("cfg", ["nan", "inf", "-inf"])
+def test_export_refuses_a_guidance_scale_that_is_not_finite(tmp_path, capsys, cfg):
+    """export --cfg nan wrote a generator of NaN images and exited 0."""
+    from helpers import tiny_digit_run
+
+    run = tiny_digit_run(tmp_path / "run")
+    out = tmp_path / "g.pt2"
+    code, _, err = run_main(
+        ["export", "--ckpt", str(run), f"--cfg={cfg}", "--out", str(out)], capsys
+    )
+    assert_one_line_error(code, err, "cfg must be a finite number")
+    assert not out.exists()
