@@ -70,3 +70,62 @@ def test_export_refuses_a_guidance_scale_that_is_not_finite(tmp_path, capsys, cf
     )
     assert_one_line_error(code, err, "cfg must be a finite number")
     assert not out.exists()
+
+
+def test_export_refuses_an_output_that_is_not_a_regular_file(tmp_path, capsys):
+    """export --out /dev/null (as root) replaced the device node with a regular file; a FIFO
+    stands in for it here. Refused before any work; the FIFO is still a FIFO."""
+    import os
+    import stat
+
+    from helpers import tiny_digit_run
+
+    run = tiny_digit_run(tmp_path / "run")
+    fifo = tmp_path / "pipe.onnx"
+    os.mkfifo(fifo)
+    code, _, err = run_main(["export", "--ckpt", str(run), "--out", str(fifo)], capsys)
+    assert_one_line_error(code, err, "exists and is not a regular file")
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    from shortcut_models.files import atomic_write
+
+    with pytest.raises(Exception, match="not a regular file"):  # the writer itself refuses too
+        atomic_write(fifo, lambda tmp: tmp.write_text("x"))
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+@pytest.mark.slow
+def test_sigterm_during_export_leaves_no_output_and_no_temporary(tmp_path):
+    """SIGTERM killed export outright, leaving a 0-byte .NAME.xxxx.tmp that later exports kept."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from helpers import tiny_digit_run
+
+    run = tiny_digit_run(tmp_path / "run")
+    out = tmp_path / "g.onnx"
+    stale = tmp_path / ".g.onnx.killed9.tmp"  # what a kill -9 would leave
+    stale.write_bytes(b"")
+    argv = ["export", "--ckpt", str(run), "--steps", "16", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "shortcut_models", *argv],
+        stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+
+    def writing() -> bool:  # the stale file is gone and this export's own temporary is there
+        return not stale.exists() and bool(list(tmp_path.glob(".g.onnx.*.tmp")))
+
+    deadline = time.time() + 120
+    while time.time() < deadline and not writing():
+        assert child.poll() is None, child.communicate()
+        time.sleep(0.02)
+    assert writing()
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "shortcut export: terminated", err
+    assert "Traceback" not in err
+    assert not out.exists() and not list(tmp_path.glob(".g.onnx.*"))

@@ -8,3 +8,10 @@ class UsageError(ValueError):
 
 class TrainingError(Exception):
     """Training cannot go on (for example a non-finite loss): the CLI prints it and exits 1."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside training (which saves and stops on its own): raised where the program is,
+    so writes in progress remove their temporary files; the CLI exits 128 + 15."""
+
+    signum = 15

@@ -23,7 +23,7 @@ from torch import nn
 from shortcut_models import logs
 from shortcut_models.errors import UsageError
 from shortcut_models.factory import LoadedRun, load_run
-from shortcut_models.files import atomic_write
+from shortcut_models.files import atomic_write, temporary_files
 from shortcut_models.sampling import check_steps, sample, seeded_noise
 
 log = logs.get(__name__)
@@ -95,6 +95,8 @@ def export_generator(
     with torch.no_grad():
         expected = sampler(*args)
     out = Path(out)
+    for stale in temporary_files(out.parent, out.name):  # an earlier export killed with -9
+        stale.unlink(missing_ok=True)
     atomic_write(out, lambda tmp: _write(sampler, args, names, fmt, tmp))
     got = run_exported(out, fmt, dict(zip(names, args, strict=True)))
     return ExportReport(out, names, float((got - expected).abs().max()))

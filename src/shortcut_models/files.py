@@ -30,6 +30,9 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call write(tmp_path), then move tmp_path over `path` in one rename. The file gets the
     mode any new file gets (0666 less the umask), not mkstemp's private 0600."""
     path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_symlink():
+        # the rename would put a regular file in place of a device node, FIFO or socket
+        raise UsageError(f"{path} exists and is not a regular file: give a file name to write")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:

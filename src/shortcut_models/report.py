@@ -61,6 +61,8 @@ def check_output_file(path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         raise UsageError(f"{path} is a folder: give a file name for the result")
+    if path.exists() and not path.is_file():  # a rename would replace a device, FIFO or socket
+        raise UsageError(f"{path} exists and is not a regular file: give a file name to write")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

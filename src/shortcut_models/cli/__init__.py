@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from shortcut_models import logs
 from shortcut_models.cli import compare, demo, evaluate, export, sample, serve, tools, train
 from shortcut_models.cli.args import Parser
-from shortcut_models.errors import TrainingError, UsageError
+from shortcut_models.errors import Terminated, TrainingError, UsageError
 
 log = logs.get(__name__)
 
@@ -46,6 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     # past a file-size limit, a write fails (and is reported) instead of killing the process
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    # SIGTERM unwinds like Ctrl-C (temporary files removed, one line, exit 143); training installs
+    # its own handlers for the length of the run and saves first
+    previous_term = signal.signal(signal.SIGTERM, _terminate)
     logs.configure(args.verbose - args.quiet)
     ok = False
     try:
@@ -58,7 +61,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.debug(f"shortcut {args.command}: {type(exc).__name__}", exc_info=True)
         return _report(args.command, exc)
     finally:
+        signal.signal(signal.SIGTERM, previous_term)
         teardown(wait=ok)  # leave the torchrun process group, if any
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
 
 
 def _report(command: str, exc: BaseException) -> int:
@@ -70,8 +78,10 @@ def _report(command: str, exc: BaseException) -> int:
         log.error(f"shortcut {command}: training failed: {exc}")
         return 1
     if isinstance(exc, KeyboardInterrupt):
-        log.warning(f"shortcut {command}: interrupted")
-        return 130
+        log.warning(
+            f"shortcut {command}: {'terminated' if isinstance(exc, Terminated) else 'interrupted'}"
+        )
+        return 128 + (exc.signum if isinstance(exc, Terminated) else signal.SIGINT)
     # an OSError: a full disk, a read-only folder, a file that vanished
     where = f": {exc.filename}" if exc.filename else ""
     log.error(f"shortcut {command}: error: {exc.strerror or exc}{where}")
