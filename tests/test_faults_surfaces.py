@@ -129,3 +129,30 @@ def test_sigterm_during_export_leaves_no_output_and_no_temporary(tmp_path):
     assert err.strip().splitlines()[-1] == "shortcut export: terminated", err
     assert "Traceback" not in err
     assert not out.exists() and not list(tmp_path.glob(".g.onnx.*"))
+
+
+@pytest.mark.parametrize(
+    "argv, expect",
+    [
+        (["--backbone", "DiT-T/4"], "cannot take data"),
+        (["--init-from", "/nonexistent", "--objective", "shortcut"], "no checkpoint at"),
+    ],
+    ids=["backbone", "init-from"],
+)
+def test_a_refused_run_leaves_no_folder(tmp_path, capsys, argv, expect):
+    """Refused runs created their output folder, empty but for .lock."""
+    out = tmp_path / "run"
+    code, _, err = run_main(["train", "--data", "moons", *TINY, "--out", str(out), *argv], capsys)
+    assert_one_line_error(code, err, expect)
+    assert not out.exists()
+    existing = tmp_path / "mine"  # a folder that was there before is left as it was
+    (existing / "notes").mkdir(parents=True)
+    run_main(["train", "--data", "moons", *TINY, "--out", str(existing), *argv], capsys)
+    assert sorted(p.name for p in existing.iterdir()) == ["notes"]
+
+
+def test_a_refused_demo_leaves_no_folder(tmp_path, capsys):
+    out = tmp_path / "demo"
+    code, _, err = run_main(["demo", "--out", str(out), "--backbone", "mlp"], capsys)
+    assert_one_line_error(code, err, "cannot take data")
+    assert not out.exists()

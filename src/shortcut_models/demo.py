@@ -4,6 +4,7 @@ labels; scored with FD-digits on the digit sets and FID on the others (openmoji)
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Sequence
@@ -226,7 +227,18 @@ def run_demo(options: DemoOptions) -> dict[str, dict[str, float]]:
     if not options.budgets or min(options.budgets) < 1:
         raise UsageError(f"--budgets must be positive step counts, got {options.budgets}")
     budgets = sorted(set(options.budgets))
+    created = not Path(options.out).exists()
     out = prepare_out_dir(options.out)
+    try:
+        return _run_demo(options, budgets, out)
+    except UsageError:
+        if created:  # a refused demo leaves no folder behind (its run folder removed itself)
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
+
+
+def _run_demo(options: DemoOptions, budgets: list[int], out: Path) -> dict[str, dict[str, float]]:
     config, run = demo_config(options)
     precision = run["precision"]
     device = choose_device(options.device)

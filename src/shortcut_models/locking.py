@@ -10,6 +10,7 @@ over from the previous one (one Trainer built after another, as tests and notebo
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import socket
@@ -61,3 +62,14 @@ class FolderLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def undo_new_files(folder: Path, folder_is_new: bool, lock_is_new: bool) -> None:
+    """What a refused run made, undone: the lock file it created (only once released: removing
+    another holder's file would end its exclusion), then the folder if it made it and nothing
+    else is in it."""
+    if lock_is_new:
+        (Path(folder) / LOCK_NAME).unlink(missing_ok=True)
+    if folder_is_new:
+        with contextlib.suppress(OSError):
+            Path(folder).rmdir()

@@ -24,7 +24,7 @@ from shortcut_models.devices import resolve_device, resolve_precision
 from shortcut_models.ema import update_ema
 from shortcut_models.errors import TrainingError, UsageError
 from shortcut_models.files import prepare_out_dir
-from shortcut_models.locking import FolderLock
+from shortcut_models.locking import LOCK_NAME, FolderLock, undo_new_files
 from shortcut_models.seeding import OBJECTIVE, step_generator
 from shortcut_models.train.batches import step_batches
 from shortcut_models.train.checkpoints import CheckpointManager
@@ -51,7 +51,21 @@ class Trainer:
         """`on_plan` is called once, with the Plan, when the first steps have been timed (a
         fixed-step run is timed too when it is given)."""
         self.options, self.on_plan = options, on_plan
+        self.lock: FolderLock | None = None
+        folder_is_new = not Path(options.out_dir).exists()
+        lock_was_there = (Path(options.out_dir) / LOCK_NAME).exists()
         self.out_dir = prepare_out_dir(options.out_dir)
+        try:
+            self._accept(config, data)
+        except BaseException:
+            ours = self.lock is not None and not lock_was_there
+            self.close()
+            undo_new_files(self.out_dir, folder_is_new, ours)  # a refused run leaves nothing
+            raise
+
+    def _accept(self, config: TrainConfig, data: DataSource | None) -> None:
+        """Everything that can refuse the run, then its setup (the folder exists and is ours)."""
+        options = self.options
         self.device, self.dist = distributed.setup(resolve_device(options.device))
         self.autocast_dtype = resolve_precision(options.precision, self.device)
         micro_batches = self.dist.world_size * options.grad_accum
@@ -64,11 +78,7 @@ class Trainer:
         self.micro_batch = config.training.batch_size // micro_batches
         # one writer per folder: taken before anything in it is read or changed
         self.lock = FolderLock(self.out_dir, "shortcut train") if self.dist.is_main else None
-        try:
-            self._setup(config, data)
-        except BaseException:
-            self.close()
-            raise
+        self._setup(config, data)
 
     def _setup(self, config: TrainConfig, data: DataSource | None) -> None:
         self.config, self.checkpoints = (
