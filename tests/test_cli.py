@@ -21,7 +21,7 @@ def trained(tmp_path_factory):
 
 def test_unknown_data_set(tmp_path, capsys):
     code, _, err = run_main(["train", "--out", str(tmp_path / "r"), "--data", "nope"], capsys)
-    assert_one_line_error(code, err, "invalid choice")
+    assert_one_line_error(code, err, "unknown data set 'nope' (choose from: checkerboard")
 
 
 def test_negative_sizes(tmp_path, capsys):

@@ -156,3 +156,70 @@ def test_a_refused_demo_leaves_no_folder(tmp_path, capsys):
     code, _, err = run_main(["demo", "--out", str(out), "--backbone", "mlp"], capsys)
     assert_one_line_error(code, err, "cannot take data")
     assert not out.exists()
+
+
+class Plugin:
+    """An entry point of the group shortcut_models.datasets, calling `register` when loaded."""
+
+    name, value = "bad", "badpkg.data:register"
+
+    def __init__(self, register):
+        self.register = register
+
+    def load(self):
+        return self.register
+
+
+@pytest.fixture
+def plugins(monkeypatch):
+    """Install entry points for this test; record whether anything asked for them."""
+    import shortcut_models.data as data_registry
+
+    monkeypatch.setattr(data_registry, "_REGISTRY", dict(data_registry._REGISTRY))
+    monkeypatch.setattr(data_registry, "_plugins_loaded", False)
+    asked = []
+
+    def install(*entries):
+        def entry_points(group):
+            asked.append(group)
+            return list(entries)
+
+        monkeypatch.setattr("importlib.metadata.entry_points", entry_points)
+        return asked
+
+    return install
+
+
+def test_a_plugin_that_exits_on_import_is_named_and_skipped(tmp_path, capsys, plugins):
+    """A plugin raising SystemExit broke every command, --help included, silently (exit 3)."""
+
+    def exits():
+        raise SystemExit(3)
+
+    asked = plugins(Plugin(exits))
+    out = tmp_path / "run"
+    argv = ["train", "--data", "moons", *TINY, "--steps", "1", "--no-progress", "--out", str(out)]
+    code, _, err = run_main(argv, capsys)
+    assert code == 0 and not asked, err  # a built-in data set never loads plugins
+    code, text, err = run_main(["train", "--help"], capsys)
+    assert code == 0 and "--data DATA" in text
+    assert err.strip() == (
+        "warning: data set plugin 'bad' (badpkg.data:register) failed and is skipped: SystemExit: 3"
+    )
+    assert asked
+
+
+def test_a_plugin_cannot_replace_a_built_in_data_set(tmp_path, capsys, plugins):
+    from shortcut_models.data import dataset, register_dataset
+
+    def shadows():
+        register_dataset("mine", lambda: None, kind="vector")  # rolled back with the failure
+        register_dataset("moons", lambda: None, kind="vector")
+
+    plugins(Plugin(shadows))
+    code, _, err = run_main(["train", "--data", "mine", "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and "unknown data set 'mine'" in err
+    assert "'moons' is a built-in data set: register yours under another name" in err
+    assert dataset("moons").description == "a 2-D toy distribution"
+    with pytest.raises(ValueError, match="built-in"):
+        register_dataset("mnist", lambda: None, kind="image")

@@ -21,7 +21,7 @@ from shortcut_models import logs
 from shortcut_models.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from shortcut_models.compose import compose_config
 from shortcut_models.config import TrainConfig
-from shortcut_models.data import DIGIT_DATASETS, named_image_sets
+from shortcut_models.data import DIGIT_DATASETS, dataset, named_image_sets
 from shortcut_models.data.images import to_uint8
 from shortcut_models.devices import Choice, bf16_hardware, choose_device, choose_precision
 from shortcut_models.errors import UsageError
@@ -220,7 +220,8 @@ def _metric_note(scorer: ImageScorer) -> str:
 
 def run_demo(options: DemoOptions) -> dict[str, dict[str, float]]:
     """Train (or resume) into OUT/run; write grids, a side-by-side image and a metrics table."""
-    if options.data not in named_image_sets():
+    entry = dataset(options.data)  # plugins load only for a name that is not built in
+    if entry.kind != "image" or entry.options is not None:
         raise UsageError(f"the demo takes a named image set ({', '.join(named_image_sets())})")
     if options.num < 10:
         raise UsageError(f"--num must be at least 10, got {options.num}")

@@ -10,6 +10,7 @@ re-raises it.
 from __future__ import annotations
 
 import signal
+import sys
 from collections.abc import Sequence
 
 from shortcut_models import logs
@@ -34,8 +35,30 @@ def build_parser() -> Parser:
     return parser
 
 
+def wants_plugins(argv: Sequence[str]) -> bool:
+    """Whether the command line names a data set that is not built in, or asks for help: only
+    then are data set plugins loaded (their options become flags)."""
+    from shortcut_models.data import builtin_names
+
+    if "-h" in argv or "--help" in argv:
+        return True
+    builtin = set(builtin_names())
+    for i, arg in enumerate(argv):
+        value = arg.partition("=")[2] if arg.startswith("--data=") else None
+        if arg == "--data" and i + 1 < len(argv):
+            value = argv[i + 1]
+        if value is not None and value not in builtin:
+            return True
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:  # the parser's choices import torch: a Ctrl-C in these first seconds is one line too
+        if wants_plugins(argv):
+            from shortcut_models.data import load_plugins
+
+            load_plugins()
         args = build_parser().parse_args(argv)
         from shortcut_models.distributed import teardown
     except KeyboardInterrupt:

@@ -104,6 +104,33 @@ def guidance_entry(text: str) -> tuple[int, float]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def data_set(kind: str | None = None) -> Callable[[str], str]:
+    """A --data value: a registered data set (of `kind`); plugins load only for a name that is
+    not built in, so a broken plugin cannot stop a command that does not use it."""
+
+    def check(text: str) -> str:
+        from shortcut_models.data import dataset
+        from shortcut_models.errors import UsageError
+
+        try:
+            entry = dataset(text)
+        except UsageError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        if kind is not None and entry.kind != kind:
+            raise argparse.ArgumentTypeError(f"'{text}' is a {entry.kind} data set, not {kind}")
+        return text
+
+    return check
+
+
+def data_help(kind: str | None = None) -> str:
+    """The built-in names, for a --data help text (plugins' sets are listed by `--help`'s error
+    for an unknown name)."""
+    from shortcut_models.data import builtin_names
+
+    return ", ".join(builtin_names(kind)) + ", or a plugin's"
+
+
 def add_paths(p: argparse.ArgumentParser, ckpt: str | None, out: str | None) -> None:
     """The required --ckpt (a run folder or checkpoint file) and --out, with their help."""
     if ckpt is not None:

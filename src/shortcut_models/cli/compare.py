@@ -23,14 +23,13 @@ SHARED = ("backbone", "steps", "batch_size", "lr", "ema_decay", "seed")
 
 def register(subparsers: Any) -> None:
     from shortcut_models.compare import METHODS
-    from shortcut_models.data import dataset_names
     from shortcut_models.devices import MEMORY_FORMATS, PRECISIONS
     from shortcut_models.evaluation.images import METRICS
     from shortcut_models.recipes import recipe_names
     from shortcut_models.sampling import STEP_BUDGETS
 
     p = a.command(subparsers, "compare", run, SUMMARY, DESCRIPTION)
-    p.add_argument("--data", required=True, choices=dataset_names(), help="data set")
+    p.add_argument("--data", required=True, type=a.data_set(), help=f"data set: {a.data_help()}")
     a.add_options(p, a.data_options())
     p.add_argument("--json", type=Path, help="write {objective: {steps: value}} here")
     p.add_argument("--out", type=Path, help="run folders (default runs/compare-DATA)")

@@ -10,7 +10,6 @@ from shortcut_models.cli import args as a
 
 
 def register(subparsers: Any) -> None:
-    from shortcut_models.data import named_image_sets
     from shortcut_models.demo import RECIPE, DemoOptions
     from shortcut_models.devices import PRECISIONS
     from shortcut_models.recipes import recipe, recipe_names
@@ -34,7 +33,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--data",
         default=d.data,
-        choices=named_image_sets(),
+        type=a.data_set("image"),
         help=f"data set (default {d.data}; openmoji: colour emoji, scored with FID)",
     )
     p.add_argument(

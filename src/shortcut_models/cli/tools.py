@@ -76,10 +76,14 @@ def run_stats(args: argparse.Namespace) -> int:
 
 
 def register_encode(subparsers: Any) -> None:
-    from shortcut_models.data import dataset_names
 
     p = a.command(subparsers, "encode", run_encode, ENCODE_SUMMARY, ENCODE_DESCRIPTION)
-    p.add_argument("--data", required=True, choices=dataset_names("image"), help="image data set")
+    p.add_argument(
+        "--data",
+        required=True,
+        type=a.data_set("image"),
+        help=f"image data set: {a.data_help('image')}",
+    )
     a.add_options(p, a.data_options(), skip=("flip",))
     p.add_argument("--vae", type=Path, help="AutoencoderKL folder (diffusers layout) or file")
     a.add_paths(p, None, "shard folder (created if missing)")

@@ -24,7 +24,6 @@ DESCRIPTION = (
 
 
 def register(subparsers: Any) -> None:
-    from shortcut_models.data import dataset_names
     from shortcut_models.objectives import OBJECTIVES
     from shortcut_models.recipes import RECIPES, recipe_names
 
@@ -33,7 +32,9 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--out", required=True, type=Path, help="run folder (created if missing)")
     p.add_argument(
-        "--data", choices=dataset_names(), help=f"data set (default {DEFAULTS.data.name})"
+        "--data",
+        type=a.data_set(),
+        help=f"data set: {a.data_help()} (default {DEFAULTS.data.name})",
     )
     p.add_argument(
         "--objective",

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from shortcut_models import logs
 from shortcut_models.config import DataKind
 from shortcut_models.data.arrays import VectorData
 from shortcut_models.data.images import ImageData, to_uint8
@@ -31,6 +32,7 @@ from shortcut_models.errors import UsageError
 from shortcut_models.options import declared_options, option
 
 DATA_KINDS: tuple[DataKind, ...] = typing.get_args(DataKind)
+log = logs.get(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class RegisteredDataset:
 
 
 _REGISTRY: dict[str, RegisteredDataset] = {}
+_BUILTIN: frozenset[str] = frozenset()  # set once the built-ins below are registered
 PLUGIN_GROUP = "shortcut_models.datasets"
 _plugins_loaded = False
 
@@ -64,11 +67,17 @@ def register_dataset(
         raise ValueError(f"kind must be one of {', '.join(DATA_KINDS)}, got {kind!r}")
     if options is not None and not dataclasses.is_dataclass(options):
         raise TypeError(f"options of data set '{name}' must be a dataclass")
+    if name in _BUILTIN:  # a plugin must not silently replace what every command relies on
+        raise ValueError(f"'{name}' is a built-in data set: register yours under another name")
     _REGISTRY[name] = RegisteredDataset(name, builder, options, kind, description)
 
 
 def load_plugins() -> None:
-    """Call every installed `shortcut_models.datasets` entry point once (each registers sets)."""
+    """Call every installed `shortcut_models.datasets` entry point once (each registers sets).
+
+    Only when a name is not built in, or when sets are listed: a broken plugin cannot stop a
+    command that does not use it. One that fails (any exception, SystemExit included) is named
+    in one warning and skipped, with whatever it had registered."""
     global _plugins_loaded
     if _plugins_loaded:
         return
@@ -76,17 +85,31 @@ def load_plugins() -> None:
     from importlib.metadata import entry_points
 
     for entry in entry_points(group=PLUGIN_GROUP):
+        before = dict(_REGISTRY)
         try:
             entry.load()()
-        except Exception as exc:  # a broken plugin is the user's to fix, and says which
-            raise UsageError(
-                f"data set plugin '{entry.name}' ({entry.value}) failed: {exc}"
-            ) from None
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: B036 - a plugin's SystemExit must not end us either
+            _REGISTRY.clear()
+            _REGISTRY.update(before)
+            said = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            log.warning(
+                f"warning: data set plugin '{entry.name}' ({entry.value}) failed and is skipped: "
+                f"{type(exc).__name__}" + (f": {said}" if said else "")
+            )
+
+
+def builtin_names(kind: DataKind | None = None) -> list[str]:
+    """The data sets that ship with the package (no plugin is loaded to list them)."""
+    return [n for n, e in _REGISTRY.items() if n in _BUILTIN and kind in (None, e.kind)]
 
 
 def dataset(name: str) -> RegisteredDataset:
-    """The registered data set `name`; an unknown name is a UsageError listing the choices."""
-    load_plugins()
+    """The registered data set `name`; an unknown name is a UsageError listing the choices.
+    Plugins are loaded only for a name that is not built in."""
+    if name not in _BUILTIN:
+        load_plugins()
     if name not in _REGISTRY:
         raise UsageError(f"unknown data set '{name}' (choose from: {', '.join(dataset_names())})")
     return _REGISTRY[name]
@@ -105,8 +128,8 @@ def named_image_sets() -> list[str]:
 
 
 def data_option_classes() -> dict[str, type]:
-    """{data set: its options dataclass} for the sources that take options."""
-    load_plugins()
+    """{data set: its options dataclass} for the sources registered now that take options (the
+    command line loads plugins first when it is asked for one, or for --help)."""
     return {name: entry.options for name, entry in _REGISTRY.items() if entry.options}
 
 
@@ -267,6 +290,7 @@ register_dataset(
     "latents", _latents, LatentOptions, kind="latent", description="VAE latents of images"
 )
 register_dataset("array", _arrays, ArrayOptions, kind="vector", description="an .npy / .npz")
+_BUILTIN = frozenset(_REGISTRY)
 
 
 __all__ = [
@@ -284,6 +308,7 @@ __all__ = [
     "ImageReader",
     "Source",
     "image_reader",
+    "builtin_names",
     "load_plugins",
     "named_image_sets",
     "register_dataset",
