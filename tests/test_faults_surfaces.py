@@ -223,3 +223,185 @@ def test_a_plugin_cannot_replace_a_built_in_data_set(tmp_path, capsys, plugins):
     assert dataset("moons").description == "a 2-D toy distribution"
     with pytest.raises(ValueError, match="built-in"):
         register_dataset("mnist", lambda: None, kind="image")
+
+
+# -- the playground: a server you could leave running ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def digit_run(tmp_path_factory):
+    from helpers import tiny_digit_run
+
+    return tiny_digit_run(tmp_path_factory.mktemp("serve") / "run")
+
+
+@pytest.fixture
+def serving(digit_run):
+    """start(**make_server options) -> (server, port); every server is shut down after."""
+    import threading
+
+    from shortcut_models.serve import Playground, make_server
+
+    servers = []
+
+    def start(**options):
+        httpd = make_server(Playground(digit_run), "127.0.0.1", 0, **options)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        servers.append(httpd)
+        return httpd, httpd.server_address[1]
+
+    yield start
+    for httpd in servers:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def raw(port, request: bytes, timeout=30.0) -> bytes:
+    """Send bytes, read the whole answer (the server closes or says Connection: close)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def status_and_body(answer: bytes) -> tuple[int, bytes]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "65536"])
+def test_serve_refuses_a_port_out_of_range_up_front(tmp_path, capsys, port):
+    """serve --port 99999 died in an OverflowError traceback."""
+    code, _, err = run_main(["serve", "--ckpt", str(tmp_path / "none"), f"--port={port}"], capsys)
+    assert_one_line_error(code, err, "port must be in 0..65535")
+
+
+def test_serve_answers_other_methods_with_one_json_line(serving):
+    """POST, PUT, ... got the standard library's HTML 501 page; HEAD / got one too."""
+    import json
+
+    _, port = serving()
+    host = f"Host: 127.0.0.1:{port}\r\n".encode()
+    for method in ("POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "FOO"):
+        answer = raw(port, f"{method} / HTTP/1.1\r\n".encode() + host + b"\r\n")
+        status, body = status_and_body(answer)
+        assert status == 405, (method, answer[:200])
+        assert b"<html" not in answer.lower() and len(body.splitlines()) == 1
+        assert "not allowed" in json.loads(body)["error"]
+    status, body = status_and_body(raw(port, b"HEAD / HTTP/1.1\r\n" + host + b"\r\n"))
+    assert status == 200 and body == b""
+    status, body = status_and_body(raw(port, b"GET / HTTP/1.1\r\n" + host + b"\r\n"))
+    assert status == 200 and b"<html" in body.lower()
+
+
+def test_serve_answers_only_the_host_names_of_its_address(serving):
+    """No Host check: a page elsewhere could read /api/info through DNS rebinding."""
+    _, port = serving(allow_hosts=["lab-box"])
+    for host, expect in [
+        (f"localhost:{port}", 200),
+        (f"127.0.0.1:{port}", 200),
+        (f"[::1]:{port}", 200),
+        (f"lab-box:{port}", 200),
+        (f"evil.example:{port}", 403),
+        ("evil.example", 403),
+    ]:
+        answer = raw(port, f"GET /api/info HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        assert status_and_body(answer)[0] == expect, host
+
+
+def test_a_client_that_goes_away_is_no_traceback(serving, capfd):
+    """A disconnect mid-answer printed a chained BrokenPipeError traceback every time."""
+    import socket
+    import struct
+    import time
+
+    _, port = serving()
+    for _ in range(3):
+        sock = socket.create_connection(("127.0.0.1", port))
+        query = "/api/generate?steps=128&count=64"
+        sock.sendall(f"GET {query} HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n".encode())
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()  # a reset, while the server is still sampling
+    time.sleep(3)
+    answer = raw(port, f"GET /api/info HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n".encode())
+    assert status_and_body(answer)[0] == 200  # still serving
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+@pytest.mark.slow
+def test_slow_clients_cannot_exhaust_the_server(serving):
+    """Connections had no timeout and the thread pool no bound: slowloris exhausted threads."""
+    import contextlib
+    import socket
+    import time
+
+    httpd, port = serving(timeout=2.0, limit=128)
+    slow = []
+    for _ in range(100):  # each sends half a request line and then nothing
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        sock.sendall(b"GET /api/in")
+        slow.append(sock)
+    tick = time.time()
+    answer = raw(port, f"GET /api/info HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n".encode())
+    assert status_and_body(answer)[0] == 200 and time.time() - tick < 10
+    time.sleep(3)  # past the timeout every slow connection is closed by the server
+    for sock in slow:
+        sock.settimeout(10)
+        with contextlib.suppress(ConnectionResetError):  # closed: b"", a 408 line, or a reset
+            sock.recv(1024)  # a socket.timeout here would mean the server kept it open
+        sock.close()
+    over = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+    assert httpd.slots._value >= 128 - 3  # the slots came back  # noqa: SLF001
+    for sock in over:
+        sock.close()
+
+
+def test_info_stays_small_with_a_million_classes(digit_run):
+    """/api/info of a model with 10^6 classes was 9.9 MB."""
+    import dataclasses
+    import json
+
+    from shortcut_models.serve import MAX_CLASS_NAMES, Playground
+
+    playground = Playground(digit_run)
+    spec = dataclasses.replace(playground.run.spec, num_classes=10**6)
+    playground.run = dataclasses.replace(playground.run, spec=spec)
+    info = playground.info()
+    assert info["num_classes"] == 10**6 and len(info["classes"]) == MAX_CLASS_NAMES
+    assert len(json.dumps(info)) < 20_000
+    page = playground.classes(999_500, 1000)
+    assert page["classes"][0] == "999500" and len(page["classes"]) == 500
+    with pytest.raises(Exception, match="count in 1..1000"):
+        playground.classes(0, 10**6)
+
+
+@pytest.mark.slow
+def test_serve_says_when_it_listens_beyond_this_machine(digit_run):
+    """--host '' silently bound every interface."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from shortcut_models.serve import is_loopback
+
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("") and not is_loopback("0.0.0.0") and not is_loopback("192.168.1.2")
+    child = subprocess.Popen(
+        [sys.executable, "-m", "shortcut_models", "serve", "--ckpt", str(digit_run),
+         "--host", "", "--port", "0"],
+        stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    try:
+        line = child.stderr.readline()
+    finally:
+        child.send_signal(signal.SIGINT)
+        child.communicate(timeout=60)
+    assert line.startswith("warning: listening on every interface: other machines can reach")
