@@ -1,5 +1,12 @@
 """Parity with the official JAX code (kvfrans/shortcut-models): same parameters, same inputs,
-same numbers, in float32 on CPU.
+same numbers, on CPU, in float64 and in float32.
+
+float64 (`--dtype float64`: JAX with jax_enable_x64, the official DiT built in float64, our
+network and every input in double) is the proof that holds on any machine: every check must agree
+to 1e-10, far below any rounding of float32. float32 (`--dtype float32`, what both codes train in)
+differs by summation order, which varies with the CPU's instruction set: its tolerance is relative
+to the values' magnitude (1e-5 of max(1, max |value|) for networks and targets, 1e-4 for
+sampling), so a DiT-B/2 whose outputs reach 3.14 may differ by 3.1e-5 on any CPU.
 
 Needs a checkout of the official repository (nothing of it enters ours) and one environment with
 both its JAX dependencies and this package. Versions that ran it on CPU (Python 3.11):
@@ -7,13 +14,16 @@ both its JAX dependencies and this package. Versions that ran it on CPU (Python 
     python -m venv jaxenv && jaxenv/bin/pip install "jax==0.4.20" "jaxlib==0.4.20" \\
         "flax==0.7.4" "optax==0.1.7" "numpy<2" "scipy<1.13" "ml_dtypes==0.2.0" \\
         "chex==0.1.85" einops ml_collections torch==2.13.0
-    jaxenv/bin/pip install --no-deps -e . && jaxenv/bin/pip install tqdm pillow
+    jaxenv/bin/pip install --no-deps -e . && jaxenv/bin/pip install tqdm pillow safetensors \
+        "POT>=0.9.4" "matplotlib>=3.7"
     git clone https://github.com/kvfrans/shortcut-models official
     jaxenv/bin/python benchmarks/parity.py --official official --official-commit 6010043 \\
-        --md benchmarks/results/parity.md --json benchmarks/results/parity.json
+        --dtype float64 --md benchmarks/results/parity_float64.md \
+        --json benchmarks/results/parity_float64.json
+    jaxenv/bin/python benchmarks/parity.py --official official --official-commit 6010043 \
+        --dtype float32 --md benchmarks/results/parity.md --json benchmarks/results/parity.json
 
-Checks (max abs difference of each; tolerances 1e-5 for networks and targets, 1e-4 for
-sampling):
+Checks (max abs difference of each, against the tolerances above):
 - forward: the official DiT with random parameters (every layer perturbed, so the zero-
   initialised ones matter) against our DiT under the reference recipe's options with those
   parameters converted (backbones/flax_dit.py), for a small config and DiT-B/2 at 32x32x4;
@@ -51,7 +61,18 @@ from shortcut_models.sampling import sample
 
 M = 128
 CLASSES = 10
-TOLERANCE = {"forward": 1e-5, "target": 1e-5, "sampling": 1e-4}
+# float32: relative to max(1, max |value|); float64: absolute
+TOLERANCE = {
+    "float32": {"forward": 1e-5, "target": 1e-5, "sampling": 1e-4},
+    "float64": {"forward": 1e-10, "target": 1e-10, "sampling": 1e-10},
+}
+DTYPE = {"np": np.float32, "torch": torch.float32}  # set by main() from --dtype
+
+
+def tolerance(dtype: str, kind: str, scale: float) -> float:
+    """The largest difference accepted for a check of `kind` whose values reach `scale`."""
+    limit = TOLERANCE[dtype][kind]
+    return limit * max(1.0, scale) if dtype == "float32" else limit
 
 
 def official_modules(path: Path) -> dict[str, types.ModuleType]:
@@ -64,7 +85,24 @@ def official_modules(path: Path) -> dict[str, types.ModuleType]:
         "ct": "baselines.targets_consistency_training",
         "livereflow": "baselines.targets_livereflow",
     }
-    return {key: importlib.import_module(name) for key, name in names.items()}
+    modules = {key: importlib.import_module(name) for key, name in names.items()}
+    if DTYPE["np"] is np.float64:  # the official code casts to float32 in places (its time and
+        # position embeddings, attention weights, targets): widen those casts to float64 there
+        for module in [*modules.values(), importlib.import_module("math_utils")]:
+            module.jnp = Float64Numpy(module.jnp)
+            if hasattr(module, "np"):
+                module.np = Float64Numpy(module.np)
+    return modules
+
+
+class Float64Numpy:
+    """jax.numpy (or numpy) as a module sees it, with `float32` meaning float64."""
+
+    def __init__(self, inner: types.ModuleType) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, "float64" if name == "float32" else name)
 
 
 class Official:
@@ -82,7 +120,7 @@ class Official:
             class_dropout_prob=0.1,
             num_classes=CLASSES,
             ignore_dt=ignore_dt,
-            dtype=jnp.float32,
+            dtype=jnp.float64 if DTYPE["np"] is np.float64 else jnp.float32,
         )
         x = jnp.zeros((1, image, image, channels))
         params = self.net.init(
@@ -95,7 +133,7 @@ class Official:
         leaves, tree = jax.tree_util.tree_flatten(params)
         keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(leaves))
         noisy = [
-            leaf + 0.05 * jax.random.normal(k, leaf.shape)
+            (leaf + 0.05 * jax.random.normal(k, leaf.shape)).astype(DTYPE["np"])
             for leaf, k in zip(leaves, list(keys), strict=True)
         ]
         self.params = jax.tree_util.tree_unflatten(tree, noisy)
@@ -116,8 +154,10 @@ class Official:
             **self.size,
             **(REFERENCE_DIT if options is None else options),
         )
+        net = net.to(DTYPE["torch"])
         flat = self.jax.tree_util.tree_map(np.asarray, self.params)
-        net.load_state_dict(dit_state_from_flax(flat, CLASSES))
+        state = {k: v.to(DTYPE["torch"]) for k, v in dit_state_from_flax(flat, CLASSES).items()}
+        net.load_state_dict(state)
         return net.eval()
 
 
@@ -133,7 +173,12 @@ class LevelZero(torch.nn.Module):
 
 
 def nchw(a) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(a, dtype=np.float32)).permute(0, 3, 1, 2).contiguous()
+    return torch.from_numpy(np.asarray(a, dtype=DTYPE["np"])).permute(0, 3, 1, 2).contiguous()
+
+
+def floats(a) -> torch.Tensor:
+    """A vector (t, d) in the working precision."""
+    return torch.from_numpy(np.asarray(a, dtype=DTYPE["np"]))
 
 
 def nhwc(a: torch.Tensor) -> np.ndarray:
@@ -173,16 +218,16 @@ def check_forward(
     official = Official(mods, size, image, channels, ignore_dt=False, seed=0)
     ours = official.ours(image, options)
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((n, image, image, channels)).astype(np.float32)
-    t = rng.random(n).astype(np.float32)
+    x = rng.standard_normal((n, image, image, channels)).astype(DTYPE["np"])
+    t = rng.random(n).astype(DTYPE["np"])
     level = rng.integers(0, 8, n)
     y = rng.integers(0, CLASSES + 1, n)
-    theirs = official(official.jnp.asarray(x), t, level.astype(np.float32), y)
+    theirs = official(official.jnp.asarray(x), t, level.astype(DTYPE["np"]), y)
     with torch.no_grad():
         mine = ours(
             nchw(x),
             torch.from_numpy(t),
-            torch.pow(2.0, -torch.from_numpy(level)).float(),
+            torch.pow(2.0, -torch.from_numpy(level)).to(DTYPE["torch"]),
             torch.from_numpy(y),
         )
     return largest(theirs, nhwc(mine))
@@ -194,7 +239,7 @@ IMAGE, CHANNELS = 8, 4
 
 def batch(n: int, seed: int):
     rng = np.random.default_rng(seed)
-    images = np.clip(rng.standard_normal((n, IMAGE, IMAGE, CHANNELS)), -2, 2).astype(np.float32)
+    images = np.clip(rng.standard_normal((n, IMAGE, IMAGE, CHANNELS)), -2, 2).astype(DTYPE["np"])
     return images, rng.integers(0, CLASSES, n).astype(np.int32)
 
 
@@ -206,8 +251,8 @@ def check_shortcut(mods, bootstrap_cfg: bool) -> dict[str, float]:
     fl = flags(n, bootstrap_cfg=int(bootstrap_cfg), cfg_scale=1.5)
     key = official.jax.random.PRNGKey(3)
     x_t, v_t, t, dt_base, y, _ = mods["shortcut"].get_targets(fl, key, official, images, labels)
-    x_t, v_t, t = nchw(x_t), nchw(v_t), torch.from_numpy(np.asarray(t))
-    level, y = torch.from_numpy(np.asarray(dt_base)).float(), torch.from_numpy(np.asarray(y)).long()
+    x_t, v_t, t = nchw(x_t), nchw(v_t), floats(t)
+    level, y = floats(dt_base), torch.from_numpy(np.asarray(y)).long()
     options = {
         **REFERENCE_OBJECTIVES["shortcut"],
         "bootstrap_cfg": bootstrap_cfg,
@@ -231,7 +276,7 @@ def check_shortcut(mods, bootstrap_cfg: bool) -> dict[str, float]:
             largest(interpolate(x0, x1, t[flow]), x_t[flow]),
             largest(flow_velocity(x0, x1), v_t[flow]),
         )
-        expected_levels = torch.tensor([6, 5, 4, 3, 2, 1, 0, 0] + [7] * (n - nb)).float()
+        expected_levels = torch.tensor([6, 5, 4, 3, 2, 1, 0, 0] + [7] * (n - nb)).to(level)
         assert torch.equal(level, expected_levels), level
     return result
 
@@ -257,10 +302,10 @@ def check_progressive(mods) -> dict[str, float]:
         )
         objective.teacher_network = teacher
         objective.step, objective.total_steps = step, fl.max_steps
-        level = torch.from_numpy(np.asarray(dt_base)).float()
+        level = floats(dt_base)
         mine = objective.distill_target(
             nchw(x_t),
-            torch.from_numpy(np.asarray(t)),
+            floats(t),
             torch.pow(2.0, -level),
             torch.from_numpy(np.asarray(y)).long(),
         )
@@ -287,12 +332,12 @@ def check_consistency(mods) -> dict[str, float]:
     )
     cd.teacher_network = student  # the official test uses one network for teacher and student
     yt = torch.from_numpy(np.asarray(y)).long()
-    mine = cd.consistency_target(student, nchw(x_t), torch.from_numpy(np.asarray(t)), yt)
+    mine = cd.consistency_target(student, nchw(x_t), floats(t), yt)
     result = {"consistency distillation target": largest(nchw(v), mine)}
 
     official.step = 25  # stage 2 of 7: dt = 1/4
     x_t, v, t, dt_base, y, _ = mods["ct"].get_targets(fl, key, official, images, labels)
-    t = torch.from_numpy(np.asarray(t))
+    t = floats(t)
     x1 = nchw(images)
     x0 = recover_noise(nchw(x_t), t, x1)
     stage = int(np.asarray(dt_base))
@@ -314,7 +359,7 @@ def check_live_reflow(mods) -> dict[str, float]:
     key = official.jax.random.PRNGKey(6)
     x_t, v, t, dt_base, y, _ = mods["livereflow"].get_targets(fl, key, official, images, labels)
     nb = n // 8
-    x_t, v, t = nchw(x_t)[:nb], nchw(v)[:nb], torch.from_numpy(np.asarray(t))[:nb]
+    x_t, v, t = nchw(x_t)[:nb], nchw(v)[:nb], floats(t)[:nb]
     tb = t[:, None, None, None]
     x0 = (x_t - tb * v) / (1 + 1e-5 * tb)  # x_t = (1 - (1 - eps) t) x0 + t (x0 + v)
     objective = build_objective(
@@ -349,7 +394,7 @@ def check_sampling(mods) -> dict[str, float]:
     official = Official(mods, SMALL, IMAGE, CHANNELS, ignore_dt=False, seed=5)
     net = official.ours(IMAGE)
     rng = np.random.default_rng(5)
-    noise = rng.standard_normal((16, IMAGE, IMAGE, CHANNELS)).astype(np.float32)
+    noise = rng.standard_normal((16, IMAGE, IMAGE, CHANNELS)).astype(DTYPE["np"])
     labels = rng.integers(0, CLASSES, 16).astype(np.int32)
     result = {}
     cases = [
@@ -380,10 +425,20 @@ def main() -> None:
     p.add_argument(
         "--official-commit", default="unknown", help="the checkout's commit, for the record"
     )
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "float64"],
+        default="float32",
+        help="float64: every check to 1e-10 on any CPU; float32: relative tolerances",
+    )
     args = p.parse_args()
     import jax
 
     jax.config.update("jax_default_matmul_precision", "highest")
+    if args.dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
+        DTYPE.update(np=np.float64, torch=torch.float64)
+        torch.set_default_dtype(torch.float64)
     torch.manual_seed(0)
     mods = official_modules(args.official)
     results: dict[str, float] = {}
@@ -417,12 +472,13 @@ def main() -> None:
 
     rows = []
     for name, value in results.items():
-        limit = TOLERANCE.get(kinds[name])
+        kind = kinds[name]
+        limit = tolerance(args.dtype, kind, scales[name]) if kind != "control" else None
         verdict = ("yes" if value <= limit else "NO") if limit else "differs, as it should"
-        if not limit and value <= TOLERANCE["forward"]:
+        if not limit and value <= tolerance(args.dtype, "forward", scales[name]):
             verdict = "NO: the control does not differ"
         rows.append(
-            [name, f"{value:.2e}", f"{scales[name]:.3g}", f"{limit:g}" if limit else "-", verdict]
+            [name, f"{value:.2e}", f"{scales[name]:.3g}", f"{limit:.2g}" if limit else "-", verdict]
         )
     headers = ["check", "max abs difference", "max abs value", "tolerance", "within"]
     table = markdown_table(headers, rows)
@@ -430,14 +486,16 @@ def main() -> None:
     versions = (
         f"jax {jax.__version__}, flax {importlib.import_module('flax').__version__}, "
         f"numpy {np.__version__}, torch {torch.__version__}, Python {platform.python_version()}, "
-        f"{platform.machine()} CPU, float32"
+        f"{platform.machine()} CPU, {args.dtype}"
     )
     if args.md:
         header = (
             "# Parity with the official code (kvfrans/shortcut-models)\n\n"
             f"Official commit {args.official_commit}; {versions}; {date.today()}. Written by\n"
-            "`benchmarks/parity.py --official PATH` (see its docstring for what each check "
-            "compares).\n\n"
+            f"`benchmarks/parity.py --official PATH --dtype {args.dtype}` (see its docstring for "
+            "what each check compares; tolerance: "
+            + ("absolute" if args.dtype == "float64" else "relative to max(1, max |value|)")
+            + ").\n\n"
         )
         args.md.write_text(header + table + "\n")
     if args.json:

@@ -84,9 +84,10 @@ def sample(
     x = noise
     n = x.shape[0]
     dt = 1.0 / steps
-    d = torch.full((n,), spec.step_size(steps), device=x.device, dtype=torch.float32)
+    wide = torch.promote_types(x.dtype, torch.float32)  # t and d: float32, float64 for float64 x
+    d = torch.full((n,), spec.step_size(steps), device=x.device, dtype=wide)
     for i in range(steps):
-        t = torch.full((n,), i * dt, device=x.device, dtype=torch.float32)
+        t = torch.full((n,), i * dt, device=x.device, dtype=wide)
         v = guided_velocity(model, x, t, d, y, cfg_scale, null_class).to(x.dtype)
         if spec.renoise and i < steps - 1:
             x1_hat = x + (1 - i * dt) * v

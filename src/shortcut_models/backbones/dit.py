@@ -59,7 +59,8 @@ def sincos_2d(dim: int, grid: int, order: str = "row-col") -> torch.Tensor:
         return np.concatenate([np.sin(args), np.cos(args)], axis=1)
 
     halves = [embed(rows), embed(cols)] if order == "row-col" else [embed(cols), embed(rows)]
-    return torch.from_numpy(np.concatenate(halves, axis=1)).float()
+    # in the default dtype: float32 as always, float64 for the float64 parity proof
+    return torch.from_numpy(np.concatenate(halves, axis=1)).to(torch.get_default_dtype())
 
 
 class Attention(nn.Module):
