@@ -12,6 +12,8 @@ PyTorch sampler.
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,7 @@ import torch
 from torch import nn
 
 from shortcut_models import logs
-from shortcut_models.errors import UsageError
+from shortcut_models.errors import Terminated, UsageError
 from shortcut_models.factory import LoadedRun, load_run
 from shortcut_models.files import atomic_write, temporary_files
 from shortcut_models.sampling import check_steps, sample, seeded_noise
@@ -97,9 +99,45 @@ def export_generator(
     out = Path(out)
     for stale in temporary_files(out.parent, out.name):  # an earlier export killed with -9
         stale.unlink(missing_ok=True)
-    atomic_write(out, lambda tmp: _write(sampler, args, names, fmt, tmp))
+    with Signalled() as signalled:
+
+        def write(tmp: Path) -> None:
+            _write(sampler, args, names, fmt, tmp)
+            signalled.check()  # an exporter that swallowed the interrupt still stops here
+
+        atomic_write(out, write)
     got = run_exported(out, fmt, dict(zip(names, args, strict=True)))
     return ExportReport(out, names, float((got - expected).abs().max()))
+
+
+class Signalled:
+    """SIGINT / SIGTERM while an exporter runs: raised where the program is, and remembered, so
+    an exporter that catches the interrupt (and falls back, and finishes) does not leave a file
+    the user asked to stop. Installed only in the main thread (where signals arrive)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> Signalled:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._on_signal)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self.signum = signum
+        self.check()
+
+    def check(self) -> None:
+        if self.signum == signal.SIGTERM:
+            raise Terminated()
+        if self.signum is not None:
+            raise KeyboardInterrupt
 
 
 def run_exported(path: Path, fmt: str, inputs: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -151,6 +151,7 @@ class BoundedServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], handler: type, limit: int) -> None:
+        self.limit = limit
         self.slots = threading.BoundedSemaphore(limit)
         super().__init__(address, handler)
 
