@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import signal
-import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from shortcut_models import logs
 from shortcut_models.errors import Terminated, UsageError
 from shortcut_models.factory import LoadedRun, load_run
 from shortcut_models.files import atomic_write, temporary_files
+from shortcut_models.interrupts import SignalHandlers
 from shortcut_models.sampling import check_steps, sample, seeded_noise
 
 log = logs.get(__name__)
@@ -110,24 +110,14 @@ def export_generator(
     return ExportReport(out, names, float((got - expected).abs().max()))
 
 
-class Signalled:
+class Signalled(SignalHandlers):
     """SIGINT / SIGTERM while an exporter runs: raised where the program is, and remembered, so
     an exporter that catches the interrupt (and falls back, and finishes) does not leave a file
-    the user asked to stop. Installed only in the main thread (where signals arrive)."""
+    the user asked to stop."""
 
     def __init__(self) -> None:
+        super().__init__(self._on_signal)
         self.signum: int | None = None
-        self.previous: dict[int, Any] = {}
-
-    def __enter__(self) -> Signalled:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self.previous[sig] = signal.signal(sig, self._on_signal)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self.signum = signum

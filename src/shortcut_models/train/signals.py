@@ -3,35 +3,26 @@ signal while that save runs is ignored (it says so), so the save is never cut sh
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Callable
 
 import torch
 
 from shortcut_models import distributed, logs
 from shortcut_models.distributed import Dist
+from shortcut_models.interrupts import SignalHandlers
 
 log = logs.get(__name__)
 
 STOP_EVERY = 10  # several processes agree on a stop every this many steps (a collective)
 
 
-class StopSignals:
+class StopSignals(SignalHandlers):
     """Installed for the length of a `with` block; `step` says which step a stop saves."""
 
     def __init__(self, dist: Dist, device: torch.device, log_every: int, step: Callable[[], int]):
+        super().__init__(self._on_signal)
         self.dist, self.device, self.log_every, self.step = dist, device, log_every, step
         self.signum: int | None = None
-        self.previous: dict[int, object] = {}
-
-    def __enter__(self) -> StopSignals:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self.previous[sig] = signal.signal(sig, self._on_signal)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
 
     def requested(self, step: int) -> bool:
         """Whether to stop before step `step`: one process reads its flag; several agree on it
