@@ -18,6 +18,7 @@ from typing import Any
 
 from shortcut_models import logs
 from shortcut_models.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from shortcut_models.compose import compose_config
 from shortcut_models.config import TrainConfig
 from shortcut_models.devices import resolve_device
 from shortcut_models.errors import UsageError
@@ -71,30 +72,31 @@ def compare_config(
     default for the kind of data (an MLP for vectors, DiT-T/4 for images)."""
     from shortcut_models.data import dataset
 
-    backbone_, steps_, batch_, lr_ = DEFAULTS_BY_KIND[
-        "vector" if dataset(data).kind == "vector" else "image"
-    ]
-    values = dict(lr_schedule="cosine", ema_decay=0.99, backbone_options={})
-    if recipe_name:
-        found = recipe(recipe_name)[0]
-        backbone_, steps_ = found.get("backbone", backbone_), found.get("steps", steps_)
-        batch_, lr_ = found.get("batch_size", batch_), found.get("lr", lr_)
-        values = {k: v for k, v in found.items() if k not in ("objective", "objective_options")}
-        values.update(minutes=0.0, recipe=recipe_name)
-        if backbone and backbone != backbone_:
-            values["backbone_options"] = {}
-    values.update(
-        data=data,
-        data_options=dict(data_options or {}),
-        backbone=backbone or backbone_,
-        steps=steps_ if steps is None else steps,
-        batch_size=batch_ if batch_size is None else batch_size,
-        lr=lr_ if lr is None else lr,
-        seed=seed,
+    if recipe_name:  # the one merge of a recipe with what is given (compose.compose_config)
+        given = dict(steps=steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay, seed=seed)
+        values = {k: v for k, v in given.items() if v is not None}
+        choices = {"data": data, **({"backbone": backbone} if backbone else {})}
+        return compose_config(
+            None,
+            recipe_name=recipe_name,
+            choices=choices,
+            values={**values, "minutes": 0.0},
+            data_options=data_options,
+        ).config.replace(objective_options={})  # each method's own: recipe_objective_options
+    defaults = DEFAULTS_BY_KIND["vector" if dataset(data).kind == "vector" else "image"]
+    return TrainConfig.from_flat(
+        dict(
+            data=data,
+            data_options=dict(data_options or {}),
+            backbone=backbone or defaults[0],
+            steps=defaults[1] if steps is None else steps,
+            batch_size=defaults[2] if batch_size is None else batch_size,
+            lr=defaults[3] if lr is None else lr,
+            ema_decay=0.99 if ema_decay is None else ema_decay,
+            lr_schedule="cosine",
+            seed=seed,
+        )
     )
-    if ema_decay is not None:
-        values["ema_decay"] = ema_decay
-    return TrainConfig.from_flat(values)
 
 
 def recipe_objective_options(recipe_name: str, methods: tuple[str, ...]) -> dict[str, dict]:

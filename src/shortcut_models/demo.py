@@ -118,20 +118,23 @@ def sampling_seconds(
     cfg: GuidanceSchedule,
     precision: str,
 ) -> float:
-    """What sampling every budget will take: one network call on a chunk at each scale the
-    budgets use, timed (the second of two; CFG 1 is one pass, any other two), times the calls
-    the budgets make. Uses no random state of the run."""
+    """What sampling every budget will take: one network call on a chunk, timed (the second of
+    two) once for CFG 1 (one pass) and once for any other scale (two), times the calls the
+    budgets make. Uses no random state of the run."""
     chunk = min(num, SAMPLE_CHUNK)
     device = next(model.parameters()).device
     labels = torch.zeros(chunk, dtype=torch.long) if objective.num_classes else None
-    per_call: dict[float, float] = {}
-    for scale in {scale_for(cfg, n) for n in budgets}:
+    # every scale but 1 costs the same (two passes): time one scale of each kind
+    kinds = {scale_for(cfg, n) == 1.0: scale_for(cfg, n) for n in budgets}
+    per_call: dict[bool, float] = {}
+    for plain, scale in kinds.items():
         for _ in range(2):
             tick = time.perf_counter()
             with _autocast(device, precision):
                 generate(model, objective, shape, chunk, 1, 0, chunk, labels, scale).cpu()
-            per_call[scale] = time.perf_counter() - tick
-    return sum(per_call[scale_for(cfg, n)] * n for n in budgets) * math.ceil(num / chunk)
+            per_call[plain] = time.perf_counter() - tick
+    calls = sum(per_call[scale_for(cfg, n) == 1.0] * n for n in budgets)
+    return calls * math.ceil(num / chunk)
 
 
 def announcement(
