@@ -96,7 +96,7 @@ def test_openmoji_wheel_without_svgs_is_refused(tmp_path, monkeypatch):
 class ColourFeatures:
     """A stand-in for Inception: 4x4 average-pooled colours (48 numbers per image)."""
 
-    name, key, identity = "FID", "fid", "colour-pool-test"
+    name, key, identity, batch = "FID", "fid", "colour-pool-test", 16
 
     def __call__(self, images: torch.Tensor) -> np.ndarray:
         pooled = torch.nn.functional.adaptive_avg_pool2d(images.float() / 255, 4)

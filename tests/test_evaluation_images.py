@@ -12,6 +12,7 @@ from helpers import assert_one_line_error, run_main, tiny_config, tiny_trainer
 from shortcut_models.data.mnist import digit_data
 from shortcut_models.errors import UsageError
 from shortcut_models.metrics import inception
+from shortcut_models.metrics.digits import class_scores
 from shortcut_models.metrics.frechet import FeatureStats, frechet_distance
 from shortcut_models.metrics.precision_recall import precision_recall
 
@@ -108,13 +109,13 @@ def test_digit_classifier_learns_and_scores(tiny_digits):
     test = digit_data("mnist", "test")
     images = test.sample(200, seed=0)
     assert tiny_digits(images).shape == (200, 128)
-    scores = tiny_digits.class_scores(images, threshold=0.5)
+    scores = class_scores(tiny_digits.class_probabilities(images), threshold=0.5)
     assert scores["class_coverage"] > 0.8 and scores["confident"] > 0.5
     ones = images[
         test.labels[torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:200]]
         == 1
     ]
-    only_ones = tiny_digits.class_scores(ones, threshold=0.5)
+    only_ones = class_scores(tiny_digits.class_probabilities(ones), threshold=0.5)
     assert only_ones["class_coverage"] < 0.3
 
 

@@ -444,3 +444,47 @@ def test_an_exporter_that_swallows_the_interrupt_still_leaves_no_file(
         "shortcut export: terminated",
     )
     assert not out.exists() and not list(tmp_path.glob(".g.onnx.*"))
+
+
+PEAK_RSS = """
+import resource, sys
+from shortcut_models.cli import main
+code = main(sys.argv[1:])
+print("peak-kb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+sys.exit(code)
+"""
+
+
+def test_fid_memory_does_not_grow_with_the_image_count(tmp_path):
+    """`evaluate --ref FOLDER` was killed at 24 GiB on 4,009 images: the Inception batch was the
+    sampling batch (4,096), so every image went through the 299x299 resize at once. Peak RSS of
+    a child process with 1,000 reference images and 1,000 samples, against 64 and 64."""
+    import subprocess
+    import sys
+
+    import torch
+    from helpers import tiny_digit_run
+
+    class Pool(torch.nn.Module):  # a stand-in with Inception's input size: the resize is real
+        def forward(self, x):
+            return x.mean(dim=(2, 3))
+
+    network = tmp_path / "pool.pt"
+    torch.jit.script(Pool()).save(str(network))
+    run = tiny_digit_run(tmp_path / "run")
+    rng = np.random.default_rng(0)
+
+    def peak_mb(num: int) -> float:
+        ref = tmp_path / f"ref{num}.npz"
+        np.savez(ref, arr_0=rng.integers(0, 256, (num, 32, 32, 1), dtype=np.uint8))
+        argv = ["evaluate", "--ckpt", str(run), "--inception", str(network)]
+        argv += ["--ref", str(ref), "--num", str(num), "--steps", "1", "--no-progress"]
+        done = subprocess.run(
+            [sys.executable, "-c", PEAK_RSS, *argv], capture_output=True, text=True, timeout=600
+        )
+        assert done.returncode == 0, done.stderr
+        return int(done.stdout.split("peak-kb")[-1]) / 1024
+
+    small, large = peak_mb(64), peak_mb(1000)
+    # 1,000 images at 299x299x3 float32 are 1,070 MB; their features and samples are < 10 MB
+    assert large - small < 200, f"peak {small:.0f} MB at 64 images, {large:.0f} MB at 1,000"

@@ -41,6 +41,12 @@ def register(subparsers: Any) -> None:
     )
     a.add_count(p, "--ref-num", 10000, "images: reference images to draw from a data set or folder")
     p.add_argument(
+        "--feature-batch",
+        type=a.positive_int,
+        help="fid: images per Inception call; memory grows with it, not with --num or --ref-num "
+        "(default 16 on a CPU, 128 on a GPU)",
+    )
+    p.add_argument(
         "--cfg", type=float, default=1.0, help="images: classifier-free guidance scale (default 1)"
     )
     p.add_argument(

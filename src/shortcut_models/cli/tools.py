@@ -48,7 +48,11 @@ def register_stats(subparsers: Any) -> None:
     a.add_count(p, "--resolution", 32, "image folders: side of the center-cropped square")
     p.add_argument("--channels", type=a.int_arg, default=3, help="image folders: 1 or 3 (3)")
     p.add_argument("--inception", type=Path, help="fid: TorchScript Inception weights path")
-    a.add_count(p, "--batch", 64, "images per call")
+    p.add_argument(
+        "--batch",
+        type=a.positive_int,
+        help="fid: images per Inception call (default 16 on a CPU, 128 on a GPU)",
+    )
     p.add_argument("--seed", type=a.seed_arg, default=0, help="which images are drawn (0)")
     a.add_device(p)
     a.add_progress(p)

@@ -72,7 +72,8 @@ class VectorData(IndexedData):
             raise UsageError(f"{name}: expected real numbers, got {x.dtype}")
         if not np.isfinite(x).all():
             raise UsageError(f"{name}: the array holds NaN or inf values")
-        x32 = np.ascontiguousarray(x, dtype=np.float32)
+        with np.errstate(over="ignore"):  # the overflow is reported below, in one line
+            x32 = np.ascontiguousarray(x, dtype=np.float32)
         if not np.isfinite(x32).all():  # finite in float64, infinite once trained in float32
             raise UsageError(
                 f"{name}: values beyond float32's range (largest magnitude "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 
@@ -61,5 +63,10 @@ class ImageData(IndexedData):
 
     def sample(self, n: int, seed: int) -> torch.Tensor:
         """n images drawn without replacement (as uint8, padded), for reference sets."""
+        return torch.cat(list(self.sample_batches(n, seed, len(self))))
+
+    def sample_batches(self, n: int, seed: int, batch: int) -> Iterator[torch.Tensor]:
+        """The images of `sample(n, seed)`, `batch` at a time: memory for one batch, not n."""
         index = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
-        return to_uint8(self.prepare(self.images[index]))
+        for start in range(0, len(index), batch):
+            yield to_uint8(self.prepare(self.images[index[start : start + batch]]))

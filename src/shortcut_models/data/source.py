@@ -3,6 +3,7 @@ optional parts their defaults (built-in sources and your own inherit it)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Protocol
 
 import torch
@@ -30,6 +31,10 @@ class DataSource(Protocol):
         """n reference rows for evaluation."""
         ...
 
+    def sample_batches(self, n: int, seed: int, batch: int) -> Iterator[torch.Tensor]:
+        """The rows of `sample(n, seed)`, `batch` at a time (how references are measured)."""
+        ...
+
     def labelled_sample(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`sample` with the rows' labels (None where the source has none)."""
         ...
@@ -46,6 +51,10 @@ class Source:
 
     def sample(self, n: int, seed: int) -> torch.Tensor:
         raise NotImplementedError
+
+    def sample_batches(self, n: int, seed: int, batch: int) -> Iterator[torch.Tensor]:
+        """`sample` cut into batches; a large source overrides it to hold one batch at a time."""
+        yield from self.sample(n, seed).split(batch)
 
     def labelled_sample(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self.sample(n, seed), None

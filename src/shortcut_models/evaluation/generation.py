@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -38,11 +38,13 @@ def generate(
     labels: torch.Tensor | None = None,
     cfg_scale: float = 1.0,
     dist: Dist = SINGLE,
+    then: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """`num` samples in `steps` steps; the noise depends only on `seed`, so budgets share it.
 
-    Under torchrun the chunks of `batch_size` are dealt to the processes and gathered on all of
-    them: the result equals a single process's.
+    `then` maps each chunk of samples as soon as it is drawn (to its features, say), so that only
+    its result is kept for all `num`. Under torchrun the chunks of `batch_size` are dealt to the
+    processes and gathered on all of them: the result equals a single process's.
     """
     if num < 1:
         raise UsageError(f"number of samples must be positive, got {num}")
@@ -60,6 +62,6 @@ def generate(
         x = sample(
             model, chunk, steps, spec, y, cfg_scale, objective.null_class, generator=generator
         )
-        return x.float()
+        return x.float() if then is None else then(x.float())
 
     return shard_chunks(num, batch_size, dist, make)

@@ -86,7 +86,7 @@ class ImageScorer:
         *,
         inception: str | Path | None = None,
         device: torch.device | str = "cpu",
-        feature_batch: int = 64,
+        feature_batch: int | None = None,
         ref_num: int = 10000,
         seed: int = 0,
         vae: str | Path | None = None,
@@ -126,11 +126,24 @@ class ImageScorer:
         labels = torch.arange(plan.num) % spec.num_classes if spec.num_classes else None
         batch = min(plan.batch, 4096)
         noise_seed = derive_seed(plan.seed, EVALUATION)
+        step = self.extractor.batch
+
+        def measure(x: torch.Tensor) -> torch.Tensor:
+            """A chunk of samples -> its features, decoded and quantised a feature batch at a
+            time, so memory holds one decoded batch and the features, whatever `plan.num`."""
+            parts = []
+            for start in range(0, len(x), step):
+                y = x[start : start + step]
+                if codec is not None:
+                    y = decode_batched(codec, y, min(batch, 64))
+                parts.append(images.measure(to_uint8(y), self.extractor))
+            return torch.cat(parts)
+
         results, dist = {}, self.dist
         for n in tqdm(
             plan.steps, desc="step budgets", disable=not (self.progress and dist.is_main)
         ):
-            x = generate(
+            measured = generate(
                 run.model,
                 run.objective,
                 spec.shape,
@@ -141,10 +154,9 @@ class ImageScorer:
                 labels=labels,
                 cfg_scale=plan.cfg,
                 dist=dist,
+                then=measure,
             )
-            if codec is not None:
-                x = decode_batched(codec, x, min(batch, 64))
-            results[n] = images.score_images(to_uint8(x), self.extractor, reference, dist)
+            results[n] = images.scores_of(measured, self.extractor, reference)
         return results
 
     def score_images(self, batch: torch.Tensor) -> dict[str, float]:
@@ -188,6 +200,7 @@ class EvaluateOptions(SamplingPlan):
     metric: str = "fid"
     ref: str | None = None
     ref_num: int = 10000
+    feature_batch: int | None = None  # images per Inception call (None: by device)
     inception: str | Path | None = None
     vae: str | Path | None = None
     exact: bool = True
@@ -223,7 +236,7 @@ def evaluate_runs(
         ref=options.ref,
         exact=options.exact,
         device=device,
-        feature_batch=options.batch,
+        feature_batch=options.feature_batch,
         dist=dist,
         **{k: getattr(options, k) for k in ("inception", "ref_num", "seed", "vae", "progress")},
     )
@@ -252,7 +265,7 @@ def write_reference_stats(
     shape: tuple[int, ...] = (3, 32, 32),
     inception: str | Path | None = None,
     device: torch.device | str = "cpu",
-    batch: int = 64,
+    batch: int | None = None,
     seed: int = 0,
 ) -> tuple[Path, str]:
     """Save the feature mean and covariance of a reference set (pytorch-fid / ADM layout);

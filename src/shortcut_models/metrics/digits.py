@@ -92,7 +92,8 @@ def weights_path(name: str) -> Path:
 
 
 class DigitFeatures:
-    """uint8 images (N, 1, 32, 32) -> 128-d classifier features; also class probabilities."""
+    """uint8 images (N, 1, 32, 32) -> 128-d classifier features (float32); also class
+    probabilities."""
 
     name = f"FD-digits {VERSION}"
     key = "fd_digits"
@@ -123,33 +124,41 @@ class DigitFeatures:
         model.load_state_dict(load_file(str(path)))
         return cls(model.eval(), accuracy, f"digits-{name}-{VERSION}")
 
+    width = FEATURES
+
     @torch.no_grad()
     def _run(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """float32 features and class probabilities, a batch at a time."""
         if images.shape[1:] != (1, 32, 32):
             raise UsageError(f"fd-digits takes 1x32x32 images, got {tuple(images.shape[1:])}")
         features, probs = [], []
         for start in range(0, len(images), self.batch):
             h = self.model.body(to_unit_range(images[start : start + self.batch]))
-            features.append(h.double().numpy())
-            probs.append(self.model.head(h).softmax(-1).double().numpy())
+            features.append(h.numpy())
+            probs.append(self.model.head(h).softmax(-1).numpy())
         return np.concatenate(features), np.concatenate(probs)
 
     def __call__(self, images: torch.Tensor) -> np.ndarray:
         return self._run(images)[0]
 
-    def class_scores(self, images: torch.Tensor, threshold: float = 0.9) -> dict[str, float]:
-        """confident: share of samples whose top class has probability >= threshold.
-        class_coverage: exp(entropy) of the confident samples' class histogram over the number of
-        classes: 1.0 when every class is generated equally often, 1/K when only one is."""
-        probs = self._run(images)[1]
-        top = probs.max(1)
-        confident = top >= threshold
-        counts = np.bincount(probs.argmax(1)[confident], minlength=probs.shape[1])
-        if counts.sum() == 0:
-            return {"confident": 0.0, "class_coverage": 0.0}
-        share = counts / counts.sum()
-        entropy = -(share[share > 0] * np.log(share[share > 0])).sum()
-        return {
-            "confident": float(confident.mean()),
-            "class_coverage": float(np.exp(entropy) / probs.shape[1]),
-        }
+    def class_probabilities(self, images: torch.Tensor) -> np.ndarray:
+        return self._run(images)[1]
+
+
+def class_scores(probs: np.ndarray, threshold: float = 0.9) -> dict[str, float]:
+    """From the classifier's probabilities (N, K) of the samples: confident, the share of samples
+    whose top class has probability >= threshold; class_coverage, exp(entropy) of the confident
+    samples' class histogram over the number of classes: 1.0 when every class is generated equally
+    often, 1/K when only one is."""
+    probs = np.asarray(probs, dtype=np.float64)
+    top = probs.max(1)
+    confident = top >= threshold
+    counts = np.bincount(probs.argmax(1)[confident], minlength=probs.shape[1])
+    if counts.sum() == 0:
+        return {"confident": 0.0, "class_coverage": 0.0}
+    share = counts / counts.sum()
+    entropy = -(share[share > 0] * np.log(share[share > 0])).sum()
+    return {
+        "confident": float(confident.mean()),
+        "class_coverage": float(np.exp(entropy) / probs.shape[1]),
+    }

@@ -49,7 +49,8 @@ def tf_bilinear_resize(images: torch.Tensor, size: int = INPUT_SIZE) -> torch.Te
 
 
 class InceptionFeatures:
-    """uint8 images (N, C, H, W), C = 1 or 3 -> 2048-d pool3 features (float64 numpy)."""
+    """uint8 images (N, C, H, W), C = 1 or 3 -> 2048-d pool3 features (float32 numpy, as the
+    network computes them)."""
 
     name = "FID"
     key = "fid"
@@ -89,5 +90,5 @@ class InceptionFeatures:
             if x.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
                 x = tf_bilinear_resize(x)
             features = self.network(x / 128.0 - 1.0)
-            out.append(features.reshape(len(x), -1).double().cpu().numpy())
+            out.append(features.reshape(len(x), -1).float().cpu().numpy())
         return np.concatenate(out)
