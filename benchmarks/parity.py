@@ -32,7 +32,10 @@ Checks (max abs difference of each, against the tolerances above):
   distillation and training, and live reflow, against ours on the same x_t, t, step levels and
   labels (the noise the official code drew is recovered from its x_t);
 - sampling: n Euler steps from the same noise (the official evaluation loop, helper_eval.py,
-  written out here in JAX) for n = 1, 4, 128, with CFG and for live reflow's levels.
+  written out here in JAX) for n = 1, 4, 128, with CFG and for live reflow's levels;
+- import: a checkpoint the official code writes (its TrainStateEma, gathered as its train.py
+  does, saved by its Checkpoint class) read by `shortcut import-official`: the forward and the
+  1 / 4 / 128-step samples of the imported run against the official code's, raw and EMA weights.
 The official baselines other than shortcut and live reflow build their DiT with ignore_dt (the
 network sees level 0 always); ours tells those networks the constant 1/M. Both are a constant
 step input; here our network is wrapped to see level 0 too, so the converted parameters apply.
@@ -45,6 +48,7 @@ import importlib
 import json
 import platform
 import sys
+import tempfile
 import types
 from datetime import date
 from pathlib import Path
@@ -416,6 +420,80 @@ def check_sampling(mods) -> dict[str, float]:
     return result
 
 
+class Weights:
+    """The official DiT applied with given parameters (for `official_sample`)."""
+
+    def __init__(self, official: Official, params) -> None:
+        self.official, self.params, self.jnp = official, params, official.jnp
+
+    def __call__(self, x, t, dt, y):
+        return self.official.net.apply({"params": self.params}, x, t, dt, y)
+
+
+def check_import(mods, work: Path) -> dict[str, tuple[float, float]]:
+    """A checkpoint written by the official code (its TrainStateEma, gathered as train.py does,
+    saved with its Checkpoint class) -> `shortcut import-official` -> our forward and 1 / 4 /
+    128-step samples against the official code's, for the raw and the EMA parameters."""
+    import jax
+    import optax
+
+    from shortcut_models.factory import load_run
+    from shortcut_models.official import import_official
+
+    train_state = importlib.import_module("utils.train_state")
+    checkpoint = importlib.import_module("utils.checkpoint")
+    official = Official(mods, SMALL, IMAGE, CHANNELS, ignore_dt=False, seed=7)
+
+    def as_stored(tree):  # float32, as the official code trains and saves
+        return jax.tree_util.tree_map(
+            lambda a: official.jnp.asarray(np.asarray(a, np.float32).astype(DTYPE["np"])), tree
+        )
+
+    raw = official.params = as_stored(official.params)
+    ema = as_stored(jax.tree_util.tree_map(lambda a: 0.9 * a, raw))  # an EMA unlike the params
+    tx = optax.chain(optax.adamw(1e-4))
+    state = train_state.TrainStateEma.create(
+        official.net, raw, rng=jax.random.PRNGKey(0), tx=tx, opt_state=tx.init(raw)
+    ).replace(params_ema=ema, step=1234)
+    gathered = jax.experimental.multihost_utils.process_allgather(state)
+    target = work / "official_checkpoint"
+    saver = checkpoint.Checkpoint(str(target), parallel=False)
+    saver.train_state = gathered
+    saver.save()
+    run = work / "imported"
+    import_official(target, run, num_heads=SMALL["num_heads"], input_size=IMAGE)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((8, IMAGE, IMAGE, CHANNELS)).astype(DTYPE["np"])
+    t, level = rng.random(8).astype(DTYPE["np"]), rng.integers(0, 8, 8)
+    y = rng.integers(0, CLASSES + 1, 8)
+    noise = rng.standard_normal((16, IMAGE, IMAGE, CHANNELS)).astype(DTYPE["np"])
+    labels = rng.integers(0, CLASSES, 16).astype(np.int32)
+    spec = build_objective("shortcut", num_classes=CLASSES).sampling_spec()
+    result = {}
+    for which, params in (("model", raw), ("ema", ema)):
+        loaded = load_run(run, weights=which)
+        assert loaded.checkpoint.step == 1234 and loaded.spec.num_classes == CLASSES
+        net = loaded.model.to(DTYPE["torch"])
+        theirs = Weights(official, params)
+        name = "raw params" if which == "model" else "params_ema"
+        with torch.no_grad():
+            mine = net(
+                nchw(x), floats(t), floats(2.0 ** -level.astype(np.float64)), torch.from_numpy(y)
+            )
+        result[f"imported checkpoint ({name}): forward"] = largest(
+            theirs(official.jnp.asarray(x), t, level.astype(DTYPE["np"]), y), nhwc(mine)
+        )
+        for steps in (1, 4, 128):
+            expected = official_sample(theirs, noise, steps, labels, 1.0, False)
+            got = sample(
+                net, nchw(noise), steps, spec, torch.from_numpy(labels).long(), 1.0, CLASSES
+            )
+            result[f"imported checkpoint ({name}): {steps}-step samples"] = largest(
+                expected, nhwc(got)
+            )
+    return result
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--official", type=Path, required=True, help="checkout of the official code")
@@ -469,6 +547,10 @@ def main() -> None:
     add("target", check_consistency(mods))
     add("target", check_live_reflow(mods))
     add("sampling", check_sampling(mods))
+    with tempfile.TemporaryDirectory() as work:
+        imported = check_import(mods, Path(work))
+    add("forward", {k: v for k, v in imported.items() if k.endswith("forward")})
+    add("sampling", {k: v for k, v in imported.items() if not k.endswith("forward")})
 
     rows = []
     for name, value in results.items():

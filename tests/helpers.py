@@ -73,3 +73,41 @@ def write_image(path, size=(40, 30), mode="RGB", value=128):
         -1 if channels == 1 else None
     )
     Image.fromarray(array, mode).save(path)
+
+
+def synthetic_flax_tree(hidden=16, depth=2, patch=2, channels=3, classes=10, seed=0):
+    """Random parameters with the official DiT's flax names and shapes (no JAX needed)."""
+    rng = np.random.default_rng(seed)
+
+    def dense(fan_in, fan_out):
+        return {
+            "kernel": rng.standard_normal((fan_in, fan_out)),
+            "bias": rng.standard_normal(fan_out),
+        }
+
+    tree = {
+        "PatchEmbed_0": {
+            "Conv_0": {
+                "kernel": rng.standard_normal((patch, patch, channels, hidden)),
+                "bias": rng.standard_normal(hidden),
+            }
+        },
+        "TimestepEmbedder_0": {"Dense_0": dense(256, hidden), "Dense_1": dense(hidden, hidden)},
+        "TimestepEmbedder_1": {"Dense_0": dense(256, hidden), "Dense_1": dense(hidden, hidden)},
+        "LabelEmbedder_0": {"Embed_0": {"embedding": rng.standard_normal((classes + 1, hidden))}},
+        "FinalLayer_0": {
+            "Dense_0": dense(hidden, 2 * hidden),
+            "Dense_1": dense(hidden, patch * patch * channels),
+        },
+        "Embed_0": {"embedding": np.zeros((256, 1))},
+    }
+    for i in range(depth):
+        tree[f"DiTBlock_{i}"] = {
+            "Dense_0": dense(hidden, 6 * hidden),
+            **{f"Dense_{j}": dense(hidden, hidden) for j in (1, 2, 3, 4)},
+            "MlpBlock_0": {
+                "Dense_0": dense(hidden, 4 * hidden),
+                "Dense_1": dense(4 * hidden, hidden),
+            },
+        }
+    return tree

@@ -30,8 +30,18 @@ PAIRS_DESCRIPTION = (
     "with: shortcut train --objective reflow --pairs OUT."
 )
 
+IMPORT_SUMMARY = "turn a checkpoint of the official JAX code into a run folder"
+IMPORT_DESCRIPTION = (
+    "Read a checkpoint written by the official code (kvfrans/shortcut-models: a pickle of its "
+    "train state) without running anything in it (only numpy arrays and flax / optax containers "
+    "are read; JAX is not needed) and write a run folder of ours: the DiT under the reference "
+    "recipe, both weight sets, the classes and the latent shape, so sample, evaluate, export "
+    "and serve take it. Latent models decode with --vae, as any latent run."
+)
+
 
 def register(subparsers: Any) -> None:
+    register_import_official(subparsers)
     register_stats(subparsers)
     register_encode(subparsers)
     register_pairs(subparsers)
@@ -139,4 +149,45 @@ def run_pairs(args: argparse.Namespace) -> int:
         **a.pick(args, "num", "steps", "seed", "chunk", "cfg", "progress"),
     )
     print(f"{meta['num']} reflow pairs ({meta['steps']}-step teacher samples) in {args.out}")
+    return 0
+
+
+def register_import_official(subparsers: Any) -> None:
+    from shortcut_models.official import WEIGHTS
+
+    p = a.command(subparsers, "import-official", run_import, IMPORT_SUMMARY, IMPORT_DESCRIPTION)
+    p.add_argument("checkpoint", type=Path, help="the official checkpoint file")
+    p.add_argument("--out", type=Path, required=True, help="run folder to write (must be new)")
+    p.add_argument(
+        "--weights",
+        choices=WEIGHTS,
+        default=WEIGHTS[0],
+        help="the weights sampling uses: raw params (default, as the official evaluation with "
+        "use_ema 0) or params_ema; both are stored",
+    )
+    p.add_argument(
+        "--num-heads",
+        type=a.positive_int,
+        help="attention heads (default: from the hidden size, DiT-S/B/L/XL)",
+    )
+    p.add_argument(
+        "--input-size",
+        type=a.positive_int,
+        help="side of the model's inputs (default 32 for 4-channel latents of 256 px images)",
+    )
+    p.add_argument(
+        "--vae", help="latent models: the AutoencoderKL that decodes (stored in the run)"
+    )
+    a.add_count(p, "--denoise-timesteps", 128, "the finest step level M the model was trained at")
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from shortcut_models.official import import_official
+
+    written = import_official(
+        args.checkpoint,
+        args.out,
+        **a.pick(args, "weights", "num_heads", "input_size", "vae", "denoise_timesteps"),
+    )
+    print(f"wrote {written}")
     return 0
