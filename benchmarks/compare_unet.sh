@@ -7,6 +7,8 @@
 # side by side on 2 cores; each run folder resumes where it stopped.
 #
 #   bash benchmarks/compare_unet.sh mnist 0      # then: mnist 1, fashion-mnist 0, openmoji 0
+#   bash benchmarks/compare_unet.sh mnist 0 share75 --teacher-share 0.75 \
+#       --objectives progressive_distillation consistency_distillation reflow   # a setting: TAG, flags
 #   python benchmarks/compare_seeds.py runs/cmp-unet-mnist-s0 runs/cmp-unet-mnist-s1 \
 #       --out benchmarks/results/compare_mnist_unet
 #
@@ -17,7 +19,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 data=$1
 seed=$2
-out="runs/cmp-unet-$data-s$seed"
+tag=${3:-}
+shift $(( $# < 3 ? $# : 3 ))
+out="runs/cmp-unet-$data-s$seed${tag:+-$tag}"
 mkdir -p "$out"
 args=(--data "$data" --recipe cpu-small --steps 2300 --seed "$seed" --out "$out"
       --json "$out/compare.json" --no-progress --pairs-num 2000 --pairs-steps 16)
@@ -36,6 +40,6 @@ case "$data" in
                progressive_distillation consistency_distillation reflow) ;;
 esac
 start=$(date +%s)
-OMP_NUM_THREADS=1 shortcut compare "${args[@]}"
-echo "$data seed $seed: $(( $(date +%s) - start )) s ($(git rev-parse --short HEAD), 1 torch thread)" \
+OMP_NUM_THREADS=1 shortcut compare "${args[@]}" "$@"
+echo "$data seed $seed${tag:+ $tag $*}: $(( $(date +%s) - start )) s ($(git rev-parse --short HEAD), 1 torch thread)" \
     | tee -a benchmarks/results/compare_unet_times.txt

@@ -260,6 +260,18 @@ def test_compare_end_to_end_on_2d(tmp_path, capsys):
     assert again["shortcut"]["1"] == 12345.0  # read back, not recomputed
     assert again["meanflow"] == results["meanflow"]
 
+    # a teacher share of 3/4: its own teacher, pairs and student folders beside the others
+    share = [*argv[:-2], "--objectives", "progressive_distillation", "reflow"]
+    assert main([*share, "--teacher-share", "0.75"]) == 0
+    table = (tmp_path / "cmp" / "compare.md").read_text()
+    assert "3 teacher + 1 student steps" in table and "3 teacher + 1 reflow steps" in table
+    made = {p.name for p in (tmp_path / "cmp").iterdir()}
+    assert {"teacher_flow_matching_teacher3", "progressive_distillation_teacher3"} <= made
+    assert {"reflow_pairs_teacher3", "teacher_flow_matching", "reflow_pairs"} <= made
+    capsys.readouterr()
+    assert main([*share, "--teacher-share", "1"]) == 2
+    assert "--teacher-share must lie in (0, 1)" in capsys.readouterr().err
+
 
 def test_compare_from_a_recipe_shares_its_network_and_gives_each_method_its_options():
     """--recipe cpu-small: every method on the demo's folded U-Net, batch, optimizer and EMA at a

@@ -131,6 +131,21 @@ class CompareOptions:
     cfg: GuidanceSchedule = ((1, 1.0),)  # guidance at evaluation, per budget, for every method
     precision: str = "auto"  # training autocast (RunOptions.precision)
     memory_format: str = "contiguous"
+    teacher_share: float = 0.5  # two-stage methods: the teacher's part of the step budget
+
+    def teacher_steps(self) -> int:
+        """The teacher's steps of the budget (at least 1, and at least 1 left for the student)."""
+        steps = self.base.training.steps
+        return min(max(int(steps * self.teacher_share), 1), steps - 1)
+
+    def folder(self, name: str) -> str:
+        """The run folder of `name` (or of "teacher_flow_matching", "reflow_pairs"); a two-stage
+        folder names its teacher's steps unless the teacher has the default half, so that no
+        folder resumes a run made with a teacher of another length."""
+        two_stage = name not in OBJECTIVES or OBJECTIVES[name].needs
+        if self.teacher_share == 0.5 or not two_stage:
+            return name
+        return f"{name}_teacher{self.teacher_steps()}"
 
 
 def _train(config: TrainConfig, run_dir: Path, options: CompareOptions, data: Any) -> float:
@@ -154,12 +169,12 @@ def _train(config: TrainConfig, run_dir: Path, options: CompareOptions, data: An
 
 
 def _budget_note(name: str, options: CompareOptions) -> str:
-    s = options.base.training.steps
+    s, teacher = options.base.training.steps, options.teacher_steps()
     if OBJECTIVES[name].needs == "teacher":
-        return f"{s // 2} teacher + {s - s // 2} student steps"
+        return f"{teacher} teacher + {s - teacher} student steps"
     if OBJECTIVES[name].needs == "pairs":
         return (
-            f"{s // 2} teacher + {s - s // 2} reflow steps, "
+            f"{teacher} teacher + {s - teacher} reflow steps, "
             f"+ {options.pairs_num} pairs x {options.pairs_steps} teacher steps"
         )
     return f"{s} steps"
@@ -211,12 +226,14 @@ def run_compare(options: CompareOptions) -> dict[str, Any]:
         raise UsageError(f"unknown objective(s): {', '.join(unknown)}")
     if options.base.training.steps < 2:
         raise UsageError("the budget (--steps) must be at least 2")
+    if not 0.0 < options.teacher_share < 1.0:  # nan too
+        raise UsageError(f"--teacher-share must lie in (0, 1), got {options.teacher_share}")
     out = prepare_out_dir(options.out)
     data = build_data(options.base.data.name, options.base.data.options)
     label, score = _evaluator(options, data)
-    half = options.base.training.steps // 2
+    half = options.teacher_steps()
     seconds: dict[str, float] = {}
-    teacher_dir = out / "teacher_flow_matching"
+    teacher_dir = out / options.folder("teacher_flow_matching")
     if any(OBJECTIVES[o].needs for o in options.objectives):
         teacher = options.base.replace(objective="flow_matching", steps=half)
         log.info(f"== teacher: flow_matching, {half} steps")
@@ -233,7 +250,7 @@ def run_compare(options: CompareOptions) -> dict[str, Any]:
             tick = time.perf_counter()
             generate_pairs(
                 teacher_dir,
-                out / "reflow_pairs",
+                out / options.folder("reflow_pairs"),
                 num=options.pairs_num,
                 steps=options.pairs_steps,
                 seed=options.base.training.seed,
@@ -241,17 +258,17 @@ def run_compare(options: CompareOptions) -> dict[str, Any]:
                 progress=options.progress,
             )
             seconds["reflow_pairs"] = time.perf_counter() - tick
-            extra["pairs"] = str((out / "reflow_pairs").resolve())
+            extra["pairs"] = str((out / options.folder("reflow_pairs")).resolve())
             steps = options.base.training.steps - half
         config = options.base.replace(objective=name, objective_options=extra, steps=steps)
         log.info(f"== {name}: {steps} steps")
-        seconds[name] = _train(config, out / name, options, data)
+        seconds[name] = _train(config, out / options.folder(name), options, data)
         objective = build_objective_for(config, data)
         allowed = [n for n in options.eval_steps if objective.sampling_spec().allows(n)]
         setting = {"metric": label, "num": options.num}
         if options.cfg != ((1, 1.0),):
             setting["cfg"] = describe_schedule(options.cfg)
-        values = _scores(out / name, allowed, score, setting)
+        values = _scores(out / options.folder(name), allowed, score, setting)
         results[name] = {str(n): v for n, v in values.items()}
         rows.append(
             [name, _budget_note(name, options), *(values.get(n, "-") for n in options.eval_steps)]

@@ -56,6 +56,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--ema-decay", type=float, help="EMA decay (default 0.99)")
     p.add_argument("--seed", type=a.seed_arg, default=0, help="seed (default 0)")
     p.add_argument(
+        "--teacher-share",
+        type=float,
+        default=0.5,
+        help="two-stage methods (distillation, reflow): the flow-matching teacher's share of the "
+        "step budget; the student trains the rest (default 0.5)",
+    )
+    p.add_argument(
         "--eval-steps",
         nargs="+",
         type=a.positive_int,
