@@ -317,7 +317,7 @@ def test_compare_guides_each_budget_as_asked(tmp_path, monkeypatch, tiny_digits)
     argv += ["--metric", "fd-digits", "--cfg", "2", "4:1.75", "--no-progress"]
     argv += ["--out", str(tmp_path / "cmp"), "--batch-size", "8"]
     assert main(argv) == 0
-    assert seen == [((1, 2), 2.0), ((4,), 1.75)]
+    assert seen == [((1,), 2.0), ((2,), 2.0), ((4,), 1.75)]  # each budget saved as scored
     assert (
         "recipe cpu-small, CFG 2 (1.75 from 4 steps)" in (tmp_path / "cmp/compare.md").read_text()
     )

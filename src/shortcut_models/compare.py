@@ -298,15 +298,16 @@ def run_compare(options: CompareOptions) -> dict[str, Any]:
 
 def _scores(run_dir: Path, steps: list[int], score: Any, setting: dict) -> dict[int, float]:
     """Scores of a finished run, computed once per setting and checkpoint (a rerun that adds a
-    method re-evaluates only that one)."""
+    method re-evaluates only that one, and an interrupted one only the budgets it had not
+    scored)."""
     key = {**setting, "step": load_checkpoint(run_dir).step}
     path = run_dir / SCORES_NAME
     stored: dict[str, float] = {}
     if path.is_file():
         saved = json.loads(path.read_text())
         stored = saved["scores"] if saved.get("key") == key else {}
-    missing = [n for n in steps if str(n) not in stored]
-    if missing:
-        stored.update({str(n): v for n, v in score(run_dir, missing).items()})
+    for n in [n for n in steps if str(n) not in stored]:  # saved one budget at a time: an
+        # interrupted evaluation (FID of 1,000 samples: minutes per budget) keeps what it scored
+        stored.update({str(k): v for k, v in score(run_dir, [n]).items()})
         atomic_write_text(path, json.dumps({"key": key, "scores": stored}, indent=1) + "\n")
     return {n: stored[str(n)] for n in steps}
