@@ -101,6 +101,14 @@ def test_an_official_checkpoint_becomes_a_run_that_samples(tmp_path, official_na
     )
     assert code == 0, err
     assert (tmp_path / "s" / "grid_steps_004.png").stat().st_size > 0
+    # export and the playground take it like any run
+    code, printed, err = run_main(
+        ["export", "--ckpt", str(run), "--out", str(tmp_path / "g.onnx"), "--steps", "1"], capsys
+    )
+    assert code == 0 and "matches the PyTorch sampler" in printed, err
+    from shortcut_models.serve import Playground
+
+    assert Playground(run).info()["num_classes"] == 10
     code, _, err = run_main(argv + ["--input-size", "8"], capsys)  # never over a run
     assert_one_line_error(code, err, "already holds a run")
 
