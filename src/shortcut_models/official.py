@@ -15,7 +15,6 @@ recipe's (the official DiT's attention, time scale and positions), so `sample`, 
 
 from __future__ import annotations
 
-import io
 import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,7 +27,8 @@ from shortcut_models.errors import UsageError
 
 # the official README's models: hidden size -> heads (DiT-B and DiT-XL; the others of DiT's table)
 HEADS_BY_HIDDEN = {384: 6, 768: 12, 1024: 16, 1152: 16}
-MAX_BYTES = 8 * 2**30  # DiT-XL with EMA and Adam state is about 8 GB as float32
+# DiT-XL/2's train state (params, EMA, Adam's two moments: 4 x 675M float32) is about 11 GB
+MAX_BYTES = 32 * 2**30
 
 
 class _OptaxState(tuple):
@@ -91,23 +91,25 @@ def _pickle_file(path: Path) -> Path:
 
 
 def read_pickle(path: Path) -> Any:
-    """The object in an official checkpoint file, read with `OfficialUnpickler`."""
+    """The object in an official checkpoint file, read with `OfficialUnpickler` straight from
+    the file (a DiT-XL train state is about 11 GB: its bytes are not held twice)."""
     path = _pickle_file(path)
     if not path.is_file():
         raise UsageError(f"no file at {path}")
     if path.stat().st_size > MAX_BYTES:
         raise UsageError(f"{path} is larger than any official checkpoint ({MAX_BYTES:,} bytes)")
-    data = path.read_bytes()
-    if not data.startswith(b"\x80"):
-        raise UsageError(f"{path} is not a pickle (an official checkpoint is one)")
-    try:
-        return OfficialUnpickler(io.BytesIO(data)).load()
-    except UsageError:
-        raise
-    except (EOFError, pickle.UnpicklingError, ValueError, TypeError) as exc:
-        raise UsageError(f"{path} is truncated or not an official checkpoint ({exc})") from None
-    except Exception as exc:  # any other error inside a reconstruction is the file's
-        raise UsageError(f"{path} cannot be read as an official checkpoint ({exc!r})") from None
+    with open(path, "rb") as handle:
+        if handle.read(1) != b"\x80":
+            raise UsageError(f"{path} is not a pickle (an official checkpoint is one)")
+        handle.seek(0)
+        try:
+            return OfficialUnpickler(handle).load()
+        except UsageError:
+            raise
+        except (EOFError, pickle.UnpicklingError, ValueError, TypeError) as exc:
+            raise UsageError(f"{path} is truncated or not an official checkpoint ({exc})") from None
+        except Exception as exc:  # any other error inside a reconstruction is the file's
+            raise UsageError(f"{path} cannot be read as an official checkpoint ({exc!r})") from None
 
 
 @dataclass
