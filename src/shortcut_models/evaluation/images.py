@@ -146,9 +146,8 @@ def load_reference(
             features = data["features"]
         stats = FeatureStats.of(features)
     else:
-        source = open_data()
-        log.info(f"computing reference features of {ref} ({min(num, len(source))} images)")
-        features = features_of(source.sample_batches(num, seed, extractor.batch), extractor)
+        log.info(f"computing reference features of {ref} (up to {num} images)")
+        features = features_of(open_data().sample_batches(num, seed, extractor.batch), extractor)
         stats = FeatureStats.of(features)
         cache.parent.mkdir(parents=True, exist_ok=True)
         stats.save(cache, features=features)
