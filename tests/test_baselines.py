@@ -245,7 +245,7 @@ def test_compare_end_to_end_on_2d(tmp_path, capsys):
     results = json.loads((tmp_path / "cmp.json").read_text())
     assert set(results) == {
         "flow_matching", "progressive_distillation", "consistency_distillation",
-        "consistency_training", "reflow", "live_reflow", "shortcut", "meanflow", "ism",
+        "consistency_training", "reflow", "live_reflow", "shortcut", "meanflow", "ism", "imf",
     }  # fmt: skip
     assert set(results["shortcut"]) == {"1", "2", "128"}
     table = (tmp_path / "cmp" / "compare.md").read_text()

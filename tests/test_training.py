@@ -137,7 +137,7 @@ def test_same_seed_same_run(tmp_path):
     assert losses(tmp_path / "a") != losses(tmp_path / "c")
 
 
-@pytest.mark.parametrize("objective", ["shortcut", "meanflow"])
+@pytest.mark.parametrize("objective", ["shortcut", "meanflow", "imf"])
 def test_no_host_read_in_a_step_between_logging_steps(run_dir, monkeypatch, objective):
     """A step and the loop's bookkeeping read nothing back from the device (what a GPU run
     needs): no Tensor.item / tolist / float / int / bool on steps that neither log nor save.

@@ -169,6 +169,8 @@ class DiT(ConditionedBackbone):
         num_classes: int = 0,
         time_scale: float = 1000.0,
         guidance_input: bool = False,
+        guidance_interval: bool = False,
+        velocity_head: bool = False,
         attention_scale: str = "sqrt",
         block_adaln_init: str = "zero",
         qkv_init: str = "fused",
@@ -196,15 +198,20 @@ class DiT(ConditionedBackbone):
             "pos", sincos_2d(hidden_size, self.grid, position_order)[None], persistent=False
         )
         self.cond = Conditioning(
-            hidden_size, num_classes, time_scale=time_scale, guidance_input=guidance_input
+            hidden_size,
+            num_classes,
+            time_scale=time_scale,
+            guidance_input=guidance_input,
+            guidance_interval=guidance_interval,
         )
-        self.guidance_input = guidance_input
+        self.guidance_input, self.velocity_head = guidance_input, velocity_head
+        self.out_channels = in_channels * (2 if velocity_head else 1)
         self.blocks = nn.ModuleList(
             DiTBlock(hidden_size, num_heads, mlp_ratio, attention_scale) for _ in range(depth)
         )
         self.norm_out = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
-        self.out = nn.Linear(hidden_size, patch_size * patch_size * in_channels)
+        self.out = nn.Linear(hidden_size, patch_size * patch_size * self.out_channels)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -243,7 +250,7 @@ class DiT(ConditionedBackbone):
 
     def unpatchify(self, h: torch.Tensor) -> torch.Tensor:
         """(N, grid*grid, p*p*C) -> (N, C, H, W)."""
-        n, g, p, c = h.shape[0], self.grid, self.patch_size, self.in_channels
+        n, g, p, c = h.shape[0], self.grid, self.patch_size, self.out_channels
         h = h.reshape(n, g, g, p, p, c).permute(0, 5, 1, 3, 2, 4)
         return h.reshape(n, c, g * p, g * p)
 

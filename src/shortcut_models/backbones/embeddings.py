@@ -88,7 +88,9 @@ class Conditioning(nn.Module):
 
     With `guidance_input` (iSM's intrinsic guidance) it adds embed(w - 1) of a guidance scale w
     per row, so that one call of the network gives the guided velocity at any scale; w = 1 (no
-    guidance) when not given.
+    guidance) when not given. With `guidance_interval` (improved MeanFlow) it adds embed(lo) +
+    embed(hi) of the times [lo, hi] in which that guidance applies; [0, 1] (everywhere) when not
+    given.
     """
 
     def __init__(
@@ -98,8 +100,11 @@ class Conditioning(nn.Module):
         frequency_size: int = 256,
         time_scale: float = 1000.0,
         guidance_input: bool = False,
+        guidance_interval: bool = False,
     ) -> None:
         super().__init__()
+        if guidance_interval and not guidance_input:
+            raise ValueError("a guidance interval input needs the guidance input (guidance_input)")
         if not (math.isfinite(time_scale) and time_scale > 0):
             raise ValueError(f"time_scale must be a positive finite number, got {time_scale}")
         if hidden_size < 1:
@@ -112,6 +117,14 @@ class Conditioning(nn.Module):
         self.w_embedder = (
             TimestepEmbedder(hidden_size, frequency_size, scale=100.0) if guidance_input else None
         )
+        # the interval's ends are times: embedded as t is
+        self.interval_embedders = (
+            nn.ModuleList(
+                TimestepEmbedder(hidden_size, frequency_size, scale=time_scale) for _ in range(2)
+            )
+            if guidance_interval
+            else None
+        )
 
     def reset_parameters(self) -> None:
         """DiT's initialisation: normal(0.02) for every embedder."""
@@ -121,6 +134,8 @@ class Conditioning(nn.Module):
             self.y_embedder.reset_parameters()
         if self.w_embedder is not None:
             self.w_embedder.reset_parameters()
+        for embedder in self.interval_embedders or ():
+            embedder.reset_parameters()
 
     def forward(
         self,
@@ -128,7 +143,10 @@ class Conditioning(nn.Module):
         d: torch.Tensor,
         y: torch.Tensor | None = None,
         w: torch.Tensor | None = None,
+        interval: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """interval: (N, 2) times [lo, hi] in which guidance w applies (guidance-interval
+        networks)."""
         c = self.t_embedder(t) + self.d_embedder(step_level(d))
         if self.y_embedder is not None:
             if y is None:
@@ -138,15 +156,27 @@ class Conditioning(nn.Module):
             c = c + self.w_embedder(torch.zeros_like(t) if w is None else w - 1)
         elif w is not None:
             raise ValueError("this network has no guidance input (build it with guidance_input)")
+        if self.interval_embedders is not None:
+            lo = torch.zeros_like(t) if interval is None else interval[:, 0]
+            hi = torch.ones_like(t) if interval is None else interval[:, 1]
+            c = c + self.interval_embedders[0](lo) + self.interval_embedders[1](hi)
+        elif interval is not None:
+            raise ValueError("this network has no guidance interval input (guidance_interval)")
         return c
 
 
 class ConditionedBackbone(nn.Module):
     """s(x, t, d, y, w): the conditioning vector c = self.cond(t, d, y, w) (a `Conditioning`),
-    then `body(x, c)`, the network proper, which each backbone writes as plain tensor code."""
+    then `body(x, c)`, the network proper, which each backbone writes as plain tensor code.
+
+    A backbone built with `velocity_head` (improved MeanFlow's auxiliary v head) has twice the
+    output channels: the first half is the velocity a call returns (the average velocity u),
+    the second the instantaneous velocity v, returned with it by `both_heads=True`.
+    """
 
     cond: Conditioning
     convolutional = False  # True: --memory-format channels-last / auto applies to it
+    velocity_head = False
 
     def forward(
         self,
@@ -155,10 +185,17 @@ class ConditionedBackbone(nn.Module):
         d: torch.Tensor,
         y: torch.Tensor | None = None,
         w: torch.Tensor | None = None,
+        interval: torch.Tensor | None = None,
+        both_heads: bool = False,
     ) -> torch.Tensor:
         """x: (N, ...) samples at time t; t, d: (N,) time and step size; y: (N,) labels or None;
-        w: (N,) guidance scales (networks with a guidance input) -> the velocity, shaped as x."""
-        return self.body(x, self.cond(t, d, y, w))
+        w: (N,) guidance scales (networks with a guidance input), interval: (N, 2) where the
+        guidance applies (networks with an interval input) -> the velocity, shaped as x (with
+        `both_heads`, [u | v] along dimension 1)."""
+        out = self.body(x, self.cond(t, d, y, w, interval))
+        if not self.velocity_head or both_heads:
+            return out
+        return out[:, : out.shape[1] // 2]
 
     def body(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -37,12 +37,15 @@ def forward_with_tangent(
     dt: Tangent = None,
     dd: Tangent = None,
     module: nn.Module | None = None,
+    **conditions: Any,
 ) -> tuple[torch.Tensor, Tangent]:
-    """(output, its derivative along (dx, dt, dd)) of `net(x, t, d, y, w)`, through the call of
-    `net` itself (a DDP or compile wrapper included); `module` is the plain module under it."""
+    """(output, its derivative along (dx, dt, dd)) of `net(x, t, d, y, w, **conditions)`
+    (`conditions`: keywords of the call held fixed, as `interval` or `both_heads`), through the
+    call of `net` itself (a DDP or compile wrapper included); `module` is the plain module
+    under it."""
     extra = () if w is None else (w,)
     with _module_rules(module or net):
-        out = net(Dual(x, dx), Dual(t, dt), Dual(d, dd), y, *extra)
+        out = net(Dual(x, dx), Dual(t, dt), Dual(d, dd), y, *extra, **conditions)
     return out.value, out.tangent
 
 

@@ -64,6 +64,8 @@ class MLP(ConditionedBackbone):
         frequency_size: int = 64,
         time_scale: float = 1000.0,
         guidance_input: bool = False,
+        guidance_interval: bool = False,
+        velocity_head: bool = False,
     ) -> None:
         super().__init__()
         if depth < 1 or hidden_size < 1:
@@ -71,14 +73,14 @@ class MLP(ConditionedBackbone):
         self.dim = dim
         self.num_classes = num_classes
         self.cond = Conditioning(
-            hidden_size, num_classes, frequency_size, time_scale, guidance_input
+            hidden_size, num_classes, frequency_size, time_scale, guidance_input, guidance_interval
         )
-        self.guidance_input = guidance_input
+        self.guidance_input, self.velocity_head = guidance_input, velocity_head
         self.proj_in = nn.Linear(dim, hidden_size)
         self.blocks = nn.ModuleList(ResidualBlock(hidden_size, mlp_ratio) for _ in range(depth))
         self.norm_out = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
-        self.proj_out = nn.Linear(hidden_size, dim)
+        self.proj_out = nn.Linear(hidden_size, dim * (2 if velocity_head else 1))
         for layer in (self.ada_out[1], self.proj_out):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)

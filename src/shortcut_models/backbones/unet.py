@@ -117,6 +117,8 @@ class UNet(ConditionedBackbone):
         num_classes: int = 0,
         time_scale: float = 1000.0,
         guidance_input: bool = False,
+        guidance_interval: bool = False,
+        velocity_head: bool = False,
         patch: int = 1,
     ) -> None:
         super().__init__()
@@ -130,9 +132,13 @@ class UNet(ConditionedBackbone):
             )
         self.input_size, self.in_channels, self.patch = input_size, in_channels, patch
         self.num_classes = num_classes
-        self.guidance_input = guidance_input
+        self.guidance_input, self.velocity_head = guidance_input, velocity_head
         self.cond = Conditioning(
-            cond_size, num_classes, time_scale=time_scale, guidance_input=guidance_input
+            cond_size,
+            num_classes,
+            time_scale=time_scale,
+            guidance_input=guidance_input,
+            guidance_interval=guidance_interval,
         )
         self.stem = nn.Conv2d(in_channels * patch**2, channels[0], 3, padding=1)
         self.down = nn.ModuleList()
@@ -157,7 +163,8 @@ class UNet(ConditionedBackbone):
             if level > 0:
                 self.up.append(nn.Upsample(scale_factor=2, mode="nearest"))
         self.norm_out = group_norm(width)
-        self.out = nn.Conv2d(width, in_channels * patch**2, 3, padding=1)
+        heads = 2 if velocity_head else 1
+        self.out = nn.Conv2d(width, heads * in_channels * patch**2, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 

@@ -14,6 +14,7 @@ from shortcut_models.objectives.base import Objective, TrainingBatch
 from shortcut_models.objectives.consistency_distillation import ConsistencyDistillation
 from shortcut_models.objectives.consistency_training import ConsistencyTraining
 from shortcut_models.objectives.flow_matching import FlowMatching
+from shortcut_models.objectives.imf import ImprovedMeanFlow
 from shortcut_models.objectives.live_reflow import LiveReflow
 from shortcut_models.objectives.meanflow import MeanFlow
 from shortcut_models.objectives.progressive_distillation import ProgressiveDistillation
@@ -32,6 +33,7 @@ OBJECTIVES: dict[str, type[Objective]] = {
         LiveReflow,
         MeanFlow,
         ImprovedShortcut,
+        ImprovedMeanFlow,
     )
 }
 

@@ -16,6 +16,7 @@ of rows with d != 0 is exact per batch (the first rows) rather than drawn per ro
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -47,8 +48,11 @@ def time_derivative(
     y: torch.Tensor | None,
     v: torch.Tensor,
     by_hand: bool = True,
+    **conditions: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(u, du/dt) along the path with the end t + d fixed: one JVP with tangents (v, 1, -1).
+    """(u, du/dt) along the path with the end t + d fixed: one JVP with tangents (v, 1, -1);
+    `conditions` are further keywords of the network call, held fixed (`w`, `interval`,
+    `both_heads`).
 
     `by_hand`: the backbone's plain forward with hand-written tangent rules applied from outside
     (`backbones.forward_mode`: about one forward more than the forward, nothing kept for the
@@ -61,11 +65,33 @@ def time_derivative(
     module = unwrap(net)
     if by_hand:
         dx = v.to(x.dtype)
-        return forward_with_tangent(net, x, t, d, y, dx=dx, dt=ones, dd=-ones, module=module)
+        return forward_with_tangent(
+            net, x, t, d, y, dx=dx, dt=ones, dd=-ones, module=module, **conditions
+        )
     with jvp_attention():
         return torch.func.jvp(
-            lambda x_, t_, d_: module(x_, t_, d_, y), (x, t, d), (v.to(x.dtype), ones, -ones)
+            lambda x_, t_, d_: module(x_, t_, d_, y, **conditions),
+            (x, t, d),
+            (v.to(x.dtype), ones, -ones),
         )
+
+
+def logit_normal_steps(
+    n: int,
+    num_mean: int,
+    mu: float,
+    sigma: float,
+    generator: torch.Generator,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(t, d) of n rows: both ends of a step drawn logit-normal(mu, sigma) in MeanFlow's time
+    tau = 1 - t (noise at tau = 1), the step between them for the first `num_mean` rows and
+    d = 0 (an instantaneous velocity) for the rest."""
+    normal = torch.randn(2, n, generator=generator, device=device)
+    ends = torch.sigmoid(mu + sigma * normal)  # MeanFlow's tau in (0, 1)
+    tau_t, tau_r = ends.max(0).values, ends.min(0).values
+    tau_r = torch.cat([tau_r[:num_mean], tau_t[num_mean:]])
+    return 1.0 - tau_t, tau_t - tau_r
 
 
 @dataclass
@@ -113,12 +139,8 @@ class MeanFlow(TwinTargetEMA, Objective):
 
     def times(self, n: int, generator: torch.Generator, device: torch.device):
         """(t, d): the first round(n * mean_fraction) rows get an interval, the rest d = 0."""
-        normal = torch.randn(2, n, generator=generator, device=device)
-        ends = torch.sigmoid(self.time_mu + self.time_sigma * normal)  # MeanFlow's tau in (0, 1)
-        tau_t, tau_r = ends.max(0).values, ends.min(0).values
         num_mean = round(n * self.mean_fraction)
-        tau_r = torch.cat([tau_r[:num_mean], tau_t[num_mean:]])
-        return 1.0 - tau_t, tau_t - tau_r
+        return logit_normal_steps(n, num_mean, self.time_mu, self.time_sigma, generator, device)
 
     def loss(
         self,

@@ -1,0 +1,201 @@
+"""Improved MeanFlow (iMF; Geng et al., 2025, arXiv 2512.02012): MeanFlow whose regression
+target no longer contains the network, with the guidance scale and interval as inputs.
+
+In our time direction (noise at t = 0; u and v are minus the paper's), its changes over
+`meanflow`, from the paper and its official JAX code:
+
+- **The v-loss.** The network has two heads on one trunk: u(x_t, t, d), the average velocity
+  over the step d, and an auxiliary v, the instantaneous velocity. The JVP of u runs along the
+  network's own conditional velocity v_c (not the sampled x1 - x0) with the end t + d fixed,
+  tangents (v_c, 1, -1); the compound V = u - d sg(du/dt) is regressed onto the guided velocity
+  v_g, and so is the v head. Rows with d = 0 (half the batch) are flow matching: V = u.
+- **Guidance as a condition.** Each row draws a scale w log-uniform on [1, guidance_max] and a
+  time interval [lo, hi] (lo ~ U(0, 1/2), hi ~ U(1/2, 1); [0, 1] on the d = 0 rows) in which it
+  applies, and the network is told both. With w' = w inside the interval and 1 outside,
+  v_g = v + (1 - 1/w') (v_c - v_u): v_c is the v head at scale w' and v_u at the null label and
+  scale 1, both at d = 0 over [0, 1] without gradient. A label dropped for CFG gets v_g = v.
+  Sampling is one call per step at the scale the sampler is given.
+- **Both losses** are adaptively weighted per row (p = 1, c = 0.01), then summed.
+
+Where ours differs from the official code: the v head is a second output layer on the shared
+trunk (the official forks its last blocks), conditions enter by adaLN as in our other backbones
+(the paper uses in-context tokens), and v_c is computed once, at w' (the official computes it at
+w and again at w'; the first serves only the d = 0 rows, where w' = w, so the targets agree).
+Unlabelled data has no guidance: v_c is the v head's own output and v_g = v.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from shortcut_models.distributed import unwrap
+from shortcut_models.errors import UsageError
+from shortcut_models.objectives.base import (
+    Objective,
+    adaptive_loss,
+    broadcast,
+    flow_velocity,
+    interpolate,
+    rows_of,
+)
+from shortcut_models.objectives.meanflow import logit_normal_steps, time_derivative
+from shortcut_models.options import option
+from shortcut_models.sampling import SamplingSpec
+
+Conditions = dict[str, torch.Tensor]
+
+
+def heads(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[u | v] along dimension 1 (a `both_heads` call) -> (u, v)."""
+    half = out.shape[1] // 2
+    return out[:, :half], out[:, half:]
+
+
+def rows(conditions: Conditions, which: slice) -> Conditions:
+    return {name: value[which] for name, value in conditions.items()}
+
+
+@dataclass
+class ImprovedMeanFlow(Objective):
+    """The v-loss through u's JVP along the predicted velocity, an auxiliary v head, and the
+    guidance scale and interval drawn per row and given to the network (labelled data)."""
+
+    name = "imf"
+    time_scale = 1.0  # t is differentiated: unscaled sinusoids, as `meanflow`
+
+    flow_fraction: float = option(
+        0.5, "share of rows with d = 0 (flow matching; the official data_proportion)"
+    )
+    time_mu: float = option(-0.4)  # logit-normal times, as the official code
+    time_sigma: float = option(1.0)
+    norm_p: float = option(1.0)
+    norm_c: float = option(0.01)
+    guidance_max: float = option(8.0)  # the scale is log-uniform on [1, this] (official s_max + 1)
+    tangents: str = option("hand", choices=("hand", "autodiff"))  # the JVP, as `meanflow`'s
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 <= self.flow_fraction <= 1.0:
+            raise UsageError(f"flow_fraction must be in [0, 1], got {self.flow_fraction}")
+        if self.time_sigma <= 0 or self.norm_c <= 0 or self.norm_p < 0:
+            raise UsageError("time_sigma and norm_c must be positive and norm_p >= 0")
+        if self.guidance_max < 1:
+            raise UsageError(f"guidance_max must be at least 1, got {self.guidance_max}")
+
+    @property
+    def guided(self) -> bool:
+        """Whether the network takes a guidance scale and interval (labelled data)."""
+        return self.num_classes > 0
+
+    def backbone_options(self) -> dict[str, bool | float]:
+        guidance = {"guidance_input": True, "guidance_interval": True} if self.guided else {}
+        return {**super().backbone_options(), "velocity_head": True, **guidance}
+
+    def conditions(
+        self, n: int, num_mean: int, generator: torch.Generator, device: torch.device
+    ) -> Conditions:
+        """Per row: a scale w, log-uniform on [1, guidance_max], and the interval [lo, hi] where
+        it applies ([0, 1] on the d = 0 rows, the last n - num_mean); none without labels."""
+        if not self.guided:
+            return {}
+        u = torch.rand(3, n, generator=generator, device=device)
+        w = torch.exp(u[0] * math.log(self.guidance_max))
+        lo, hi = 0.5 * u[1], 0.5 + 0.5 * u[2]
+        flow = torch.arange(n, device=device) >= num_mean
+        interval = torch.stack([lo.masked_fill(flow, 0.0), hi.masked_fill(flow, 1.0)], dim=1)
+        return {"w": w, "interval": interval}
+
+    @torch.no_grad()
+    def guided_velocity(
+        self,
+        model: nn.Module,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        v: torch.Tensor,
+        y: torch.Tensor | None,
+        conditions: Conditions,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(v_c, v_g): the v head's velocity at d = 0 (the JVP's tangent) and the target."""
+        zero = torch.zeros_like(t)
+        if not conditions or y is None:
+            return heads(model(x_t, t, zero, y, both_heads=True))[1].to(v.dtype), v
+        w, interval = conditions["w"], conditions["interval"]
+        inside = (interval[:, 0] <= t) & (t <= interval[:, 1])
+        w_in = torch.where(inside, w, torch.ones_like(w))
+        everywhere = torch.tensor([0.0, 1.0], device=t.device).expand(2 * t.shape[0], 2)
+        out = model(
+            torch.cat([x_t, x_t]),
+            torch.cat([t, t]),
+            torch.cat([zero, zero]),
+            torch.cat([y, torch.full_like(y, self.null_class)]),
+            w=torch.cat([w_in, torch.ones_like(w_in)]),
+            interval=everywhere,
+            both_heads=True,
+        )
+        v_c, v_u = heads(out)[1].to(v.dtype).chunk(2)
+        return v_c, v + broadcast(1 - 1 / w_in, v) * (v_c - v_u)
+
+    def loss(
+        self,
+        net: nn.Module,
+        target_net: nn.Module,
+        x1: torch.Tensor,
+        y: torch.Tensor | None,
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Targets from the trained network itself (no gradient), then one pass of `net` per
+        row: the JVP's primal output on the rows with d != 0, a plain forward on the rest."""
+        n = x1.shape[0]
+        num_mean = n - round(n * self.flow_fraction)
+        t, d = logit_normal_steps(n, num_mean, self.time_mu, self.time_sigma, generator, x1.device)
+        x0 = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
+        x_t, v = interpolate(x0, x1, t), flow_velocity(x0, x1)
+        conditions = self.conditions(n, num_mean, generator, x1.device)
+        v_c, v_g = self.guided_velocity(unwrap(net), x_t, t, v, y, conditions)
+        y_in = self.drop_labels(y, generator)
+        if y_in is not None and self.guided:
+            v_g = torch.where(broadcast(y_in == self.null_class, v).bool(), v, v_g)
+        mean, flow = slice(0, num_mean), slice(num_mean, n)
+        compound, velocity = [], []
+        if num_mean:
+            out, tangent = time_derivative(
+                net,
+                x_t[mean],
+                t[mean],
+                d[mean],
+                rows_of(y_in, mean),
+                v_c[mean],
+                self.tangents == "hand",
+                both_heads=True,
+                **rows(conditions, mean),
+            )
+            u, v_head = heads(out)
+            dudt = heads(tangent)[0].detach().to(v.dtype)
+            compound.append(u.float() - broadcast(d[mean], dudt) * dudt)
+            velocity.append(v_head)
+        if num_mean < n:
+            out = net(
+                x_t[flow], t[flow], d[flow], rows_of(y_in, flow), both_heads=True,
+                **rows(conditions, flow),
+            )  # fmt: skip
+            u, v_head = heads(out)
+            compound.append(u.float())
+            velocity.append(v_head)
+        err_u = (torch.cat(compound) - v_g.float()).pow(2).flatten(1).mean(1)
+        err_v = (torch.cat(velocity).float() - v_g.float()).pow(2).flatten(1).mean(1)
+        dims = x1[0].numel()
+        loss = adaptive_loss(err_u, self.norm_p, self.norm_c, dims) + adaptive_loss(
+            err_v, self.norm_p, self.norm_c, dims
+        )
+        info = {"mse_u": err_u.mean().detach(), "mse_v": err_v.mean().detach()}
+        for name, which in (("mean", mean), ("flow", flow)):
+            if which.stop > which.start:
+                info[f"mse_u_{name}"] = err_u[which].mean().detach()
+        return loss.mean(), info
+
+    def sampling_spec(self) -> SamplingSpec:
+        return SamplingSpec(power_of_two=False, max_steps=None, fixed_d=None)
