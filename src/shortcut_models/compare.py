@@ -46,7 +46,7 @@ PAPER_ORDER = (
     "live_reflow",
     "shortcut",
 )
-BEYOND_PAPER = ("meanflow", "ism")  # newer one-step objectives, compared in the same harness
+BEYOND_PAPER = ("meanflow", "ism", "imf")  # newer one-step objectives, compared in the same harness
 METHODS = PAPER_ORDER + BEYOND_PAPER
 SCORES_NAME = "compare_scores.json"
 
