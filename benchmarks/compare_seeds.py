@@ -2,6 +2,10 @@
 method and budget with every seed's value beside it, so an ordering of methods can be read against
 the spread of seeds.
 
+A seed given as A+B+... merges the rows of several folders of that seed (a method in a later
+folder replaces it in an earlier one: for example the two-stage methods re-run with another
+--teacher-share, or a method added later).
+
 Each run folder holds compare.md (its header says data, network, budget, samples), compare.json
 ({method: {steps: value}}) and compare.meta.json (seconds per method, config, machine, commit).
 Methods missing from a seed's run (not finished yet) are shown with the seeds they have. Runs can
@@ -9,6 +13,7 @@ come from different sessions; each seed's machine, commit and time go into the J
 
     python benchmarks/compare_seeds.py runs/cmp-unet-mnist-s0 runs/cmp-unet-mnist-s1 \\
         --out benchmarks/results/compare_mnist_unet
+    python benchmarks/compare_seeds.py runs/cmp-unet-mnist-s0+runs/cmp-unet-mnist-s0-share90 ...
 """
 
 from __future__ import annotations
@@ -35,6 +40,32 @@ def load(run: Path) -> dict[str, Any]:
     return {"scores": scores, "meta": meta, "title": lines[0], "setting": lines[2], "notes": notes}
 
 
+def load_seed(spec: str) -> dict[str, Any]:
+    """`load` of one folder, or of A+B+...: rows merged in order (later folders win), the meta
+    of each folder kept under "parts", the seconds merged."""
+    parts = [load(Path(folder)) for folder in spec.split("+")]
+    merged = dict(parts[0])
+    if len(parts) == 1:
+        return merged
+    seeds = {p["meta"].get("config", {}).get("seed") for p in parts}
+    if len(seeds) > 1:
+        raise SystemExit(f"{spec}: the folders are of different seeds ({sorted(map(str, seeds))})")
+    merged["scores"], merged["notes"] = {}, {}
+    seconds: dict[str, float] = {}
+    for part in parts:
+        merged["scores"].update(part["scores"])
+        merged["notes"].update(part["notes"])
+        seconds.update(part["meta"].get("seconds", {}))
+    merged["meta"] = {
+        "config": parts[0]["meta"].get("config", {}),
+        "seconds": seconds,
+        "parts": {
+            folder: part["meta"] for folder, part in zip(spec.split("+"), parts, strict=True)
+        },
+    }
+    return merged
+
+
 def cell(values: list[float]) -> str:
     """'mean (a / b)' over the seeds that have a value."""
     if not values:
@@ -46,16 +77,19 @@ def cell(values: list[float]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("runs", nargs="+", type=Path, help="compare --out folders, one per seed")
+    p.add_argument(
+        "runs", nargs="+", help="compare --out folders, one per seed (A+B: merged rows of a seed)"
+    )
     p.add_argument("--out", type=Path, required=True, help="writes OUT.md, OUT.json, OUT.png")
     args = p.parse_args()
-    runs = [load(run) for run in args.runs]
+    runs = [load_seed(run) for run in args.runs]
     seeds = [r["meta"].get("config", {}).get("seed") for r in runs]
     methods = [m for m in METHODS if any(m in r["scores"] for r in runs)]
     budgets = sorted({int(n) for r in runs for s in r["scores"].values() for n in s})
     rows, means = [], {}
     for method in methods:
-        note = next(r["notes"][method] for r in runs if method in r["notes"])
+        # a method trained differently in different seeds shows each setting, in seed order
+        note = " / ".join(dict.fromkeys(r["notes"][method] for r in runs if method in r["notes"]))
         per_budget = []
         for n in budgets:
             values = [
@@ -77,7 +111,7 @@ def main() -> None:
         args.out.with_suffix(".json"),
         {
             "seeds": {
-                str(seed): {"scores": r["scores"], "meta": r["meta"], "run": str(path)}
+                str(seed): {"scores": r["scores"], "meta": r["meta"], "run": path}
                 for seed, r, path in zip(seeds, runs, args.runs, strict=True)
             },
             "mean": {m: {str(n): v for n, v in values.items()} for m, values in means.items()},
