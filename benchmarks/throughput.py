@@ -1,6 +1,7 @@
 """Training and sampling throughput of a DiT preset: shortcut versus flow matching in one process.
 
-Also times MeanFlow's step (its JVP target) against the same flow-matching step. Times the real
+Also times MeanFlow's and improved MeanFlow's steps (their JVP targets) against the same
+flow-matching step. Times the real
 training step (`Trainer.train_step`: targets, forward, backward, AdamW, EMA) on
 random inputs of the chosen shape, rounds of the two objectives interleaved so machine noise hits
 both alike; counts the FLOPs of one step with torch's FlopCounterMode (matmuls, convolutions,
@@ -36,7 +37,8 @@ from shortcut_models.train import RunOptions, Trainer
 # Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' data sheets, by device-name fragment.
 GPU_PEAKS = {"H200": 989.4, "H100 SXM": 989.4, "H100 PCIe": 756.0, "H100": 989.4, "A100": 312.0}
 SAMPLE_STEPS = (1, 4, 128)
-OBJECTIVES = ("flow_matching", "shortcut", "meanflow")  # meanflow: the cost of its JVP target
+# meanflow and imf: the cost of their JVP targets (imf's guidance targets too, with --classes)
+OBJECTIVES = ("flow_matching", "shortcut", "meanflow", "imf")
 
 
 class RandomImages:
@@ -223,6 +225,8 @@ def main() -> int:
         "shortcut_over_flow_matching_flops": sc["flops_per_step"] / fm["flops_per_step"],
         "meanflow": per_objective["meanflow"],
         "meanflow_over_flow_matching_step_time": per_objective["meanflow"]["step_s"] / fm["step_s"],
+        "imf": per_objective["imf"],
+        "imf_over_flow_matching_step_time": per_objective["imf"]["step_s"] / fm["step_s"],
         "train_images_per_s": sc["images_per_s"],
         "mfu": sc["mfu"],
         **rates,
@@ -268,7 +272,8 @@ def report(r: dict[str, Any]) -> str:
     ratios = (
         f"shortcut / flow matching step time: {r['shortcut_over_flow_matching_step_time']:.3f} "
         f"(FLOPs {r['shortcut_over_flow_matching_flops']:.3f}); meanflow / flow matching step "
-        f"time: {r['meanflow_over_flow_matching_step_time']:.3f}; 1-step sampling / bare "
+        f"time: {r['meanflow_over_flow_matching_step_time']:.3f}; imf / flow matching step time: "
+        f"{r['imf_over_flow_matching_step_time']:.3f}; 1-step sampling / bare "
         f"forward: {r['one_step_over_forward']:.3f}"
     )
     return "\n\n".join(
