@@ -182,3 +182,20 @@ def test_stats_command_writes_a_common_layout_file(tmp_path, tiny_digits, monkey
     assert stats.mu.shape == (128,) and stats.sigma.shape == (128, 128)
     direct = FeatureStats.of(tiny_digits(torch.from_numpy(images).permute(0, 3, 1, 2)))
     assert frechet_distance(stats, direct) < 1e-8
+
+
+def test_reference_images_to_measure_counts_what_is_not_cached(tmp_path, tiny_digits):
+    """What the demo's time estimate counts: a named set's reference until its features are
+    cached, an image .npz every time, a statistics file never."""
+    from shortcut_models.evaluation.images import load_reference, reference_images_to_measure
+
+    shape = (1, 32, 32)
+    assert reference_images_to_measure("mnist", tiny_digits, shape, 30, seed=123) == 30
+    load_reference("mnist", tiny_digits, shape, 30, seed=123)
+    assert reference_images_to_measure("mnist", tiny_digits, shape, 30, seed=123) == 0
+    assert reference_images_to_measure("mnist", tiny_digits, shape, 31, seed=123) == 31
+    images = digit_data("mnist", "test").sample(7, seed=0).permute(0, 2, 3, 1).numpy()
+    np.savez(tmp_path / "imgs.npz", arr_0=images)
+    assert reference_images_to_measure(str(tmp_path / "imgs.npz"), tiny_digits, shape, 30) == 7
+    random_stats(np.random.default_rng(0), 4, 10).save(tmp_path / "stats.npz")
+    assert reference_images_to_measure(str(tmp_path / "stats.npz"), tiny_digits, shape, 30) == 0

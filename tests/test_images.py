@@ -104,6 +104,14 @@ def test_demo_announcement_says_device_precision_steps_and_finish():
         datetime(2026, 12, 4, 23, 59, 30),
     )
     assert "500 training steps (at 10.00 steps/s)" in fixed and "done at about 00:00" in fixed
+    first = announcement(
+        Choice("cpu", "r"), Choice("fp32", "r"), Plan(steps=10, rate=1.0, seconds_left=300.0),
+        7.0, (1, 4), 200, 60.0, datetime(2026, 12, 4, 12, 0, 0), 240.0, 4495,
+    )  # fmt: skip
+    assert first.endswith(
+        "then 200 samples at each of 2 step budgets (about 1.0 min), scored in about 4.0 min, "
+        "4,495 reference images measured once first; done at about 12:10 (10 min from now)"
+    )
     assert "training done" in announcement(
         Choice("cpu", "r"), Choice("fp32", "r"), None, 7.0, (1,), 10, 5.0, datetime(2026, 1, 1)
     )

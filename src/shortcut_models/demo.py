@@ -137,6 +137,18 @@ def sampling_seconds(
     return calls * math.ceil(num / chunk)
 
 
+def scoring_seconds(scorer: ImageScorer, shape: tuple[int, ...], count: int) -> float:
+    """What measuring `count` images will take: the scorer's network on a few blank images of
+    `shape`, timed (the second of two calls), scaled."""
+    if count == 0:
+        return 0.0
+    blank = torch.zeros(min(scorer.extractor.batch, 8), *shape, dtype=torch.uint8)
+    scorer.extractor(blank)
+    tick = time.perf_counter()
+    scorer.extractor(blank)
+    return (time.perf_counter() - tick) / len(blank) * count
+
+
 def announcement(
     device: Choice,
     precision: Choice,
@@ -146,20 +158,28 @@ def announcement(
     num: int,
     sampling: float,
     now: datetime,
+    scoring: float = 0.0,
+    reference_images: int = 0,
 ) -> str:
-    """The demo's first line: what it will do on this machine, why, and when it will be done."""
+    """The demo's first line: what it will do on this machine, why, and when it will be done.
+    `scoring`: the seconds of measuring the samples and the `reference_images` not cached."""
     if plan is None:  # nothing left to train (a finished run, resumed) or too few steps to time
         steps, left = "training done", 0.0
     else:
         budget = f"planned for {minutes:g} minutes at" if minutes > 0 else "at"
         steps = f"{plan.steps:,} training steps ({budget} {plan.rate:.2f} steps/s)"
         left = plan.seconds_left
-    finish = now + timedelta(seconds=left + sampling)
+    total = left + sampling + scoring
+    finish = now + timedelta(seconds=total)
+    reference = (
+        f", {reference_images:,} reference images measured once first" if reference_images else ""
+    )
+    scored = f", scored in about {scoring / 60:.1f} min{reference}" if scoring else ""
     return (
         f"demo: {device.value} ({device.reason}); {precision.value} ({precision.reason}); "
         f"{steps}; then {num} samples at each of {len(budgets)} step budgets "
-        f"(about {sampling / 60:.1f} min); done at about {finish:%H:%M} "
-        f"({(left + sampling) / 60:.0f} min from now)"
+        f"(about {sampling / 60:.1f} min){scored}; done at about {finish:%H:%M} "
+        f"({total / 60:.0f} min from now)"
     )
 
 
@@ -251,6 +271,7 @@ def _run_demo(options: DemoOptions, budgets: list[int], out: Path) -> dict[str, 
         hardware = bf16_hardware(torch.device(device.value)).reason
         chosen = Choice(chosen.value, f"recipe {RECIPE}: {RECIPE_PRECISION}; {hardware}")
     announced = False
+    scorer = demo_scorer(options.data, options.seed)
 
     def announce(plan: Plan | None) -> None:
         nonlocal announced
@@ -259,10 +280,13 @@ def _run_demo(options: DemoOptions, budgets: list[int], out: Path) -> dict[str, 
         seconds = sampling_seconds(
             model, trainer.objective, shape, budgets, options.num, options.cfg, precision
         )
+        reference = scorer.images_to_reference(shape)
+        scoring = scoring_seconds(scorer, shape, options.num * len(budgets) + reference)
         minutes = config.training.minutes
         line = announcement(
-            device, chosen, plan, minutes, budgets, options.num, seconds, datetime.now()
-        )
+            device, chosen, plan, minutes, budgets, options.num, seconds, datetime.now(),
+            scoring, reference,
+        )  # fmt: skip
         log.info(line)
         announced = True
 
@@ -289,7 +313,6 @@ def _run_demo(options: DemoOptions, budgets: list[int], out: Path) -> dict[str, 
         announce(None)
 
     data = trainer.data
-    scorer = demo_scorer(options.data, options.seed)
     metrics, images = score_budgets(
         trainer.evaluated.eval(),
         trainer.objective,

@@ -14,7 +14,7 @@ generated and decoded), and only the features (2,048 float32 per image for Incep
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -120,6 +120,36 @@ def _reference_source(ref: str, resolution: int, channels: int) -> tuple[str, An
     return key, lambda: build_data("folder", options)
 
 
+def _reference_cache(
+    ref: str, extractor: FeatureExtractor, shape: tuple[int, ...], num: int, seed: int
+) -> tuple[Path, Callable[[], Any]]:
+    """(the cache file of a named set's or folder's reference features, the loader of its
+    data); a UsageError for anything else."""
+    if ref not in named_image_sets() and not Path(ref).is_dir():
+        raise UsageError(
+            f"--ref {ref}: not a data set ({', '.join(named_image_sets())}), image folder or .npz"
+        )
+    key, open_data = _reference_source(ref, shape[-1], shape[0])
+    return cache_dir() / f"ref-{extractor.identity}-{key}-n{num}-seed{seed}.npz", open_data
+
+
+def reference_images_to_measure(
+    ref: str, extractor: FeatureExtractor, shape: tuple[int, ...], num: int, seed: int = 0
+) -> int:
+    """How many images `load_reference` will put through the extractor: none where the
+    features are cached or the .npz holds statistics, else the reference's image count (up to
+    `num`; a data source without a length counts as `num`)."""
+    path = Path(ref)
+    if path.suffix == ".npz" and path.is_file():
+        array = _images_from_npz(path)
+        return 0 if array is None else len(array)
+    cache, open_data = _reference_cache(ref, extractor, shape, num, seed)
+    if cache.is_file():
+        return 0
+    source = open_data()
+    return min(num, len(source)) if hasattr(source, "__len__") else num
+
+
 def load_reference(
     ref: str, extractor: FeatureExtractor, shape: tuple[int, ...], num: int, seed: int = 0
 ) -> Reference:
@@ -135,12 +165,7 @@ def load_reference(
         )
         features = features_of(chunks, extractor)
         return Reference(FeatureStats.of(features), features, f"{len(array)} images of {path}")
-    if ref not in named_image_sets() and not path.is_dir():
-        raise UsageError(
-            f"--ref {ref}: not a data set ({', '.join(named_image_sets())}), image folder or .npz"
-        )
-    key, open_data = _reference_source(ref, shape[-1], shape[0])
-    cache = cache_dir() / f"ref-{extractor.identity}-{key}-n{num}-seed{seed}.npz"
+    cache, open_data = _reference_cache(ref, extractor, shape, num, seed)
     if cache.is_file():
         with np.load(cache) as data:
             features = data["features"]

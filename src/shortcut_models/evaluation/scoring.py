@@ -66,6 +66,14 @@ class VectorScorer:
         self.data = data  # None: each run's own data, built from its config
         self.dist = dist
 
+    def images_to_reference(self, shape: tuple[int, ...]) -> int:
+        """How many reference images the first score at `shape` will measure (0: cached)."""
+        if shape in self.references:
+            return 0
+        return images.reference_images_to_measure(
+            self.ref, self.extractor, shape, self.ref_num, self.seed
+        )
+
     def score(self, run: LoadedRun, plan: SamplingPlan) -> Scores:
         config = run.checkpoint.config
         data = self.data or build_data(config.data.name, config.data.options)
@@ -113,6 +121,14 @@ class ImageScorer:
                 ),
             )
         return self.references[shape]
+
+    def images_to_reference(self, shape: tuple[int, ...]) -> int:
+        """How many reference images the first score at `shape` will measure (0: cached)."""
+        if shape in self.references:
+            return 0
+        return images.reference_images_to_measure(
+            self.ref, self.extractor, shape, self.ref_num, self.seed
+        )
 
     def score(self, run: LoadedRun, plan: SamplingPlan) -> Scores:
         """`plan.num` images per step budget (the same noise, classes in turn), decoded when
