@@ -89,7 +89,17 @@ def test_unet_trains_a_shortcut_model(tmp_path):
 
 
 @pytest.mark.slow
-def test_minutes_budget_plans_and_stores_the_step_count(tmp_path):
+def test_minutes_budget_plans_and_stores_the_step_count(tmp_path, monkeypatch):
+    from shortcut_models.train import schedule
+
+    class Clock:  # the plan's clock advances 0.1 s per reading: the same plan on any machine
+        now = 0.0
+
+        def perf_counter(self):
+            self.now += 0.1
+            return self.now
+
+    monkeypatch.setattr(schedule, "time", Clock())
     config = tiny_config(steps=5, minutes=0.08, lr_schedule="cosine")  # 4.8 s: >> 5 steps
     trainer = tiny_trainer(tmp_path / "run", config)
     seen_lr = []
