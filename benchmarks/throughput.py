@@ -150,7 +150,8 @@ def sampling(trainer: Trainer, batch: int, repeat: int) -> dict[str, Any]:
     device, model = trainer.device, trainer.target_net
     spec = trainer.objective.sampling_spec()
     noise = torch.randn(batch, *trainer.data.shape, device=device)
-    y = torch.arange(batch, device=device) % trainer.data.num_classes
+    classes = trainer.data.num_classes
+    y = torch.arange(batch, device=device) % classes if classes else None
     t = torch.zeros(batch, device=device)
     dtype = trainer.autocast_dtype
     autocast = torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
