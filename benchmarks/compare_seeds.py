@@ -9,11 +9,15 @@ folder replaces it in an earlier one: for example the two-stage methods re-run w
 Each run folder holds compare.md (its header says data, network, budget, samples), compare.json
 ({method: {steps: value}}) and compare.meta.json (seconds per method, config, machine, commit).
 Methods missing from a seed's run (not finished yet) are shown with the seeds they have. Runs can
-come from different sessions; each seed's machine, commit and time go into the JSON.
+come from different sessions; each seed's machine, commit and time go into the JSON. A recorded
+table's seed, RESULTS.json@SEED, stands for its run folder once the folder is gone, so that a
+method re-run later replaces its row in that seed (RESULTS.json@0+runs/rerun-s0).
 
     python benchmarks/compare_seeds.py runs/cmp-unet-mnist-s0 runs/cmp-unet-mnist-s1 \\
         --out benchmarks/results/compare_mnist_unet
     python benchmarks/compare_seeds.py runs/cmp-unet-mnist-s0+runs/cmp-unet-mnist-s0-share90 ...
+    python benchmarks/compare_seeds.py benchmarks/results/compare_mnist_unet.json@0+runs/imf-s0 \
+        benchmarks/results/compare_mnist_unet.json@1+runs/imf-s1 --out ...
 """
 
 from __future__ import annotations
@@ -40,10 +44,35 @@ def load(run: Path) -> dict[str, Any]:
     return {"scores": scores, "meta": meta, "title": lines[0], "setting": lines[2], "notes": notes}
 
 
+def load_recorded(spec: str) -> dict[str, Any]:
+    """One seed of a table this script wrote (RESULTS.json@SEED): its scores and meta from the
+    JSON, title, setting and each method's training note from the .md beside it."""
+    path, _, seed = spec.rpartition("@")
+    recorded = json.loads(Path(path).read_text())
+    if seed not in recorded.get("seeds", {}):
+        raise SystemExit(f"{path} has no seed {seed} (it has {sorted(recorded.get('seeds', {}))})")
+    lines = Path(path).with_suffix(".md").read_text().splitlines()
+    table = [line for line in lines if line.startswith("|")]
+    notes = {r.split("|")[1].strip(): r.split("|")[2].strip() for r in table[2:]}
+    entry = recorded["seeds"][seed]
+    return {
+        "scores": entry["scores"],
+        "meta": entry["meta"],
+        "title": lines[0],
+        "setting": lines[2].split("; seeds ")[0],
+        "notes": notes,
+    }
+
+
+def load_part(spec: str) -> dict[str, Any]:
+    """A run folder, or a recorded table's seed (RESULTS.json@SEED)."""
+    return load_recorded(spec) if ".json@" in spec else load(Path(spec))
+
+
 def load_seed(spec: str) -> dict[str, Any]:
     """`load` of one folder, or of A+B+...: rows merged in order (later folders win), the meta
     of each folder kept under "parts", the seconds merged."""
-    parts = [load(Path(folder)) for folder in spec.split("+")]
+    parts = [load_part(part) for part in spec.split("+")]
     merged = dict(parts[0])
     if len(parts) == 1:
         return merged

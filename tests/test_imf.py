@@ -80,11 +80,12 @@ def test_loss_is_the_v_loss_of_the_hand_computation(tangents):
     err_v = (v_row - v_g).pow(2).mean(1)
     torch.testing.assert_close(loss, (err_u + err_v).mean())
     torch.testing.assert_close(info["mse_v"], err_v.mean())
-    # targets: one call of 2n rows (conditional at w', null label at 1), over [0, 1] at d = 0
+    # targets: one call of 1.5 n rows (conditional at w' where d != 0, null label at 1 on every
+    # row), over [0, 1] at d = 0; the d = 0 rows' v_c is the training forward's v head
     rows, scales, interval = model.calls[0]
-    assert rows == 2 * n
-    torch.testing.assert_close(scales, torch.cat([w_in, torch.ones(n)]))
-    torch.testing.assert_close(interval, torch.tensor([[0.0, 1.0]]).expand(2 * n, 2))
+    assert rows == num_mean + n == 3 * n // 2
+    torch.testing.assert_close(scales, torch.cat([w_in[:num_mean], torch.ones(n)]))
+    torch.testing.assert_close(interval, torch.tensor([[0.0, 1.0]]).expand(rows, 2))
 
 
 def test_unlabelled_data_has_no_guidance_inputs_and_regresses_on_v():
@@ -101,6 +102,7 @@ def test_unlabelled_data_has_no_guidance_inputs_and_regresses_on_v():
     expected = ((compound - v).pow(2).mean(1) + (v_c - v).pow(2).mean(1)).mean()
     torch.testing.assert_close(loss, expected)
     assert all(w is None and interval is None for _, w, interval in model.calls)
+    assert model.calls[0][0] == num_mean  # the no-gradient pass: the rows with d != 0 only
 
 
 @pytest.mark.parametrize(
