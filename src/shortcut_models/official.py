@@ -188,7 +188,8 @@ def import_official(
     found = read_official(path)
     if weights == "ema" and found.params_ema is None:
         raise UsageError(f"{path} holds no params_ema: import it with --weights raw")
-    hidden = _hidden_size(found.params)
+    sizes = dit_options_from_flax(found.params)
+    hidden = sizes["hidden_size"]
     if num_heads is None:
         if hidden not in HEADS_BY_HIDDEN:
             raise UsageError(
@@ -198,7 +199,7 @@ def import_official(
         num_heads = HEADS_BY_HIDDEN[hidden]
     if hidden % num_heads:
         raise UsageError(f"--num-heads {num_heads} does not divide the hidden size {hidden}")
-    sizes = dit_options_from_flax(found.params, num_heads)
+    sizes["num_heads"] = num_heads
     channels, classes = sizes.pop("in_channels"), sizes.pop("num_classes")
     if input_size is None:
         if channels != 4:
@@ -249,12 +250,3 @@ def import_official(
             data=spec,
             extra={"imported_from": str(Path(path).resolve())},
         )
-
-
-def _hidden_size(params: Mapping[str, Any]) -> int:
-    try:
-        return int(np.asarray(params["PatchEmbed_0"]["Conv_0"]["kernel"]).shape[-1])
-    except (KeyError, IndexError, TypeError):
-        raise UsageError(
-            "not an official DiT parameter tree: no PatchEmbed_0/Conv_0/kernel"
-        ) from None

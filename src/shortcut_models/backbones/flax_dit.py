@@ -31,25 +31,30 @@ def _linear(layer: Tree) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(layer["kernel"]).T, np.asarray(layer["bias"])
 
 
-def dit_options_from_flax(params: Tree, num_heads: int) -> dict[str, int]:
-    """Our DiT's size options for an official parameter tree (heads are not in the shapes)."""
+def dit_options_from_flax(params: Tree, num_heads: int | None = None) -> dict[str, int]:
+    """Our DiT's size options for an official parameter tree. Heads are not in the shapes: without
+    `num_heads` the options leave them out, for the caller to choose from the hidden size."""
     try:
         kernel = np.asarray(params["PatchEmbed_0"]["Conv_0"]["kernel"])
         depth = sum(1 for name in params if name.startswith("DiTBlock_"))
         mlp = np.asarray(params["DiTBlock_0"]["MlpBlock_0"]["Dense_0"]["kernel"])
         table = np.asarray(params["LabelEmbedder_0"]["Embed_0"]["embedding"])
+        patch, _, channels, hidden = kernel.shape
     except KeyError as exc:
-        raise UsageError(f"not an official DiT parameter tree: no {exc}") from None
-    patch, _, channels, hidden = kernel.shape
-    return {
+        raise UsageError(f"not an official DiT parameter tree: no {exc.args[0]}") from None
+    except (TypeError, ValueError, IndexError):
+        raise UsageError("not an official DiT parameter tree: its layers are not arrays") from None
+    options = {
         "patch_size": int(patch),
         "in_channels": int(channels),
         "hidden_size": int(hidden),
         "depth": depth,
-        "num_heads": num_heads,
         "mlp_ratio": mlp.shape[1] / hidden,
         "num_classes": table.shape[0] - 1 if table.shape[0] > 2 else 0,
     }
+    if num_heads is not None:
+        options["num_heads"] = num_heads
+    return options
 
 
 def dit_state_from_flax(params: Tree, num_classes: int) -> dict[str, torch.Tensor]:
