@@ -129,10 +129,10 @@ class ImprovedMeanFlow(Objective):
         w_in: torch.Tensor | None,
         num_mean: int,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(v_c, v_u) without gradient, at d = 0 over [0, 1], in one call: v_c, the v head at w'
-        on the first `num_mean` rows (the JVP's tangent; the d = 0 rows take theirs from the
-        training forward, whose inputs are the same), and v_u at the null label and scale 1 on
-        every row (None unguided)."""
+        """(v_c, v_u) without gradient, at d = 0 over [0, 1] (no interval given: the network's
+        default), in one call: v_c, the v head at w' on the first `num_mean` rows (the JVP's
+        tangent; the d = 0 rows take theirs from the training forward, whose inputs are the
+        same), and v_u at the null label and scale 1 on every row (None unguided)."""
         mean = slice(0, num_mean)
         if w_in is None or y is None:
             if not num_mean:
@@ -147,7 +147,6 @@ class ImprovedMeanFlow(Objective):
             torch.zeros(rows_in, device=t.device, dtype=t.dtype),
             torch.cat([y[mean], torch.full_like(y, self.null_class)]),
             w=torch.cat([w_in[mean], torch.ones_like(w_in)]),
-            interval=torch.tensor([0.0, 1.0], device=t.device).expand(rows_in, 2),
             both_heads=True,
         )
         v = heads(out)[1]
