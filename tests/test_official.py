@@ -191,3 +191,8 @@ def test_files_that_are_not_official_checkpoints_are_one_line(tmp_path, official
     tree = synthetic_flax_tree()
     tree["FinalLayer_0"]["Dense_1"]["bias"][0] = np.nan
     refused(official_file(tmp_path / "nan.pkl", tree), "holds NaN")
+    no_ema = tmp_path / "no_ema.pkl"
+    state = pickle.loads(official_file(no_ema, synthetic_flax_tree()).read_bytes())
+    del state["train_state"]["params_ema"]  # a train state without EMA (TrainState, not ...Ema)
+    no_ema.write_bytes(pickle.dumps(state))
+    refused(no_ema, "holds no params_ema", "--weights", "ema")
