@@ -23,16 +23,20 @@ from shortcut_models.image_io import grid, save_png
 
 
 def method_runs(folders: list[Path], methods: list[str] | None) -> dict[str, Path]:
-    """{method: its run folder} in the harness's order, a later folder winning."""
+    """{method: its run folder} in the harness's order, a later folder winning. A two-stage
+    method trained with another --teacher-share lives in METHOD_teacherSTEPS (compare's naming)."""
     found: dict[str, Path] = {}
     for folder in folders:
         for method in METHODS:
-            if (folder / method / "checkpoint.safetensors").is_file():
-                found[method] = folder / method
+            for run in [folder / method, *sorted(folder.glob(f"{method}_teacher*"))]:
+                if (run / "checkpoint.safetensors").is_file():
+                    found[method] = run
+    where = ", ".join(map(str, folders))
+    if not found and not methods:
+        raise SystemExit(f"no trained method of `shortcut compare` in {where}")
     wanted = methods or [m for m in METHODS if m in found]
     missing = [m for m in wanted if m not in found]
     if missing:
-        where = ", ".join(map(str, folders))
         raise SystemExit(f"no trained run of {', '.join(missing)} in {where}")
     return {m: found[m] for m in wanted}
 
