@@ -39,9 +39,15 @@ def load(run: Path) -> dict[str, Any]:
     meta_path = run / "compare.meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     lines = (run / "compare.md").read_text().splitlines()
+    return {"scores": scores, "meta": meta, **header_and_notes(lines)}
+
+
+def header_and_notes(lines: list[str]) -> dict[str, Any]:
+    """Title, setting line and {method: training note} of a compare table's markdown (a run's
+    compare.md or a table this script wrote, whose setting line ends in "; seeds ...")."""
     table = [line for line in lines if line.startswith("|")]
     notes = {r.split("|")[1].strip(): r.split("|")[2].strip() for r in table[2:]}
-    return {"scores": scores, "meta": meta, "title": lines[0], "setting": lines[2], "notes": notes}
+    return {"title": lines[0], "setting": lines[2].split("; seeds ")[0], "notes": notes}
 
 
 def load_recorded(spec: str) -> dict[str, Any]:
@@ -52,16 +58,8 @@ def load_recorded(spec: str) -> dict[str, Any]:
     if seed not in recorded.get("seeds", {}):
         raise SystemExit(f"{path} has no seed {seed} (it has {sorted(recorded.get('seeds', {}))})")
     lines = Path(path).with_suffix(".md").read_text().splitlines()
-    table = [line for line in lines if line.startswith("|")]
-    notes = {r.split("|")[1].strip(): r.split("|")[2].strip() for r in table[2:]}
     entry = recorded["seeds"][seed]
-    return {
-        "scores": entry["scores"],
-        "meta": entry["meta"],
-        "title": lines[0],
-        "setting": lines[2].split("; seeds ")[0],
-        "notes": notes,
-    }
+    return {"scores": entry["scores"], "meta": entry["meta"], **header_and_notes(lines)}
 
 
 def load_part(spec: str) -> dict[str, Any]:
