@@ -34,7 +34,7 @@ import torch
 
 from shortcut_models.config import TrainConfig
 from shortcut_models.demo import demo_scorer, score_budgets
-from shortcut_models.recipes import recipe
+from shortcut_models.recipes import recipe, recipe_tree
 from shortcut_models.report import machine_record, markdown_table
 from shortcut_models.train import RunOptions, Trainer
 
@@ -128,24 +128,30 @@ def variant_config(
     """The variant's config and precision; `steps` > 0 trains that many steps (no budget).
     `from_recipe` keeps the recipe's objective options (else the base of the first ablation:
     EMA bootstrap targets); `precision` overrides the variant's."""
-    values, run = recipe(base)
+    found = recipe(base).tree
     changes = dict(VARIANTS[name])
     is_recipe = changes.pop("recipe", False) or from_recipe
-    if not is_recipe:
-        values["objective_options"] = {}  # the base: bootstrap targets from the EMA weights
-    precision = precision or changes.pop("precision", run["precision"])
+    precision = precision or changes.pop("precision", found["run"]["precision"])
     changes.pop("precision", None)
-    for key in ("objective_options", "backbone_options"):
+    objective = changes.pop("objective", found["objective"]["name"])
+    backbone = changes.pop("backbone", found["backbone"]["name"])
+    tree = recipe_tree(base, objective, backbone)
+    tree.pop("run")
+    if not is_recipe:
+        tree["objective"]["options"] = {}  # the base: bootstrap targets from the EMA weights
+    for key in ("objective", "backbone"):
+        extra = changes.pop(f"{key}_options", {})
+        if extra is None:  # the recipe's objective options kept; the backbone's defaults
+            tree[key]["options"] = tree[key]["options"] if key == "objective" else {}
+        else:
+            tree[key]["options"] = {**tree[key]["options"], **extra}
+    for key in ("lr", "ema_decay", "warmup_steps"):
         if key in changes:
-            extra = changes.pop(key)
-            if extra is not None:
-                values[key] = {**values[key], **extra}
-            elif key == "backbone_options":
-                values[key] = {}
-    values.update(changes, data=data, minutes=0.0 if steps else minutes, seed=seed)
-    if steps:
-        values["steps"] = steps
-    return TrainConfig.from_flat({**values, "recipe": base if is_recipe else ""}), precision
+            tree["optimisation"][key] = changes.pop(key)
+    tree["training"].update(changes, minutes=0.0 if steps else minutes, seed=seed)
+    tree["training"].update({"steps": steps} if steps else {})
+    tree["training"]["recipe"] = base if is_recipe else ""
+    return TrainConfig.from_tree({**tree, "data": {"name": data}}), precision
 
 
 def run_variant(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -201,7 +207,7 @@ def run_variant(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "train_seconds": seconds,
         "images_per_s": trainer.step * config.training.batch_size / seconds,
         "precision": precision,
-        "config": config.flat(),
+        "config": config.to_dict(),
         "scores": metrics,
         "metric": scorer.label,
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch "

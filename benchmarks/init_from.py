@@ -26,7 +26,7 @@ import torch
 from shortcut_models.config import TrainConfig
 from shortcut_models.demo import demo_scorer, score_budgets
 from shortcut_models.evaluation import evaluate_vectors
-from shortcut_models.recipes import apply_recipe, recipe
+from shortcut_models.recipes import recipe_tree
 from shortcut_models.report import markdown_table
 from shortcut_models.train import RunOptions, Trainer
 
@@ -36,21 +36,18 @@ EARLIER_UNET = {"channels": [16, 32, 64]}  # cpu-small's U-Net before it folded 
 
 
 def config_for(data: str, objective: str, steps: int, init_from: str = "") -> TrainConfig:
-    if data == "mnist":
-        values, _ = recipe("cpu-small")
-        values.update(
-            data="mnist",
-            objective=objective,
-            steps=steps,
-            objective_options={},
-            minutes=0.0,
-            backbone_options=EARLIER_UNET,
-        )
-        return TrainConfig.from_flat({**apply_recipe("cpu-small", values), "init_from": init_from})
-    return TrainConfig.from_flat(dict(
-        data=data, objective=objective, steps=steps, lr=1e-3, ema_decay=0.99,
-        lr_schedule="cosine", init_from=init_from,
-    ))  # fmt: skip
+    training = {"steps": steps, "minutes": 0.0, "init_from": init_from}
+    if data == "mnist":  # cpu-small's network and optimiser, EMA bootstrap targets
+        tree = recipe_tree("cpu-small", objective, "unet")
+        tree.pop("run")
+        tree["objective"]["options"] = {}
+        tree["backbone"]["options"] = EARLIER_UNET
+        tree["training"].update(training)
+        return TrainConfig.from_tree({**tree, "data": {"name": "mnist"}})
+    return TrainConfig.from_tree({
+        "data": {"name": data}, "objective": {"name": objective}, "training": training,
+        "optimisation": {"lr": 1e-3, "ema_decay": 0.99, "lr_schedule": "cosine"},
+    })  # fmt: skip
 
 
 def train(config: TrainConfig, out: Path) -> tuple[Trainer, float]:

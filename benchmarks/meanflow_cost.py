@@ -70,11 +70,11 @@ def make_trainer(backbone: str, variant: str, args: argparse.Namespace, out: Pat
     backbone_options = {"time_scale": 1.0}  # meanflow's unscaled t (the same work for both)
     if backbone == "unet":
         backbone_options.update(channels=[16, 32, 64])  # the demo's U-Net when measured
-    config = TrainConfig.from_flat(dict(
-        data="random", objective=objective, backbone=backbone, steps=10**9,
-        batch_size=args.batch, lr=1e-4, objective_options=options,
-        backbone_options=backbone_options,
-    ))  # fmt: skip
+    config = TrainConfig.from_tree({
+        "data": {"name": "random"}, "objective": {"name": objective, "options": options},
+        "backbone": {"name": backbone, "options": backbone_options},
+        "training": {"steps": 10**9, "batch_size": args.batch}, "optimisation": {"lr": 1e-4},
+    })  # fmt: skip
     run = RunOptions(
         out_dir=out / f"{len(list(out.iterdir()))}", device=args.device, progress=False,
         tensorboard=False, precision=args.precision,

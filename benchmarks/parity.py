@@ -56,7 +56,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from shortcut_models.backbones import build_backbone
+from shortcut_models.backbones import backbone_options, build_backbone
 from shortcut_models.backbones.flax_dit import dit_state_from_flax
 from shortcut_models.objectives import build_objective
 from shortcut_models.recipes import REFERENCE_DIT, REFERENCE_OBJECTIVES
@@ -150,14 +150,9 @@ class Official:
 
     def ours(self, image: int, options: dict | None = None) -> torch.nn.Module:
         """Our DiT with these parameters, under the reference's options unless given others."""
-        net = build_backbone(
-            "dit",
-            input_size=image,
-            in_channels=self.channels,
-            num_classes=CLASSES,
-            **self.size,
-            **(REFERENCE_DIT if options is None else options),
-        )
+        values = {**self.size, **(REFERENCE_DIT if options is None else options)}
+        shape = (self.channels, image, image)
+        net = build_backbone("dit", backbone_options("dit", values), shape, CLASSES)
         net = net.to(DTYPE["torch"])
         flat = self.jax.tree_util.tree_map(np.asarray, self.params)
         state = {k: v.to(DTYPE["torch"]) for k, v in dit_state_from_flax(flat, CLASSES).items()}

@@ -105,10 +105,11 @@ def peak_tflops(device: torch.device, dtype: torch.dtype | None, given: float | 
 
 
 def make_trainer(objective: str, args: argparse.Namespace, data: RandomImages, out: Path):
-    config = TrainConfig.from_flat(dict(
-        data="random", objective=objective, backbone=args.preset, steps=10**9,
-        batch_size=args.batch, lr=1e-4,
-    ))  # fmt: skip
+    config = TrainConfig.from_tree({
+        "data": {"name": "random"}, "objective": {"name": objective},
+        "backbone": {"name": args.preset}, "training": {"steps": 10**9, "batch_size": args.batch},
+        "optimisation": {"lr": 1e-4},
+    })  # fmt: skip
     run = RunOptions(
         out_dir=out / objective, device=args.device, progress=False, tensorboard=False,
         precision=args.precision, compile=args.compile,

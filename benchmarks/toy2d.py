@@ -59,18 +59,22 @@ def main() -> int:
     started = time.perf_counter()
     for dataset in args.datasets:
         for objective in args.objectives:
-            config = TrainConfig.from_flat(
-                dict(
-                    data=dataset,
-                    objective=objective,
-                    steps=args.train_steps,
-                    batch_size=args.batch_size,
-                    lr=args.lr,
-                    ema_decay=args.ema_decay,
-                    lr_schedule=args.lr_schedule,
-                    seed=args.seed,
-                    backbone_options={"hidden_size": args.hidden_size, "depth": args.depth},
-                )
+            config = TrainConfig.from_tree(
+                {
+                    "data": {"name": dataset},
+                    "objective": {"name": objective},
+                    "backbone": {"options": {"hidden_size": args.hidden_size, "depth": args.depth}},
+                    "training": {
+                        "steps": args.train_steps,
+                        "batch_size": args.batch_size,
+                        "seed": args.seed,
+                    },
+                    "optimisation": {
+                        "lr": args.lr,
+                        "ema_decay": args.ema_decay,
+                        "lr_schedule": args.lr_schedule,
+                    },
+                }
             )
             out = runs / f"{dataset}-{objective}"
             tick = time.perf_counter()

@@ -13,6 +13,30 @@ from shortcut_models.train import RunOptions, Trainer
 TINY = {"hidden_size": 32, "depth": 1}
 
 
+def config_tree(**values) -> dict:
+    """A partial config tree from the tests' short keywords: `data`, `objective`, `backbone`
+    (names), `data_options` / `objective_options` / `backbone_options`, and any field of the
+    training or optimisation section by its name (`steps=12`, `lr=1e-3`)."""
+    import dataclasses
+
+    from shortcut_models.config import SECTION_TYPES, SELECTIONS
+
+    tree: dict = {}
+    for key, value in values.items():
+        if key in SELECTIONS:
+            tree.setdefault(key, {})["name"] = value
+        elif key.removesuffix("_options") in SELECTIONS:
+            tree.setdefault(key.removesuffix("_options"), {})["options"] = dict(value)
+        else:
+            section = next(
+                name
+                for name, cls in SECTION_TYPES.items()
+                if key in {f.name for f in dataclasses.fields(cls)}
+            )
+            tree.setdefault(section, {})[key] = value
+    return tree
+
+
 def tiny_config(**overrides) -> TrainConfig:
     values = dict(
         data="checkerboard",
@@ -23,7 +47,24 @@ def tiny_config(**overrides) -> TrainConfig:
         backbone_options=dict(TINY),
     )
     values.update(overrides)
-    return TrainConfig.from_flat(values)
+    return TrainConfig.from_tree(config_tree(**values))
+
+
+def make_backbone(name: str, **values):
+    """`build_backbone` from keywords: the data's (`input_size`, `in_channels` or `dim`,
+    `num_classes`), the objective's inputs (`guidance_input`, ...) and the rest as options."""
+    from shortcut_models.backbones import backbone_kind, backbone_options, build_backbone
+
+    inputs = {k: values.pop(k) for k in ("guidance_input", "guidance_interval", "velocity_head")
+              if k in values}  # fmt: skip
+    num_classes = values.pop("num_classes", 0)
+    if backbone_kind(name) == "mlp":
+        shape = (values.pop("dim", 2),)
+    else:
+        default_channels = 4 if backbone_kind(name) == "dit" else 1
+        side = values.pop("input_size", 32)
+        shape = (values.pop("in_channels", default_channels), side, side)
+    return build_backbone(name, backbone_options(name, values), shape, num_classes, **inputs)
 
 
 def tiny_trainer(out_dir, config=None, **options) -> Trainer:

@@ -7,8 +7,9 @@ import torch
 from helpers import flow_matching_run, tiny_config, tiny_trainer
 from torch import nn
 
+from shortcut_models.backbones import backbone_options
 from shortcut_models.errors import UsageError
-from shortcut_models.objectives import build_objective
+from shortcut_models.objectives import build_objective, make_options
 from shortcut_models.objectives.base import EPS
 from shortcut_models.pairs import generate_pairs
 from shortcut_models.sampling import SamplingSpec, sample
@@ -184,7 +185,7 @@ def test_wrong_teacher_or_pairs_are_clear_errors(teacher, tmp_path):
     wide = tiny_config(
         objective="consistency_distillation", objective_options={"teacher": str(teacher)}
     )
-    wide.backbone.options = {"hidden_size": 64, "depth": 1}
+    wide.backbone.options = backbone_options("mlp", {"hidden_size": 64, "depth": 1})
     with pytest.raises(UsageError, match="must match"):
         tiny_trainer(tmp_path / "cd2", wide)
     with pytest.raises(UsageError, match="needs a teacher"):
@@ -277,21 +278,24 @@ def test_compare_from_a_recipe_shares_its_network_and_gives_each_method_its_opti
     """--recipe cpu-small: every method on the demo's folded U-Net, batch, optimizer and EMA at a
     fixed step count (never the recipe's wall-clock budget); online bootstrap targets go to the
     methods that have that option (shortcut, ism), not to the others."""
-    from shortcut_models.compare import compare_config, recipe_objective_options
+    from shortcut_models.compare import compare_config
 
-    base = compare_config("mnist", recipe_name="cpu-small", steps=2300, seed=1)
-    assert base.backbone.name == "unet" and base.backbone.options["patch"] == 2
+    shared = compare_config("mnist", recipe_name="cpu-small", steps=2300, seed=1)
+    base = shared.config
+    assert base.backbone.name == "unet" and base.backbone.options.patch == 2
     assert base.training.steps == 2300 and base.training.minutes == 0
     assert base.training.recipe == "cpu-small" and base.training.seed == 1
     assert (base.training.batch_size, base.optimisation.lr, base.optimisation.ema_decay) == (
         64, 1e-3, 0.99,
     )  # fmt: skip
-    options = recipe_objective_options("cpu-small", ("shortcut", "ism", "flow_matching"))
-    assert options["shortcut"] == {"bootstrap_ema": False} == options["ism"]
-    assert options["flow_matching"] == {}
+    for name in ("shortcut", "ism"):
+        assert shared.method_config(name).objective.options.bootstrap_ema is False
+    assert shared.method_config("flow_matching").objective.options == make_options("flow_matching")
     other = compare_config("mnist", recipe_name="cpu-small", backbone="DiT-T/4", ema_decay=0.9)
-    assert other.backbone.options == {} and other.optimisation.ema_decay == 0.9
-    plain = compare_config("mnist")
+    other = other.config
+    assert other.backbone.options == backbone_options("DiT-T/4")
+    assert other.optimisation.ema_decay == 0.9
+    plain = compare_config("mnist").config
     assert plain.backbone.name == "DiT-T/4" and plain.training.steps == 2500
 
 
@@ -322,4 +326,4 @@ def test_compare_guides_each_budget_as_asked(tmp_path, monkeypatch, tiny_digits)
         "recipe cpu-small, CFG 2 (1.75 from 4 steps)" in (tmp_path / "cmp/compare.md").read_text()
     )
     meta = json.loads((tmp_path / "cmp" / "compare.meta.json").read_text())
-    assert meta["machine"]["commit"] and meta["config"]["backbone"] == "unet"
+    assert meta["machine"]["commit"] and meta["config"]["backbone"]["name"] == "unet"

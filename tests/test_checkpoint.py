@@ -55,7 +55,8 @@ def test_save_overwrites_atomically(run_dir):
     trainer = tiny_trainer(run_dir, tiny_config(steps=2))
     trainer.run()
     trainer.step = 7
-    save_checkpoint(run_dir, trainer.config, 7, trainer.model, trainer.ema, trainer.optimizer)
+    parts = {"model": trainer.model.state_dict(), "ema": trainer.ema.state_dict()}
+    save_checkpoint(run_dir, config=trainer.config, step=7, parts=parts)
     assert load_checkpoint(run_dir).step == 7
 
 
@@ -86,7 +87,9 @@ def test_a_config_stored_before_sections_still_loads():
         "eval_weights": "ema", "init_from": "", "recipe": "cpu-small",
     }  # fmt: skip
     config = TrainConfig.from_dict(flat)
-    assert config.flat() == flat and config.optimisation.lr == 0.001
-    assert config.backbone.options == {"channels": [16, 32, 64]}
+    assert config.optimisation.lr == 0.001 and config.training.steps == 2300
+    assert config.objective.options.bootstrap_ema is False
+    assert config.backbone.options.channels == [16, 32, 64]
+    assert config.backbone.options.patch == 1  # the default: it was not stored
     assert TrainConfig.from_dict(config.to_dict()) == config
     assert set(config.to_dict()) == {"data", "objective", "backbone", "training", "optimisation"}

@@ -73,7 +73,7 @@ def test_resume_without_checkpoint_and_with_changed_config(trained, tmp_path, ca
     assert_one_line_error(code, err, "nothing to resume")
     argv = ["train", "--out", str(trained), "--resume", "--lr", "0.5", "--no-progress"]
     code, _, err = run_main(argv, capsys)
-    assert_one_line_error(code, err, "different config (lr)")
+    assert_one_line_error(code, err, "different config (optimisation.lr)")
 
 
 def test_sample_and_evaluate_write_their_files(trained, tmp_path, capsys):

@@ -69,7 +69,7 @@ def test_bf16_if_native_follows_the_hardware(cpu):
     assert devices.resolve_precision("bf16-if-native", here) is None
     cpu(amx=True)
     chosen = devices.choose_precision("bf16-if-native", here)
-    assert chosen == devices.Choice("bf16", "this CPU computes bf16 in hardware (AMX)")
+    assert chosen == devices.Decision("bf16", "this CPU computes bf16 in hardware (AMX)")
     assert devices.resolve_precision("bf16-if-native", here) is torch.bfloat16
     cpu(avx512_bf16=True)
     assert "AVX512-BF16" in devices.choose_precision("bf16-if-native", here).reason
@@ -104,7 +104,7 @@ def test_an_amx_cpu_limited_to_avx2_is_not_native(cpu, capability, isa, native):
 def test_the_gpus_precision_reasons(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     chosen = devices.choose_precision("bf16-if-native", torch.device("cuda"))
-    assert chosen == devices.Choice("fp32", "this GPU has no bf16")
+    assert chosen == devices.Decision("fp32", "this GPU has no bf16")
     assert devices.choose_precision("auto", torch.device("mps")).value == "fp32"
     chosen = devices.choose_precision("bf16-if-native", torch.device("mps"))
     assert chosen.value == "fp32" and "mps" in chosen.reason
@@ -142,7 +142,7 @@ def test_a_channels_last_unet_trains_saves_and_resumes_as_one_run(tmp_path):
     trainer.run()
     saved = load_checkpoint(tmp_path / "run" / "checkpoint.safetensors")
     assert saved.step == 3
-    more = config.replace(steps=5)
+    more = config.overlay({"training": {"steps": 5}})
     resumed = tiny_trainer(tmp_path / "run", more, resume=True, memory_format="contiguous")
     assert all(p.is_contiguous() for p in resumed.model.parameters())
     assert resumed.run().step == 5

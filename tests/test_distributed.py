@@ -114,9 +114,11 @@ from shortcut_models.distributed import teardown
 from shortcut_models.train import RunOptions, Trainer
 
 out = sys.argv[1]
-config = TrainConfig.from_flat(dict(data="checkerboard", objective="meanflow", steps=2,
-                                    batch_size=64, lr=1e-3,
-                                    backbone_options={"hidden_size": 32, "depth": 1}))
+config = TrainConfig.from_tree({
+    "data": {"name": "checkerboard"}, "objective": {"name": "meanflow"},
+    "backbone": {"options": {"hidden_size": 32, "depth": 1}},
+    "training": {"steps": 2, "batch_size": 64}, "optimisation": {"lr": 1e-3},
+})
 options = RunOptions(out_dir=out, device="cpu", progress=False, tensorboard=False)
 trainer = Trainer(config, options)
 calls = []

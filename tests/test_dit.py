@@ -2,14 +2,14 @@
 
 import pytest
 import torch
+from helpers import make_backbone
 
-from shortcut_models.backbones import build_backbone
 from shortcut_models.backbones.dit import DIT_PRESETS, dit_preset
 from shortcut_models.errors import UsageError
 
 
 def small_dit(patch=2, num_classes=10, size=16, channels=3):
-    return build_backbone(
+    return make_backbone(
         "dit",
         input_size=size,
         in_channels=channels,
@@ -65,13 +65,13 @@ def test_presets():
         "hidden_size": 1152, "depth": 28, "num_heads": 16, "patch_size": 2
     }  # fmt: skip
     assert len(DIT_PRESETS) == 15
-    model = build_backbone("DiT-S/8", input_size=32, in_channels=4, num_classes=0)
+    model = make_backbone("DiT-S/8", input_size=32, in_channels=4, num_classes=0)
     n = sum(p.numel() for p in model.parameters())
     assert 30e6 < n < 35e6  # DiT-S/8 is about 33M parameters in the DiT paper
 
 
 def test_bad_sizes_are_usage_errors():
     with pytest.raises(UsageError, match="not divisible by patch size"):
-        build_backbone("dit", input_size=28, patch_size=8, hidden_size=32, depth=1, num_heads=4)
+        make_backbone("dit", input_size=28, patch_size=8, hidden_size=32, depth=1, num_heads=4)
     with pytest.raises(UsageError, match="unknown backbone"):
-        build_backbone("DiT-Z/2")
+        make_backbone("DiT-Z/2")

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_trainer
+from helpers import config_tree, tiny_trainer
 
 from shortcut_models.cli import main
 from shortcut_models.config import TrainConfig
@@ -55,8 +55,8 @@ def test_uint8_round_trip():
 
 
 def test_class_conditional_image_training_and_sampling(tmp_path, capsys):
-    config = TrainConfig.from_flat(
-        dict(data="mnist", backbone="dit", steps=2, batch_size=16, backbone_options=dict(TINY_DIT))
+    config = TrainConfig.from_tree(
+        config_tree(data="mnist", backbone="dit", steps=2, batch_size=16, backbone_options=TINY_DIT)
     )
     assert config.objective.name == "shortcut"
     trainer = tiny_trainer(tmp_path / "run", config)
@@ -74,12 +74,12 @@ def test_class_conditional_image_training_and_sampling(tmp_path, capsys):
 def test_demo_announcement_says_device_precision_steps_and_finish():
     from datetime import datetime
 
-    from shortcut_models.devices import Choice
+    from shortcut_models.devices import Decision
     from shortcut_models.train import Plan
 
     line = announcement(
-        Choice("cpu", "no CUDA or Apple GPU, 2 CPU threads"),
-        Choice("fp32", "this CPU computes bf16 only by emulation (no AMX or AVX512-BF16)"),
+        Decision("cpu", "no CUDA or Apple GPU, 2 CPU threads"),
+        Decision("fp32", "this CPU computes bf16 only by emulation (no AMX or AVX512-BF16)"),
         Plan(steps=1234, rate=2.5, seconds_left=400.0),
         7.0,
         (1, 2, 4, 128),
@@ -94,8 +94,8 @@ def test_demo_announcement_says_device_precision_steps_and_finish():
         "12:07 (8 min from now)"
     )
     fixed = announcement(
-        Choice("cuda", "asked for (--device)"),
-        Choice("bf16", "the GPU computes bf16"),
+        Decision("cuda", "asked for (--device)"),
+        Decision("bf16", "the GPU computes bf16"),
         Plan(steps=500, rate=10.0, seconds_left=45.0),
         0.0,
         (1,),
@@ -105,7 +105,7 @@ def test_demo_announcement_says_device_precision_steps_and_finish():
     )
     assert "500 training steps (at 10.00 steps/s)" in fixed and "done at about 00:00" in fixed
     first = announcement(
-        Choice("cpu", "r"), Choice("fp32", "r"), Plan(steps=10, rate=1.0, seconds_left=300.0),
+        Decision("cpu", "r"), Decision("fp32", "r"), Plan(steps=10, rate=1.0, seconds_left=300.0),
         7.0, (1, 4), 200, 60.0, datetime(2026, 12, 4, 12, 0, 0), 240.0, 4495,
     )  # fmt: skip
     assert first.endswith(
@@ -113,7 +113,7 @@ def test_demo_announcement_says_device_precision_steps_and_finish():
         "4,495 reference images measured once first; done at about 12:10 (10 min from now)"
     )
     assert "training done" in announcement(
-        Choice("cpu", "r"), Choice("fp32", "r"), None, 7.0, (1,), 10, 5.0, datetime(2026, 1, 1)
+        Decision("cpu", "r"), Decision("fp32", "r"), None, 7.0, (1,), 10, 5.0, datetime(2026, 1, 1)
     )
 
 
@@ -163,7 +163,8 @@ def test_demo_end_to_end(tmp_path, tiny_digits, monkeypatch):
     saved = json.loads((tmp_path / "demo" / "metrics.json").read_text())
     budgets = saved["budgets"]
     assert budgets["1"]["fd_digits"] > 0 and 0 <= budgets["128"]["class_coverage"] <= 1
-    assert saved["config"]["recipe"] == "cpu-small" and saved["config"]["backbone"] == "unet"
+    config = saved["config"]
+    assert config["training"]["recipe"] == "cpu-small" and config["backbone"]["name"] == "unet"
     # the default guidance per budget: 2 at one and two steps, 1.75 from four on
     assert {n: m["cfg"] for n, m in budgets.items()} == {
         "1": 2.0,

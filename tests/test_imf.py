@@ -5,9 +5,9 @@ import math
 
 import pytest
 import torch
+from helpers import make_backbone
 from torch import nn
 
-from shortcut_models.backbones import build_backbone
 from shortcut_models.objectives import build_objective
 from shortcut_models.objectives.base import flow_velocity, interpolate
 from shortcut_models.objectives.meanflow import logit_normal_steps
@@ -90,7 +90,8 @@ def test_loss_is_the_v_loss_of_the_hand_computation(tangents):
 
 def test_unlabelled_data_has_no_guidance_inputs_and_regresses_on_v():
     objective = build_objective("imf", num_classes=0, norm_p=0.0)
-    assert objective.backbone_options() == {"time_scale": 1.0, "velocity_head": True}
+    assert objective.backbone_defaults() == {"time_scale": 1.0}
+    assert objective.network_inputs() == {"velocity_head": True}
     n, x1 = 16, torch.randn(16, 2)
     model = TwoHeads(m=0.0, k=0.0)
     loss, _ = objective.loss(model, model, x1, None, torch.Generator().manual_seed(0))
@@ -120,7 +121,13 @@ def test_hand_written_tangents_give_autodiff_s_loss_and_gradients(name, options,
     (float64) by hand-written tangent rules as by torch.func.jvp."""
     objective = build_objective("imf", num_classes=3)
     torch.manual_seed(0)
-    net = build_backbone(name, num_classes=3, **objective.backbone_options(), **options).double()
+    net = make_backbone(
+        name,
+        num_classes=3,
+        **objective.backbone_defaults(),
+        **objective.network_inputs(),
+        **options,
+    ).double()
     for p in net.parameters():
         nn.init.normal_(p, std=0.1)  # not zero-initialised heads: every term counts
     x1, y = torch.randn(*shape, dtype=torch.float64), torch.tensor([0, 1, 2, 0, 1, 2])
@@ -138,7 +145,7 @@ def test_hand_written_tangents_give_autodiff_s_loss_and_gradients(name, options,
 
 
 def test_the_v_head_doubles_the_output_and_a_call_returns_u():
-    net = build_backbone(
+    net = make_backbone(
         "unet", input_size=8, in_channels=3, channels=(8, 16), num_classes=2, patch=2,
         velocity_head=True, guidance_input=True, guidance_interval=True,
     )  # fmt: skip
@@ -156,15 +163,16 @@ def test_the_v_head_doubles_the_output_and_a_call_returns_u():
 
 def test_interval_input_needs_the_guidance_input_and_is_refused_where_absent():
     with pytest.raises(Exception, match="needs the guidance input"):
-        build_backbone("mlp", dim=2, num_classes=2, guidance_interval=True)
-    net = build_backbone("mlp", dim=2, num_classes=2, guidance_input=True)
+        make_backbone("mlp", dim=2, num_classes=2, guidance_interval=True)
+    net = make_backbone("mlp", dim=2, num_classes=2, guidance_input=True)
     with pytest.raises(ValueError, match="no guidance interval input"):
         net(torch.randn(1, 2), torch.rand(1), torch.rand(1), interval=torch.tensor([[0.0, 1.0]]))
 
 
 def test_guided_sampling_is_one_call_per_step_told_the_scale():
     objective = build_objective("imf", num_classes=10)
-    net = build_backbone("mlp", dim=2, num_classes=10, **objective.backbone_options())
+    inputs = {**objective.backbone_defaults(), **objective.network_inputs()}
+    net = make_backbone("mlp", dim=2, num_classes=10, **inputs)
     calls = []
     net.register_forward_hook(lambda _, args, kwargs, out: calls.append(kwargs), with_kwargs=True)
     x0, y = torch.randn(5, 2), torch.arange(5)

@@ -55,7 +55,8 @@ def test_missing_step_and_guidance_embeddings_start_at_zero(tmp_path):
     model = {k: v.clone() for k, v in ema.items()}
     old = tmp_path / "old"
     old.mkdir()
-    save_checkpoint(old, checkpoint.config, checkpoint.step, model, ema, {"state": {}}, None)
+    parts = {"model": model, "ema": ema}
+    save_checkpoint(old, config=checkpoint.config, step=checkpoint.step, parts=parts)
     config = tiny_config(objective="ism", init_from=str(old), steps=4, batch_size=32, **data)
     trainer = tiny_trainer(tmp_path / "ism", config)
     state = trainer.model.state_dict()
@@ -95,7 +96,7 @@ def test_a_mismatch_names_the_first_differing_setting(flow_run, tmp_path, overri
 
 def test_meanflow_starts_from_a_flow_run_with_its_time_scale(flow_run, tmp_path):
     config = tiny_config(objective="meanflow", init_from=str(flow_run), steps=2)
-    config.backbone.options = {**config.backbone.options, "time_scale": 1000.0}
+    config = config.overlay({"backbone": {"options": {"time_scale": 1000.0}}})
     tiny_trainer(tmp_path / "mf", config).run()
 
 

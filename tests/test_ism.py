@@ -4,10 +4,9 @@ import itertools
 
 import pytest
 import torch
-from helpers import tiny_config, tiny_trainer
+from helpers import make_backbone, tiny_config, tiny_trainer
 from torch import nn
 
-from shortcut_models.backbones import build_backbone
 from shortcut_models.checkpoint import load_checkpoint
 from shortcut_models.errors import UsageError
 from shortcut_models.objectives import build_objective
@@ -189,13 +188,13 @@ def test_intrinsic_guidance_samples_in_one_call_per_step_at_any_scale():
     assert len(model.calls) == 1 and torch.all(model.calls[0] == 3.0)
     expected = noise + model(noise, torch.zeros(8), torch.ones(8), y, torch.full((8,), 3.0))
     torch.testing.assert_close(out, expected)
-    net = build_backbone("mlp", dim=2, num_classes=10, guidance_input=True, hidden_size=16)
+    net = make_backbone("mlp", dim=2, num_classes=10, guidance_input=True, hidden_size=16)
     for p in net.parameters():
         nn.init.normal_(p, std=0.3)
     t, d = torch.rand(8), torch.full((8,), 0.5)
     assert not torch.allclose(net(noise, t, d, y, torch.full((8,), 3.0)), net(noise, t, d, y))
     torch.testing.assert_close(net(noise, t, d, y), net(noise, t, d, y, torch.ones(8)))
-    plain = build_backbone("mlp", dim=2, num_classes=10, hidden_size=16)
+    plain = make_backbone("mlp", dim=2, num_classes=10, hidden_size=16)
     with pytest.raises(ValueError, match="no guidance input"):
         plain(noise, t, d, y, torch.ones(8))
 
@@ -205,8 +204,8 @@ def test_intrinsic_guidance_options_are_checked():
         build_objective("shortcut", intrinsic_guidance=True, bootstrap_cfg=True)
     with pytest.raises(UsageError, match="guidance_min"):
         build_objective("shortcut", guidance_min=3.0, guidance_max=2.0)
-    assert build_objective("ism", num_classes=10).backbone_options()["guidance_input"]
-    assert "guidance_input" not in build_objective("ism", num_classes=0).backbone_options()
+    assert build_objective("ism", num_classes=10).network_inputs()["guidance_input"]
+    assert "guidance_input" not in build_objective("ism", num_classes=0).network_inputs()
 
 
 def test_ism_trains_and_samples_on_mnist(tmp_path):

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from helpers import make_backbone
 from torch import nn
 
-from shortcut_models.backbones import build_backbone
 from shortcut_models.backbones.forward_mode import forward_with_tangent
 from shortcut_models.objectives import build_objective
 from shortcut_models.objectives.base import flow_velocity, interpolate
@@ -54,7 +54,7 @@ def test_target_is_v_plus_d_times_the_total_derivative():
 
 def test_jvp_matches_finite_differences_on_a_small_network():
     torch.manual_seed(0)
-    net = build_backbone("dit", input_size=8, in_channels=1, patch_size=4, hidden_size=32,
+    net = make_backbone("dit", input_size=8, in_channels=1, patch_size=4, hidden_size=32,
                          depth=2, num_heads=2, num_classes=10)  # fmt: skip
     for p in net.parameters():
         nn.init.normal_(p, std=0.05)
@@ -130,11 +130,10 @@ def test_bad_options_are_clear_errors():
 def test_one_pass_gives_the_gradient_of_two_passes(name, options, shape):
     """The JVP's primal output as the prediction: the same loss and gradients as a second
     forward pass (float64: equal to 1e-12), and no row evaluated twice."""
-    from shortcut_models.backbones import build_backbone
     from shortcut_models.objectives import build_objective
 
     torch.manual_seed(0)
-    net = build_backbone(name, num_classes=3, time_scale=1.0, **options).double()
+    net = make_backbone(name, num_classes=3, time_scale=1.0, **options).double()
     x1, y = torch.randn(*shape, dtype=torch.float64), torch.randint(0, 3, (shape[0],))
     grads, calls = [], []
     net.register_forward_hook(lambda _, args, __: calls.append(args[0].shape[0]))  # rows
@@ -186,11 +185,10 @@ def test_hand_written_attention_jvp_equals_the_math_kernel_s():
 def test_a_dit_jvp_with_the_hand_written_rule_equals_the_math_kernel_s():
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from shortcut_models.backbones import build_backbone
     from shortcut_models.backbones.attention import jvp_attention
 
     torch.manual_seed(0)
-    net = build_backbone(
+    net = make_backbone(
         "DiT-T/4", input_size=16, in_channels=1, hidden_size=32, depth=2, num_heads=2,
         num_classes=3, time_scale=1.0,
     ).double()  # fmt: skip
@@ -228,7 +226,7 @@ def test_hand_written_tangents_equal_forward_mode_autodiff(name, options, shape,
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     torch.manual_seed(0)
-    net = build_backbone(
+    net = make_backbone(
         name, num_classes=3, time_scale=1.0, guidance_input=guidance_input, **options
     ).double()
     for p in net.parameters():  # no zero-initialised layers: every path carries a tangent

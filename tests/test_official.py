@@ -11,9 +11,8 @@ import types
 import numpy as np
 import pytest
 import torch
-from helpers import assert_one_line_error, run_main, synthetic_flax_tree
+from helpers import assert_one_line_error, make_backbone, run_main, synthetic_flax_tree
 
-from shortcut_models.backbones import build_backbone
 from shortcut_models.backbones.flax_dit import dit_state_from_flax
 from shortcut_models.factory import load_run
 from shortcut_models.recipes import REFERENCE_DIT
@@ -87,7 +86,7 @@ def test_an_official_checkpoint_becomes_a_run_that_samples(tmp_path, official_na
     x = torch.randn(2, 3, 8, 8)
     t, d, y = torch.rand(2), torch.full((2,), 0.25), torch.tensor([3, 10])
     for which, tree in (("model", params), ("ema", ema)):
-        expected = build_backbone(
+        expected = make_backbone(
             "dit", input_size=8, in_channels=3, patch_size=2, hidden_size=16, depth=2,
             num_heads=4, mlp_ratio=4.0, num_classes=10, **REFERENCE_DIT,
         )  # fmt: skip

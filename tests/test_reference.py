@@ -1,33 +1,35 @@
 """`--recipe reference` and the paper presets: every setting they change reaches the run's
 config and the objects built from it; the reference's behaviours behind those switches."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
-from helpers import synthetic_flax_tree, tiny_config, tiny_trainer
+from helpers import make_backbone, synthetic_flax_tree, tiny_config, tiny_trainer
 from torch import nn
 
-from shortcut_models.backbones import build_backbone
 from shortcut_models.backbones.dit import sincos_2d
 from shortcut_models.backbones.flax_dit import dit_options_from_flax, dit_state_from_flax
 from shortcut_models.cli import build_parser
-from shortcut_models.cli.train import compose_from_args
+from shortcut_models.cli.args import config_flags
+from shortcut_models.compose import compose_config
 from shortcut_models.errors import UsageError
 from shortcut_models.factory import load_run
 from shortcut_models.objectives import build_objective
 from shortcut_models.recipes import (
     REFERENCE_BACKBONES,
-    REFERENCE_CONFIG,
     REFERENCE_DIT,
     REFERENCE_OBJECTIVES,
-    recipe_precision,
+    REFERENCE_OPTIMISATION,
+    recipe,
 )
 from shortcut_models.sampling import sample
 
 
 def composed(*argv: str):
     args = build_parser().parse_args(["train", "--out", "unused", *argv])
-    return compose_from_args(args, None)
+    return compose_config(None, recipe_name=getattr(args, "recipe", None), flags=config_flags(args))
 
 
 def train_config(*argv: str):
@@ -38,34 +40,35 @@ def train_config(*argv: str):
 def test_reference_recipe_sets_every_choice_for_each_objective(objective):
     run = composed("--recipe", "reference", "--objective", objective, "--backbone", "dit")
     config = run.config
-    for field, value in REFERENCE_CONFIG.items():
-        assert config.flat()[field] == value, field
+    for field, value in REFERENCE_OPTIMISATION.items():
+        assert getattr(config.optimisation, field) == value, field
     assert config.training.recipe == "reference" and config.training.eval_weights == "model"
-    built = build_objective(objective, **config.objective.options)
+    built = build_objective(objective, **dataclasses.asdict(config.objective.options))
     for option, value in REFERENCE_OBJECTIVES.get(objective, {}).items():
         assert getattr(built, option) == value, option
-    assert config.backbone.options == REFERENCE_BACKBONES["dit"]
+    for option, value in REFERENCE_BACKBONES["dit"].items():
+        assert getattr(config.backbone.options, option) == value, option
     printed = run.description  # the line a run started from it prints
     assert "recipe reference" in printed and "dit.attention_scale=linear" in printed
-    assert recipe_precision("reference") == "bf16-if-native"
+    assert recipe("reference").tree["run"]["precision"] == "bf16-if-native"
     assert run.run["precision"] == "bf16-if-native"
 
 
 def test_reference_recipe_backbone_and_flags_beside_it():
     config = train_config("--recipe", "reference", "--backbone", "mlp")
-    assert config.backbone.options == {"time_scale": 1.0}
+    assert config.backbone.options.time_scale == 1.0
     config = train_config("--recipe", "reference", "--backbone", "dit", "--qkv-init", "fused")
-    assert config.backbone.options["qkv_init"] == "fused"  # a flag beside the recipe wins
-    assert config.backbone.options["attention_scale"] == "linear"
+    assert config.backbone.options.qkv_init == "fused"  # a flag beside the recipe wins
+    assert config.backbone.options.attention_scale == "linear"
     config = train_config("--recipe", "reference", "--no-reference-batch-split")
-    assert config.objective.options["reference_batch_split"] is False
+    assert config.objective.options.reference_batch_split is False
 
 
 def test_reference_dit_options_change_the_network():
     torch.manual_seed(0)
     sizes = dict(input_size=8, in_channels=2, patch_size=2, hidden_size=32, depth=2, num_heads=4)
-    ours = build_backbone("dit", **sizes)
-    ref = build_backbone("dit", **sizes, **REFERENCE_BACKBONES["dit"])
+    ours = make_backbone("dit", **sizes)
+    ref = make_backbone("dit", **sizes, **REFERENCE_BACKBONES["dit"])
     assert ours.blocks[0].attn.scale == pytest.approx(8**-0.5)
     assert ref.blocks[0].attn.scale == pytest.approx(1 / 8)
     assert ours.blocks[0].ada[1].weight.abs().max() == 0  # adaLN-Zero
@@ -80,7 +83,7 @@ def test_reference_dit_options_change_the_network():
         assert part.abs().max() <= bound and part.abs().max() > 0.9 * bound
     assert ours.blocks[0].attn.qkv.weight.abs().max() <= (6 / (32 + 96)) ** 0.5
     with pytest.raises(Exception, match="attention_scale"):
-        build_backbone("dit", **sizes, attention_scale="cube")
+        make_backbone("dit", **sizes, attention_scale="cube")
 
 
 @pytest.mark.parametrize(
@@ -105,12 +108,12 @@ def test_paper_presets(name, backbone, batch, steps, guided):
         and config.training.eval_weights == "model"
     )
     options = config.objective.options
-    assert options["bootstrap_cfg"] is guided and options["reference_batch_split"] is True
-    assert options["class_dropout_prob"] == (0.1 if guided else 1.0)
+    assert options.bootstrap_cfg is guided and options.reference_batch_split is True
+    assert options.class_dropout_prob == (0.1 if guided else 1.0)
     if guided:
-        assert options["bootstrap_cfg_scale"] == 1.5
-    assert config.backbone.options["attention_scale"] == "linear"
-    assert recipe_precision(name) == "bf16"
+        assert options.bootstrap_cfg_scale == 1.5
+    assert config.backbone.options.attention_scale == "linear"
+    assert composed("--recipe", name).run["precision"] == "bf16"
 
 
 def test_eval_weights_choose_what_sample_and_evaluate_load(tmp_path):
@@ -226,7 +229,7 @@ def test_flax_parameter_mapping():
         mlp_ratio=4.0,
         num_classes=10,
     )
-    net = build_backbone("dit", input_size=8, **options, **REFERENCE_DIT)
+    net = make_backbone("dit", input_size=8, **options, **REFERENCE_DIT)
     net.load_state_dict(dit_state_from_flax(tree, 10))  # strict: every name and shape
     block = tree["DiTBlock_1"]
     qkv = net.blocks[1].attn.qkv.weight.detach().numpy()
@@ -252,9 +255,9 @@ def test_flax_mapping_of_an_unconditional_model_folds_the_null_label():
     tree = synthetic_flax_tree(classes=1, seed=1)  # the official unconditional: 2 rows, all null
     assert dit_options_from_flax(tree, 4)["num_classes"] == 0
     sizes = dict(input_size=8, in_channels=3, patch_size=2, hidden_size=16, depth=2, num_heads=4)
-    conditional = build_backbone("dit", **sizes, num_classes=1, **REFERENCE_DIT)
+    conditional = make_backbone("dit", **sizes, num_classes=1, **REFERENCE_DIT)
     conditional.load_state_dict(dit_state_from_flax(tree, 1))
-    unconditional = build_backbone("dit", **sizes, **REFERENCE_DIT)
+    unconditional = make_backbone("dit", **sizes, **REFERENCE_DIT)
     unconditional.load_state_dict(dit_state_from_flax(tree, 0))
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
     t, d = torch.rand(2, dtype=torch.float64), torch.full((2,), 0.25, dtype=torch.float64)

@@ -12,7 +12,7 @@ import torch
 from helpers import assert_one_line_error, run_main
 
 from shortcut_models import data as data_registry
-from shortcut_models.backbones import BACKBONE_OPTIONS, BACKBONES
+from shortcut_models.backbones import BACKBONE_OPTIONS, BACKBONES, build_backbone
 from shortcut_models.cli.args import backbone_options, option_tables
 from shortcut_models.data import build_data, dataset_names, register_dataset
 from shortcut_models.errors import UsageError
@@ -98,7 +98,7 @@ def test_readme_custom_source_example_runs(tmp_path, monkeypatch):
     code = readme_block("## Bring your own data", "python")
     assert code.count("\n") <= 13  # the README promises a short example
     code = code.replace('"runs/ring"', repr(str(tmp_path / "ring")))
-    code = code.replace("steps=4000", "steps=30")
+    code = code.replace('"steps": 4000', '"steps": 30')
     exec(compile(code, "README.md", "exec"), {})
     assert "ring" in dataset_names("vector")
     source = build_data("ring")
@@ -161,12 +161,17 @@ def test_readme_option_tables_are_the_generated_ones():
     assert text[text.index(start) + len(start) : text.index(end)].strip() == option_tables()
 
 
-def test_backbone_options_are_constructor_arguments_with_the_same_defaults():
-    for option in backbone_options():
-        for kind, default in option.defaults.items():
-            parameter = inspect.signature(BACKBONES[kind]).parameters[option.name]
-            assert parameter.default == default, (kind, option.name)
+def test_each_backbone_is_built_from_its_options_dataclass():
+    """A backbone's defaults are stated once, in its options dataclass: the constructor takes
+    that dataclass (and the data's shape), and a changed option reaches the network."""
     assert set(BACKBONE_OPTIONS) == set(BACKBONES)
+    for kind, network in BACKBONES.items():
+        parameters = list(inspect.signature(network).parameters)
+        assert parameters[:3] == ["options", "shape", "num_classes"], kind
+    shapes = {"mlp": (2,), "dit": (1, 8, 8), "unet": (1, 8, 8)}
+    for kind, shape in shapes.items():
+        small = BACKBONE_OPTIONS[kind](time_scale=7.0)
+        assert build_backbone(kind, small, shape).cond.t_embedder.scale == 7.0, kind
 
 
 def test_every_generated_flag_is_in_the_train_help(capsys):

@@ -93,7 +93,7 @@ def test_meanflow_s_one_pass_holds_under_compile(tmp_path):
     )  # fmt: skip
     rows = {}
     for one_pass in (True, False):
-        config.objective.options = {"one_pass": one_pass}
+        config = config.overlay({"objective": {"options": {"one_pass": one_pass}}})
         run = RunOptions(out_dir=tmp_path / str(one_pass), device="cpu", progress=False,
                          tensorboard=False, compile=True)  # fmt: skip
         trainer = Trainer(config, run)

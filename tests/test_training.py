@@ -45,7 +45,7 @@ def test_resume_continues_exactly(tmp_path, objective):
 
 def test_resume_rejects_a_changed_config(run_dir):
     tiny_trainer(run_dir, tiny_config(steps=2)).run()
-    with pytest.raises(UsageError, match="different config.*lr"):
+    with pytest.raises(UsageError, match="different config.*optimisation.lr"):
         tiny_trainer(run_dir, tiny_config(steps=4, lr=0.5), resume=True)
     with pytest.raises(UsageError, match="already holds a checkpoint"):
         tiny_trainer(run_dir, tiny_config(steps=4))

@@ -13,6 +13,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "RunOptions": "shortcut_models.config",
     "SamplingSpec": "shortcut_models.sampling",
     "TrainConfig": "shortcut_models.config",
     "Trainer": "shortcut_models.train",

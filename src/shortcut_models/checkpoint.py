@@ -10,16 +10,20 @@ leaves either the previous checkpoint or the new one, never a half-written file.
 from __future__ import annotations
 
 import json
+import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from shortcut_models.config import DataSpec, TrainConfig
+from shortcut_models.config import TrainConfig
+from shortcut_models.data import DataSpec
 from shortcut_models.errors import UsageError
 from shortcut_models.files import atomic_write, atomic_write_text
 
@@ -30,46 +34,57 @@ CONFIG_NAME = "config.json"
 
 def save_checkpoint(
     run_dir: Path,
+    *,
     config: TrainConfig,
     step: int,
-    model: nn.Module | Mapping[str, torch.Tensor],
-    ema: nn.Module | Mapping[str, torch.Tensor],
-    optimizer: torch.optim.Optimizer | Mapping,
+    parts: Mapping[str, Mapping[str, torch.Tensor]],
     data: DataSpec | None = None,
-    objective_state: dict[str, torch.Tensor] | None = None,
-    target_ema: nn.Module | Mapping[str, torch.Tensor] | None = None,
     extra: Mapping[str, str] | None = None,
 ) -> Path:
     """Write run_dir/checkpoint.safetensors and run_dir/config.json; return the checkpoint path.
 
-    Networks and optimizer may be given as modules or as their (full, gathered) state dicts; the
-    optimizer state is stored by parameter index, so any world size can load it. `target_ema`
-    is the twin EMA of objectives that compute targets with their own EMA; `extra` is more
-    metadata (strings), read back as Checkpoint.extra.
-    """
+    `parts` are the run's stateful parts by name, each as flat tensors (`state_dict` of a
+    network, `optimizer_tensors` of an optimizer's state, the objective's, the metrics log's):
+    part "ema"'s tensor "w" is stored as "ema.w" and read back with `Checkpoint.tensors("ema")`.
+    `extra`: more metadata (strings, such as where an imported run came from), read back as
+    `Checkpoint.extra`."""
     run_dir = Path(run_dir)
-    tensors: dict[str, torch.Tensor] = {}
-    networks = {"model": model, "ema": ema}
-    if target_ema is not None:
-        networks["target_ema"] = target_ema
-    for prefix, module in networks.items():
-        state = module if isinstance(module, Mapping) else module.state_dict()
-        for key, value in state.items():
-            tensors[f"{prefix}.{key}"] = value.detach().cpu().contiguous()
-    optimizer_state = optimizer if isinstance(optimizer, Mapping) else optimizer.state_dict()
-    for index, state in optimizer_state["state"].items():
-        for key, value in state.items():
-            tensors[f"optimizer.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
-    for key, value in (objective_state or {}).items():
-        tensors[f"objective.{key}"] = value.detach().cpu().contiguous()
+    tensors = {
+        f"{prefix}.{key}": torch.as_tensor(value).detach().cpu().contiguous()
+        for prefix, state in parts.items()
+        for key, value in state.items()
+    }
     metadata = {"format": FORMAT, "step": str(step), "config": config.to_json()}
     if data is not None:
         metadata["data"] = data.to_json()
     metadata.update(extra or {})
     path = run_dir / CHECKPOINT_NAME
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    atomic_write(path, lambda tmp: _save_file(tensors, tmp, metadata))
     atomic_write_text(run_dir / CONFIG_NAME, config.to_json() + "\n")
     return path
+
+
+def _save_file(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """safetensors' save_file, its failure to write (a full disk, a file-size limit) raised as
+    the OSError it is, so that training reports it in one line like any other write."""
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except Exception as exc:  # safetensors raises its own error type for I/O failures
+        code = re.search(r"os error (\d+)", str(exc))
+        if code is None:
+            raise
+        number = int(code.group(1))
+        raise OSError(number, os.strerror(number), str(path)) from None
+
+
+def optimizer_tensors(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """An optimizer's `state_dict()` (full, gathered) as flat tensors by parameter index, so any
+    world size can load it: {"0.exp_avg": ..., "0.step": ...}."""
+    return {
+        f"{index}.{key}": torch.as_tensor(value)
+        for index, entry in state["state"].items()
+        for key, value in entry.items()
+    }
 
 
 @dataclass
@@ -97,14 +112,6 @@ class Checkpoint:
             raise UsageError(
                 f"{self.path}: weights do not fit the model of its config ({first})"
             ) from None
-
-    def optimizer_state(self) -> dict[int, dict[str, torch.Tensor]]:
-        """The stored optimizer state, {parameter index: {name: tensor}}."""
-        state: dict[int, dict[str, torch.Tensor]] = {}
-        for key, value in self.tensors("optimizer").items():
-            index, name = key.split(".", 1)
-            state.setdefault(int(index), {})[name] = value
-        return state
 
 
 def all_finite(tensors: Iterable[torch.Tensor]) -> bool:

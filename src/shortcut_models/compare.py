@@ -2,24 +2,26 @@
 
 Every method gets the same number of optimizer steps S: the paper's (flow matching, progressive
 and consistency distillation, consistency training, reflow, live reflow, shortcut) and newer ones
-(MeanFlow, and shortcut with the iSM options). Methods that need a teacher (progressive
-and consistency distillation, reflow) spend S/2 of them training a flow-matching teacher and S/2
-on the student, and the table says so; reflow additionally pays for sampling its pairs. Every run
-folder resumes, so an interrupted comparison continues where it stopped.
+(MeanFlow, shortcut with the iSM options, improved MeanFlow). Methods that need a teacher
+(progressive and consistency distillation, reflow) spend `--teacher-share` of them (default half)
+training a flow-matching teacher and the rest on the student, and the table says so; reflow
+additionally pays for sampling its pairs. Each method's config is composed from the shared
+settings (`CompareBase`). Every run folder resumes, so an interrupted comparison continues where
+it stopped.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from shortcut_models import logs
 from shortcut_models.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from shortcut_models.compose import compose_config
-from shortcut_models.config import TrainConfig
+from shortcut_models.config import TrainConfig, merge
 from shortcut_models.devices import resolve_device
 from shortcut_models.errors import UsageError
 from shortcut_models.evaluation.generation import SamplingPlan
@@ -28,12 +30,10 @@ from shortcut_models.factory import build_objective_for, load_run
 from shortcut_models.files import atomic_write_text, prepare_out_dir
 from shortcut_models.guidance import GuidanceSchedule, describe_schedule, scale_for
 from shortcut_models.objectives import OBJECTIVES
-from shortcut_models.objectives import objective_options as objective_option_names
 from shortcut_models.pairs import generate_pairs
-from shortcut_models.recipes import recipe, recipe_options
 from shortcut_models.report import machine_record, markdown_table, write_json
 from shortcut_models.sampling import STEP_BUDGETS
-from shortcut_models.train import RunOptions, Trainer
+from shortcut_models.train import Trainer
 
 log = logs.get(__name__)
 
@@ -55,6 +55,32 @@ SCORES_NAME = "compare_scores.json"
 DEFAULTS_BY_KIND = {"vector": ("mlp", 4000, 256, 1e-3), "image": ("DiT-T/4", 2500, 64, 1e-3)}
 
 
+@dataclass(frozen=True)
+class CompareBase:
+    """What every method of a comparison shares: a recipe (or none) and the settings given over
+    it, a partial config tree; each method's config is composed from them (`method_config`)."""
+
+    recipe: str | None
+    flags: dict[str, Any]
+
+    def method_config(
+        self, objective: str, options: dict[str, Any] | None = None, steps: int | None = None
+    ) -> TrainConfig:
+        """The config of one method: the recipe, with the options it sets for `objective` and
+        those of its own objective that `objective` also has, then the shared settings, then
+        `options` and a step count (the budget, or a two-stage method's part of it)."""
+        method = {"objective": {"name": objective, "options": dict(options or {})}}
+        if steps is not None:
+            method["training"] = {"steps": steps, "minutes": 0.0}
+        flags = merge(self.flags, method)
+        return compose_config(None, recipe_name=self.recipe, flags=flags, carry=True).config
+
+    @property
+    def config(self) -> TrainConfig:
+        """The shared settings as a config (of the recipe's objective, or the default one)."""
+        return self.method_config(self.flags.get("objective", {}).get("name", "shortcut"))
+
+
 def compare_config(
     data: str,
     data_options: dict[str, Any] | None = None,
@@ -66,56 +92,38 @@ def compare_config(
     ema_decay: float | None = None,
     seed: int = 0,
     recipe_name: str | None = None,
-) -> TrainConfig:
+) -> CompareBase:
     """The shared settings of every method in a comparison; None: the recipe's value (its
     network, batch, optimizer, EMA; a fixed step count, never its wall-clock budget), else the
     default for the kind of data (an MLP for vectors, DiT-T/4 for images)."""
     from shortcut_models.data import dataset
 
-    if recipe_name:  # the one merge of a recipe with what is given (compose.compose_config)
-        given = dict(steps=steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay, seed=seed)
-        values = {k: v for k, v in given.items() if v is not None}
-        choices = {"data": data, **({"backbone": backbone} if backbone else {})}
-        return compose_config(
-            None,
-            recipe_name=recipe_name,
-            choices=choices,
-            values={**values, "minutes": 0.0},
-            data_options=data_options,
-        ).config.replace(objective_options={})  # each method's own: recipe_objective_options
-    defaults = DEFAULTS_BY_KIND["vector" if dataset(data).kind == "vector" else "image"]
-    return TrainConfig.from_flat(
-        dict(
-            data=data,
-            data_options=dict(data_options or {}),
-            backbone=backbone or defaults[0],
-            steps=defaults[1] if steps is None else steps,
-            batch_size=defaults[2] if batch_size is None else batch_size,
-            lr=defaults[3] if lr is None else lr,
-            ema_decay=0.99 if ema_decay is None else ema_decay,
-            lr_schedule="cosine",
-            seed=seed,
-        )
-    )
-
-
-def recipe_objective_options(recipe_name: str, methods: tuple[str, ...]) -> dict[str, dict]:
-    """Each method's options from a recipe: those it sets for the method by name, and those of
-    the recipe's own objective that the method also has (cpu-small's online bootstrap targets
-    apply to shortcut and to the iSM variant)."""
-    found = recipe(recipe_name)[0]
-    shared = found.get("objective_options", {})
-    options = {}
-    for name in methods:
-        accepted = objective_option_names(name)
-        own = recipe_options(recipe_name, name, found.get("backbone", "unet"))[0]
-        options[name] = {**{k: v for k, v in shared.items() if k in accepted}, **own}
-    return options
+    if not recipe_name:
+        kind = "vector" if dataset(data).kind == "vector" else "image"
+        default_backbone, default_steps, default_batch, default_lr = DEFAULTS_BY_KIND[kind]
+        backbone = backbone or default_backbone
+        steps = default_steps if steps is None else steps
+        batch_size = default_batch if batch_size is None else batch_size
+        lr = default_lr if lr is None else lr
+        ema_decay = 0.99 if ema_decay is None else ema_decay
+    training = {"steps": steps, "batch_size": batch_size, "seed": seed}
+    optimisation = {"lr": lr, "ema_decay": ema_decay}
+    if not recipe_name:
+        optimisation["lr_schedule"] = "cosine"
+    flags: dict[str, Any] = {
+        "data": {"name": data, "options": dict(data_options or {})},
+        # every method trains a fixed step count, never a recipe's wall-clock budget
+        "training": {**{k: v for k, v in training.items() if v is not None}, "minutes": 0.0},
+        "optimisation": {k: v for k, v in optimisation.items() if v is not None},
+    }
+    if backbone:
+        flags["backbone"] = {"name": backbone}
+    return CompareBase(recipe_name, flags)
 
 
 @dataclass
 class CompareOptions:
-    base: TrainConfig  # data, backbone, steps (the budget S), batch, lr, EMA, seed
+    base: CompareBase  # data, backbone, steps (the budget S), batch, lr, EMA, seed, recipe
     out: Path
     objectives: tuple[str, ...] = METHODS
     eval_steps: tuple[int, ...] = STEP_BUDGETS
@@ -127,15 +135,17 @@ class CompareOptions:
     progress: bool = True
     inception: str | None = None
     ref: str | None = None  # images: the reference set (default: the data set itself)
-    objective_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     cfg: GuidanceSchedule = ((1, 1.0),)  # guidance at evaluation, per budget, for every method
-    precision: str = "auto"  # training autocast (RunOptions.precision)
-    memory_format: str = "contiguous"
+    precision: str | None = None  # training autocast (None: the recipe's, else auto)
+    memory_format: str | None = None  # (None: the recipe's, else contiguous)
     teacher_share: float = 0.5  # two-stage methods: the teacher's part of the step budget
+
+    def __post_init__(self) -> None:
+        self.shared = self.base.config  # the settings every method has in common
 
     def teacher_steps(self) -> int:
         """The teacher's steps of the budget (at least 1, and at least 1 left for the student)."""
-        steps = self.base.training.steps
+        steps = self.shared.training.steps
         return min(max(int(steps * self.teacher_share), 1), steps - 1)
 
     def folder(self, name: str) -> str:
@@ -150,26 +160,26 @@ class CompareOptions:
 
 def _train(config: TrainConfig, run_dir: Path, options: CompareOptions, data: Any) -> float:
     """Train (or finish) one run on the shared data source; returns the seconds spent now."""
-    resume = (run_dir / CHECKPOINT_NAME).exists()
-    run = RunOptions(
-        out_dir=run_dir,
-        device=options.device,
-        resume=resume,
-        progress=options.progress,
-        save_every=max(500, config.training.steps // 4),
-        tensorboard=False,
-        precision=options.precision,
-        memory_format=options.memory_format,
-    )
+    run = {
+        "device": options.device,
+        "resume": (run_dir / CHECKPOINT_NAME).exists(),
+        "progress": options.progress,
+        "save_every": max(500, config.training.steps // 4),
+        "tensorboard": False,
+        "precision": options.precision,
+        "memory_format": options.memory_format,
+    }
+    run = {k: v for k, v in run.items() if v is not None}
+    composed = compose_config(config, recipe_name=config.training.recipe, flags={"run": run})
     tick = time.perf_counter()
-    result = Trainer(config, run, data).run()
+    result = Trainer(config, composed.run_options(run_dir), data).run()
     if result.status == "interrupted":
         raise KeyboardInterrupt
     return time.perf_counter() - tick
 
 
 def _budget_note(name: str, options: CompareOptions) -> str:
-    s, teacher = options.base.training.steps, options.teacher_steps()
+    s, teacher = options.shared.training.steps, options.teacher_steps()
     if OBJECTIVES[name].needs == "teacher":
         return f"{teacher} teacher + {s - teacher} student steps"
     if OBJECTIVES[name].needs == "pairs":
@@ -182,7 +192,7 @@ def _budget_note(name: str, options: CompareOptions) -> str:
 
 def _evaluator(options: CompareOptions, data: Any):
     """(metric label, score(run_dir, steps) -> {steps: value}) for the run's data source."""
-    base = options.base
+    base = options.shared
     if data.kind == "latent":
         raise UsageError("compare runs on pixel data; evaluate latent models with evaluate")
     scorer = scorer_for(
@@ -224,28 +234,28 @@ def run_compare(options: CompareOptions) -> dict[str, Any]:
     unknown = [o for o in options.objectives if o not in OBJECTIVES]
     if unknown:
         raise UsageError(f"unknown objective(s): {', '.join(unknown)}")
-    if options.base.training.steps < 2:
+    if options.shared.training.steps < 2:
         raise UsageError("the budget (--steps) must be at least 2")
     if not 0.0 < options.teacher_share < 1.0:  # nan too
         raise UsageError(f"--teacher-share must lie in (0, 1), got {options.teacher_share}")
     out = prepare_out_dir(options.out)
-    data = build_data(options.base.data.name, options.base.data.options)
+    data = build_data(options.shared.data.name, options.shared.data.options)
     label, score = _evaluator(options, data)
     half = options.teacher_steps()
     seconds: dict[str, float] = {}
     teacher_dir = out / options.folder("teacher_flow_matching")
     if any(OBJECTIVES[o].needs for o in options.objectives):
-        teacher = options.base.replace(objective="flow_matching", steps=half)
+        teacher = options.base.method_config("flow_matching", steps=half)
         log.info(f"== teacher: flow_matching, {half} steps")
         seconds["teacher"] = _train(teacher, teacher_dir, options, data)
     results: dict[str, dict[str, float]] = {}
     rows = []
     for name in options.objectives:
-        extra = dict(options.objective_options.get(name, {}))
-        steps = options.base.training.steps
+        extra: dict[str, Any] = {}
+        steps = options.shared.training.steps
         if OBJECTIVES[name].needs == "teacher":
             extra["teacher"] = str(teacher_dir.resolve())
-            steps = options.base.training.steps - half
+            steps = options.shared.training.steps - half
         if OBJECTIVES[name].needs == "pairs":
             tick = time.perf_counter()
             generate_pairs(
@@ -253,14 +263,14 @@ def run_compare(options: CompareOptions) -> dict[str, Any]:
                 out / options.folder("reflow_pairs"),
                 num=options.pairs_num,
                 steps=options.pairs_steps,
-                seed=options.base.training.seed,
+                seed=options.shared.training.seed,
                 device=_device(options),
                 progress=options.progress,
             )
             seconds["reflow_pairs"] = time.perf_counter() - tick
             extra["pairs"] = str((out / options.folder("reflow_pairs")).resolve())
-            steps = options.base.training.steps - half
-        config = options.base.replace(objective=name, objective_options=extra, steps=steps)
+            steps = options.shared.training.steps - half
+        config = options.base.method_config(name, extra, steps)
         log.info(f"== {name}: {steps} steps")
         seconds[name] = _train(config, out / options.folder(name), options, data)
         objective = build_objective_for(config, data)
@@ -276,11 +286,11 @@ def run_compare(options: CompareOptions) -> dict[str, Any]:
     table = markdown_table(["objective", "training", *map(str, options.eval_steps)], rows)
     header = (
         f"# {label} by number of sampling steps (lower is better)\n\n"
-        f"data {options.base.data.name}, backbone {options.base.backbone.name}, budget "
-        f"{options.base.training.steps} steps x batch {options.base.training.batch_size}, "
-        f"seed {options.base.training.seed}, "
+        f"data {options.shared.data.name}, backbone {options.shared.backbone.name}, budget "
+        f"{options.shared.training.steps} steps x batch {options.shared.training.batch_size}, "
+        f"seed {options.shared.training.seed}, "
         f"{options.num} samples per entry"
-        + (f", recipe {options.base.training.recipe}" if options.base.training.recipe else "")
+        + (f", recipe {options.shared.training.recipe}" if options.shared.training.recipe else "")
         + (f", CFG {describe_schedule(options.cfg)}" if options.cfg != ((1, 1.0),) else "")
         + (f", reference {options.ref}" if options.ref else "")
         + "\n\n"
@@ -288,9 +298,9 @@ def run_compare(options: CompareOptions) -> dict[str, Any]:
     (out / "compare.md").write_text(header + table + "\n")
     curves = {name: {int(n): v for n, v in r.items()} for name, r in results.items()}
     metric_vs_steps(
-        curves, label, out / "compare.png", f"{options.base.data.name}: {label} vs steps"
+        curves, label, out / "compare.png", f"{options.shared.data.name}: {label} vs steps"
     )
-    meta = {"seconds": seconds, "config": options.base.flat(), "machine": machine_record()}
+    meta = {"seconds": seconds, "config": options.shared.to_dict(), "machine": machine_record()}
     write_json(out / "compare.meta.json", meta)
     print(table)
     return results

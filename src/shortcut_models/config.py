@@ -1,5 +1,8 @@
-"""The records of a run: its training configuration and the data's spec (stored as JSON in its
-checkpoint), and how and where it executes (`RunOptions`, not stored)."""
+"""The configuration of a run, nested as it is stored: the chosen data set, objective and backbone,
+each a registered name with its own typed options dataclass, then the training and optimisation
+sections (`TrainConfig`, stored as JSON in every checkpoint); and how and where a run executes
+(`RunOptions`, not stored). `merge` is the one way settings are layered (compose.py orders the
+layers: defaults < checkpoint < recipe < flags)."""
 
 from __future__ import annotations
 
@@ -9,10 +12,13 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from shortcut_models.backbones import backbone_options
+from shortcut_models.data import data_options
 from shortcut_models.devices import MEMORY_FORMATS, PRECISIONS
 from shortcut_models.errors import UsageError
+from shortcut_models.objectives import OBJECTIVES, make_options
 from shortcut_models.options import option
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -20,11 +26,8 @@ EVAL_WEIGHTS = ("ema", "model")
 MAX_SEED = 2**63  # seeds are 63-bit (torch.manual_seed takes at most 64 bits)
 MAX_MINUTES = 1_000_000  # about two years: any longer budget cannot be planned as a step count
 
-# Vectors (2-D toys, arrays: MLP, Wasserstein metrics), pixel images, or VAE latents of images.
-DataKind = Literal["vector", "image", "latent"]
-
-# Fields that may differ between a checkpoint and the run that resumes it.
-RESUMABLE_CHANGES = frozenset({"steps"})
+# Settings that may differ between a checkpoint and the run that resumes it.
+RESUMABLE_CHANGES = frozenset({"training.steps"})
 
 
 def _check_positive(**values: float) -> None:
@@ -42,23 +45,14 @@ def _check_non_negative(**values: float) -> None:
 
 
 @dataclass
-class Choice:
-    """A registered data set, objective or backbone by name, with its options (checked by the
-    dataclass of options that name registers)."""
-
-    name: str
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
 class Training:
     """How long and on what: steps and batch, a wall-clock budget, the seed, the weights that are
     evaluated, where the network starts, the recipe the run started from."""
 
     steps: int = option(5000, "total number of optimizer steps")
     batch_size: int = option(256, "samples per step")
-    # `steps` is re-planned from the step rate measured over the first steps (train.schedule) and
-    # stored, so a resumed run continues the same plan
+    # with a budget the step count is planned from the rate measured over the first steps
+    # (train.schedule) and kept as run state in the checkpoint, so a resumed run continues it
     minutes: float = option(
         0.0,
         "train for this wall-clock budget instead of --steps: the step count (and the cosine "
@@ -130,122 +124,156 @@ class Optimisation:
                 raise UsageError(f"{name.replace('_', '-')} must be in [0, 1)")
 
 
-CHOICES = ("data", "objective", "backbone")
-SECTIONS: dict[str, type] = {"training": Training, "optimisation": Optimisation}
+SECTION_TYPES: dict[str, type] = {"training": Training, "optimisation": Optimisation}
+
+
+SELECTIONS = ("data", "objective", "backbone")
+SECTIONS = ("training", "optimisation")
+
+
+@dataclass
+class Selection:
+    """A registered data set, objective or backbone: its name and its options, an instance of
+    the dataclass that name registers (`FolderOptions`, `ShortcutOptions`, `UNetOptions`, ...),
+    every field filled in."""
+
+    name: str
+    options: Any
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "options": dataclasses.asdict(self.options)}
+
+
+def _selection(section: str, tree: Mapping[str, Any], objective: str) -> Selection:
+    """The typed selection of `section` from a partial tree {name, options}: defaults filled in
+    (a backbone's: its defaults < its preset < what `objective` changes < the tree's)."""
+    name, values = tree["name"], dict(tree.get("options", {}))
+    if section == "data":
+        return Selection(name, data_options(name, values))
+    if section == "objective":
+        return Selection(name, make_options(name, values))
+    from_objective = OBJECTIVES[objective].backbone_defaults() if objective in OBJECTIVES else {}
+    base = backbone_options(name)
+    wanted = {k: v for k, v in from_objective.items() if hasattr(base, k)}
+    return Selection(name, backbone_options(name, {**wanted, **values}))
+
+
+def merge(lower: Mapping[str, Any], upper: Mapping[str, Any]) -> dict[str, Any]:
+    """`upper` over `lower`, section by section (both partial trees as `TrainConfig.to_dict`
+    writes them, `run` included). Where `upper` chooses another data set, objective or backbone
+    than `lower` names, `lower`'s options for it do not carry over."""
+    out = {
+        key: dict(value) if isinstance(value, Mapping) else value for key, value in lower.items()
+    }
+    for key, value in upper.items():
+        if key in SELECTIONS:
+            mine = dict(out.get(key, {}))
+            if "name" in mine and value.get("name", mine["name"]) != mine["name"]:
+                mine = {"name": value["name"]}  # options below named no one (None) carry
+            options = {**mine.get("options", {}), **value.get("options", {})}
+            out[key] = {**mine, **{k: v for k, v in value.items() if k != "options"}}
+            out[key]["options"] = options
+        elif isinstance(value, Mapping):
+            out[key] = {**out.get(key, {}), **value}
+        else:
+            raise UsageError(f"unknown config section: {key}")
+    return out
+
+
+DEFAULT_TREE: dict[str, Any] = {
+    "data": {"name": "checkerboard"},
+    "objective": {"name": "shortcut"},
+    "backbone": {"name": "mlp"},
+}
 
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run (not where or how fast it runs), by section. Its
-    flat view names each setting as its flag does (`lr`, `steps`, `objective_options`): the
-    merge of defaults, recipe and flags works on it (`from_flat`, `flat`)."""
+    """Everything that defines a training run (not where or how fast it runs), by section, as
+    torchtitan's job config: `config.optimisation.lr`, `config.backbone.options.channels`.
+    Built from a partial nested tree with `from_tree` (missing values take their defaults)."""
 
-    data: Choice = field(default_factory=lambda: Choice("checkerboard"))
-    objective: Choice = field(default_factory=lambda: Choice("shortcut"))
-    backbone: Choice = field(default_factory=lambda: Choice("mlp"))
+    data: Selection
+    objective: Selection
+    backbone: Selection
     training: Training = field(default_factory=Training)
     optimisation: Optimisation = field(default_factory=Optimisation)
 
     @classmethod
-    def from_flat(cls, values: Mapping[str, Any] | None = None, /, **more: Any) -> TrainConfig:
-        """From flag-named values (`lr`, `data_options`, ...), as a mapping or keywords;
-        missing ones take defaults: `TrainConfig.from_flat(data="moons", steps=4000, lr=1e-3)`."""
-        values = {**(values or {}), **more}
-        sections = {name: {f.name for f in dataclasses.fields(c)} for name, c in SECTIONS.items()}
-        known = {*CHOICES, *(f"{c}_options" for c in CHOICES), *set().union(*sections.values())}
-        unknown = set(values) - known
+    def from_tree(cls, tree: Mapping[str, Any] | None = None) -> TrainConfig:
+        """From a partial tree: `TrainConfig.from_tree({"data": {"name": "moons"},
+        "training": {"steps": 4000}, "optimisation": {"lr": 1e-3}})`."""
+        tree = merge(DEFAULT_TREE, tree or {})
+        unknown = set(tree) - {*SELECTIONS, *SECTIONS}
         if unknown:
-            raise UsageError(f"unknown config field(s): {', '.join(sorted(unknown))}")
-        defaults = cls()
-        choices = {
-            c: Choice(
-                values.get(c, getattr(defaults, c).name), dict(values.get(f"{c}_options", {}))
-            )
-            for c in CHOICES
-        }
-        built = {
-            name: SECTIONS[name](**{k: v for k, v in values.items() if k in fields})
-            for name, fields in sections.items()
-        }
-        return cls(**choices, **built)
-
-    def flat(self) -> dict[str, Any]:
-        """The flag-named view: {data, data_options, ..., steps, ..., lr, ...}."""
-        out: dict[str, Any] = {}
-        for c in CHOICES:
-            choice = getattr(self, c)
-            out[c], out[f"{c}_options"] = choice.name, dict(choice.options)
-        for name in SECTIONS:
-            out.update(dataclasses.asdict(getattr(self, name)))
-        return out
+            raise UsageError(f"unknown config section(s): {', '.join(sorted(unknown))}")
+        objective = tree["objective"]["name"]
+        chosen = {key: _selection(key, tree[key], objective) for key in SELECTIONS}
+        sections = {}
+        for key, kind in (("training", Training), ("optimisation", Optimisation)):
+            values = tree.get(key, {})
+            names = {f.name for f in dataclasses.fields(kind)}
+            extra = sorted(set(values) - names)
+            if extra:
+                raise UsageError(f"unknown {key} setting(s): {', '.join(extra)}")
+            sections[key] = kind(**values)
+        return cls(**chosen, **sections)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out: dict[str, Any] = {key: getattr(self, key).to_dict() for key in SELECTIONS}
+        out.update({key: dataclasses.asdict(getattr(self, key)) for key in SECTIONS})
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """From `to_dict`'s sections, or from the flat record checkpoints stored before them."""
-        if not any(isinstance(values.get(c), dict) for c in CHOICES):
-            return cls.from_flat(values)
-        flat: dict[str, Any] = {}
-        for key, value in values.items():
-            if key in CHOICES and isinstance(value, dict):
-                flat[key], flat[f"{key}_options"] = value.get("name"), value.get("options", {})
-            elif key in SECTIONS and isinstance(value, dict):
-                flat.update(value)
-            else:
-                raise UsageError(f"unknown config field(s): {key}")
-        return cls.from_flat(flat)
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
+        """From a stored config: `to_dict`'s tree (older files hold only the options that were
+        set), or the flat record the first checkpoints stored ({data, data_options, lr, ...})."""
+        if not any(isinstance(values.get(key), Mapping) for key in SELECTIONS):
+            values = _tree_of_flat_record(values)
+        return cls.from_tree(values)
 
-    def replace(self, **changes: Any) -> TrainConfig:
-        """A copy with flag-named settings changed (`steps=2`, `objective="flow_matching"`)."""
-        return TrainConfig.from_flat({**self.flat(), **changes})
+    def overlay(self, tree: Mapping[str, Any]) -> TrainConfig:
+        """A copy with the settings of partial `tree` changed (`{"training": {"steps": 2}}`)."""
+        return TrainConfig.from_tree(merge(self.to_dict(), tree))
 
     def differences(self, other: TrainConfig) -> list[str]:
-        """Flag names of the settings whose values differ."""
-        mine, theirs = self.flat(), other.flat()
-        return [name for name in mine if mine[name] != theirs[name]]
+        """Section-qualified names of the settings whose values differ (`optimisation.lr`)."""
+        mine, theirs = _leaves(self.to_dict()), _leaves(other.to_dict())
+        return [key for key in {**mine, **theirs} if mine.get(key) != theirs.get(key)]
 
 
-@dataclass(frozen=True)
-class DataSpec:
-    """What a trained model needs to know about its data, stored in every checkpoint: sampling
-    reads this instead of the data, so a checkpoint trained on a folder or on latent shards
-    samples on a machine that has neither."""
+def _leaves(tree: Mapping[str, Any]) -> dict[str, Any]:
+    """{"optimisation.lr": 1e-4, "backbone.name": "mlp", "backbone.depth": 3, ...}"""
+    out = {}
+    for key, section in tree.items():
+        for name, value in section.items():
+            if name == "options":
+                out.update({f"{key}.{k}": v for k, v in value.items()})
+            else:
+                out[f"{key}.{name}"] = value
+    return out
 
-    name: str
-    kind: DataKind
-    shape: tuple[int, ...]
-    num_classes: int
-    class_names: list[str] = field(default_factory=list)
-    vae: str | None = None  # latent data: the AutoencoderKL that decodes samples
-    scaling_factor: float | None = None
-    fingerprint: str | None = None  # image folders: a hash of the file listing (names, sizes)
 
-    @classmethod
-    def of(cls, source: Any) -> DataSpec:
-        return cls(
-            name=source.name,
-            kind=source.kind,
-            shape=tuple(source.shape),
-            num_classes=source.num_classes,
-            class_names=list(source.class_names),
-            vae=source.vae,
-            scaling_factor=source.scaling_factor,
-            fingerprint=source.fingerprint,
-        )
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> DataSpec:
-        values = json.loads(text)
-        values["shape"] = tuple(values["shape"])
-        return cls(**values)
+def _tree_of_flat_record(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The first checkpoints' flat config ({data, data_options, steps, lr, ...}) as a tree."""
+    tree: dict[str, Any] = {}
+    sections = {
+        key: {f.name for f in dataclasses.fields(kind)} for key, kind in SECTION_TYPES.items()
+    }
+    for key, value in values.items():
+        if key in SELECTIONS:
+            tree.setdefault(key, {})["name"] = value
+        elif key.endswith("_options") and key.removesuffix("_options") in SELECTIONS:
+            tree.setdefault(key.removesuffix("_options"), {})["options"] = dict(value)
+        else:
+            section = next((name for name, names in sections.items() if key in names), None)
+            if section is None:
+                raise UsageError(f"unknown config field(s): {key}")
+            tree.setdefault(section, {})[key] = value
+    return tree
 
 
 @dataclass

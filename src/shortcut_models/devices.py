@@ -4,6 +4,7 @@ GPU (`mps`) and what a CPU computes in hardware. Each choice comes with a reason
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -20,8 +21,8 @@ _BF16_ISA_WORDS = ("AMX", "BF16", "FP16", "AVX10", "ALL")
 
 
 @dataclass(frozen=True)
-class Choice:
-    """A device or precision choice and the reason for it."""
+class Decision:
+    """A device or precision decided for this machine, and the reason for it."""
 
     value: str
     reason: str
@@ -33,14 +34,14 @@ def mps_available() -> bool:
     return bool(backend is not None and backend.is_available())
 
 
-def choose_device(name: str) -> Choice:
+def choose_device(name: str) -> Decision:
     """`auto`: a CUDA GPU, then Apple's GPU (`mps`), then the CPU; an explicit name is checked."""
     if name == "auto":
         if torch.cuda.is_available():
-            return Choice("cuda", f"a CUDA GPU ({torch.cuda.get_device_name()})")
+            return Decision("cuda", f"a CUDA GPU ({torch.cuda.get_device_name()})")
         if mps_available():
-            return Choice("mps", "Apple's GPU (no CUDA GPU here)")
-        return Choice("cpu", f"no CUDA or Apple GPU, {torch.get_num_threads()} CPU threads")
+            return Decision("mps", "Apple's GPU (no CUDA GPU here)")
+        return Decision("cpu", f"no CUDA or Apple GPU, {torch.get_num_threads()} CPU threads")
     try:
         device = torch.device(name)
     except RuntimeError:
@@ -49,56 +50,66 @@ def choose_device(name: str) -> Choice:
         raise UsageError("device 'cuda' was asked for but no CUDA GPU is available")
     if device.type == "mps" and not mps_available():
         raise UsageError("device 'mps' was asked for but Apple's GPU (Metal) is not available")
-    return Choice(name, "asked for (--device)")
+    return Decision(name, "asked for (--device)")
 
 
 def resolve_device(name: str) -> torch.device:
     return torch.device(choose_device(name).value)
 
 
-def _cpu_bf16() -> Choice:
+def _cpu_bf16() -> Decision:
     """Whether this CPU computes bf16 in hardware as torch runs here ("yes"/"no"), and why. The
     CPUID bits are not enough: with ATEN_CPU_CAPABILITY=avx2 or ONEDNN_MAX_CPU_ISA=AVX2 (how an
     AVX2-only CPU is emulated) torch computes bf16 by emulation on an AMX CPU too."""
     amx, avx512_bf16 = torch.cpu._is_amx_tile_supported(), torch.cpu._is_avx512_bf16_supported()
     if not (amx or avx512_bf16):
-        return Choice("no", "this CPU computes bf16 only by emulation (no AMX or AVX512-BF16)")
+        return Decision("no", "this CPU computes bf16 only by emulation (no AMX or AVX512-BF16)")
     capability = torch.backends.cpu.get_cpu_capability()
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
     if not capability.startswith("AVX512") or (isa and not any(w in isa for w in _BF16_ISA_WORDS)):
         limit = f"{capability}" + (f", oneDNN {isa}" if isa else "")
-        return Choice("no", f"torch runs this CPU as {limit}, where bf16 is emulated")
-    return Choice("yes", f"this CPU computes bf16 in hardware ({'AMX' if amx else 'AVX512-BF16'})")
+        return Decision("no", f"torch runs this CPU as {limit}, where bf16 is emulated")
+    return Decision(
+        "yes", f"this CPU computes bf16 in hardware ({'AMX' if amx else 'AVX512-BF16'})"
+    )
 
 
-def bf16_hardware(device: torch.device) -> Choice:
+def bf16_hardware(device: torch.device) -> Decision:
     """Whether the device computes bf16 in hardware ("yes"/"no"; elsewhere bf16 is slower than
     fp32), and why."""
     if device.type == "cuda":
         if torch.cuda.is_bf16_supported():
-            return Choice("yes", "the GPU computes bf16")
-        return Choice("no", "this GPU has no bf16")
+            return Decision("yes", "the GPU computes bf16")
+        return Decision("no", "this GPU has no bf16")
     if device.type == "cpu":
         return _cpu_bf16()
-    return Choice("no", f"bf16 autocast on {device.type} is not measured by this project")
+    return Decision("no", f"bf16 autocast on {device.type} is not measured by this project")
 
 
-def choose_precision(name: str, device: torch.device) -> Choice:
+def choose_precision(name: str, device: torch.device) -> Decision:
     """The precision ("bf16" autocast or "fp32") and why. "bf16-if-native" is bf16 wherever
     `bf16_hardware` says yes; "auto" is bf16 on a CUDA GPU that has it."""
     if name in ("bf16", "fp32"):
-        return Choice(name, "asked for (--precision)")
+        return Decision(name, "asked for (--precision)")
     if name == "auto" and device.type != "cuda":
-        return Choice("fp32", f"--precision auto uses bf16 on CUDA only ({device.type} here)")
+        return Decision("fp32", f"--precision auto uses bf16 on CUDA only ({device.type} here)")
     if name in ("auto", "bf16-if-native"):
         native = bf16_hardware(device)
-        return Choice("bf16" if native.value == "yes" else "fp32", native.reason)
+        return Decision("bf16" if native.value == "yes" else "fp32", native.reason)
     raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {name!r}")
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype, or None for plain fp32 (`choose_precision`)."""
     return torch.bfloat16 if choose_precision(name, device).value == "bf16" else None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """The autocast a run computes in (`resolve_precision`'s dtype; None: plain fp32): training
+    and sampling enter the same one."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
 
 
 def channels_last(name: str, device: torch.device, autocast: torch.dtype | None) -> bool:

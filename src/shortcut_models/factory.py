@@ -3,44 +3,42 @@ back from its checkpoint."""
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from shortcut_models.backbones import build_backbone, resolve_backbone
+from shortcut_models.backbones import build_backbone
 from shortcut_models.checkpoint import Checkpoint, all_finite, load_checkpoint
-from shortcut_models.config import DataSpec, TrainConfig
-from shortcut_models.data import DataSource, build_data
+from shortcut_models.config import TrainConfig
+from shortcut_models.data import DataSource, DataSpec, build_data
 from shortcut_models.errors import UsageError
 from shortcut_models.objectives import Objective, build_objective
 
 
 def build_objective_for(config: TrainConfig, data: DataSource | DataSpec) -> Objective:
     return build_objective(
-        config.objective.name, num_classes=data.num_classes, **config.objective.options
+        config.objective.name,
+        num_classes=data.num_classes,
+        **dataclasses.asdict(config.objective.options),
     )
 
 
 def build_model_for(
     config: TrainConfig, data: DataSource | DataSpec, objective: Objective
 ) -> nn.Module:
-    """The backbone with its data-dependent sizes filled in from the data source, and the options
-    the run's objective asks for (time scale, guidance input) unless the config sets them."""
-    cls, _ = resolve_backbone(config.backbone.name)
-    try:
-        fixed = cls.data_options(data.shape, data.num_classes)
-    except ValueError as exc:
-        raise UsageError(
-            f"backbone '{config.backbone.name}' cannot take data '{data.name}': {exc}"
-        ) from None
-    clash = set(fixed) & set(config.backbone.options)
-    if clash:
-        raise UsageError(f"backbone option(s) {', '.join(sorted(clash))} are set by the data")
-    options = {**objective.backbone_options(), **config.backbone.options}
-    return build_backbone(config.backbone.name, **fixed, **options)
+    """The backbone from its options, for the data's sample shape and classes, with the inputs
+    the run's objective needs (a guidance scale, a second head)."""
+    return build_backbone(
+        config.backbone.name,
+        config.backbone.options,
+        tuple(data.shape),
+        data.num_classes,
+        data_name=data.name,
+        **objective.network_inputs(),
+    )
 
 
 @dataclass(frozen=True)
@@ -81,7 +79,7 @@ INIT_OBJECTIVES = ("shortcut", "ism", "meanflow")
 NEW_INPUTS = ("cond.d_embedder.", "cond.w_embedder.")
 
 
-def initialise_from(config: TrainConfig, data: DataSource, objective: Objective, networks) -> int:
+def initialise_from(config: TrainConfig, data: DataSource, networks: list[nn.Module]) -> int:
     """Load run `config.training.init_from`'s EMA weights into every network of `networks` (the
     model and its EMA) after checking that the source has the same data and backbone (the first
     differing setting is the error). Embedders of inputs the source lacks (step size, guidance
@@ -92,7 +90,7 @@ def initialise_from(config: TrainConfig, data: DataSource, objective: Objective,
             f"--init-from applies to {', '.join(INIT_OBJECTIVES)}, not '{config.objective.name}'"
         )
     source = load_checkpoint(config.training.init_from)
-    difference = _first_difference(source, config, data, objective)
+    difference = _first_difference(source, config, data)
     if difference:
         raise UsageError(f"--init-from {source.path}: {difference}; they must match")
     state = source.tensors("ema")
@@ -112,9 +110,7 @@ def initialise_from(config: TrainConfig, data: DataSource, objective: Objective,
     return source.step
 
 
-def _first_difference(
-    source: Checkpoint, config: TrainConfig, data: DataSource, objective: Objective
-) -> str | None:
+def _first_difference(source: Checkpoint, config: TrainConfig, data: DataSource) -> str | None:
     """The first setting in which the source run differs from this one, in words."""
     theirs = source.config
     spec = source.data or DataSpec.of(build_data(theirs.data.name, theirs.data.options))
@@ -127,15 +123,9 @@ def _first_difference(
     ):
         if a != b:
             return f"its {name} is {a!r}, this run's {b!r}"
-    source_objective = build_objective_for(theirs, spec)
-    their_options = {**source_objective.backbone_options(), **theirs.backbone.options}
-    my_options = {**objective.backbone_options(), **config.backbone.options}
-    cls, _ = resolve_backbone(config.backbone.name)
-    defaults = {k: v.default for k, v in inspect.signature(cls).parameters.items() if k != "self"}
-    for key in sorted(set(their_options) | set(my_options)):
-        if key == "guidance_input":  # a missing guidance embedding starts at zero
-            continue
-        a, b = their_options.get(key, defaults.get(key)), my_options.get(key, defaults.get(key))
+    mine, theirs_options = config.backbone.options, theirs.backbone.options
+    for key in (f.name for f in dataclasses.fields(mine)):
+        a, b = getattr(theirs_options, key, None), getattr(mine, key)
         if a != b:
             hint = " (pass --time-scale to match)" if key == "time_scale" else ""
             return f"its backbone option {key} is {a!r}, this run's {b!r}{hint}"

@@ -176,7 +176,7 @@ def import_official(
     from shortcut_models.backbones.flax_dit import dit_options_from_flax, dit_state_from_flax
     from shortcut_models.checkpoint import CHECKPOINT_NAME, save_checkpoint
     from shortcut_models.compose import compose_config
-    from shortcut_models.config import DataSpec
+    from shortcut_models.data import DataSpec
     from shortcut_models.factory import build_model_for, build_objective_for
     from shortcut_models.locking import FolderLock
 
@@ -218,14 +218,12 @@ def import_official(
     composed = compose_config(
         None,
         recipe_name="reference",
-        choices={
-            "data": "latents" if latent else "folder",
-            "objective": "shortcut",
-            "backbone": "dit",
+        flags={
+            "data": {"name": "latents" if latent else "folder"},
+            "objective": {"name": "shortcut", "options": {"denoise_timesteps": denoise_timesteps}},
+            "backbone": {"name": "dit", "options": sizes},
+            "training": {"eval_weights": "model" if weights == "raw" else "ema"},
         },
-        values={"eval_weights": "model" if weights == "raw" else "ema"},
-        backbone_options=sizes,
-        objective_options={"denoise_timesteps": denoise_timesteps},
     )
     config = composed.config
     model = build_model_for(config, spec, build_objective_for(config, spec))
@@ -242,11 +240,9 @@ def import_official(
     with FolderLock(out, "shortcut import-official"):
         return save_checkpoint(
             out,
-            config,
-            found.step,
-            states["model"],
-            states["ema"],
-            {"state": {}},
+            config=config,
+            step=found.step,
+            parts={"model": states["model"], "ema": states["ema"]},
             data=spec,
             extra={"imported_from": str(Path(path).resolve())},
         )

@@ -7,30 +7,32 @@ on this file staying the same. Each recipe says where its values were measured.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
 from shortcut_models.backbones import backbone_kind
 from shortcut_models.errors import UsageError
+from shortcut_models.objectives import objective_options
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """A named set of settings. `objective_options` and `backbone_options` hold options per
-    objective name and per backbone kind ("dit", "mlp", "unet"), applied to whichever the run
-    trains, so one recipe (`reference`) can set the reference's choices for every method."""
+    """A named set of settings: `tree`, a partial config tree as `TrainConfig.to_dict` writes it
+    (its `run` section holds RunOptions values), and options per objective name and per backbone
+    kind ("dit", "mlp", "unet") for whichever the run trains, so that one recipe (`reference`)
+    can set the reference's choices for every method."""
 
     description: str
-    config: dict[str, Any]  # TrainConfig values
-    run: dict[str, Any] = field(default_factory=dict)  # RunOptions values (precision)
-    objective_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    backbone_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tree: dict[str, Any]
+    objectives: dict[str, dict[str, Any]] = field(default_factory=dict)
+    backbones: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 # Every choice of the official code (kvfrans/shortcut-models) where our defaults differ; the
 # README's table "where our defaults differ from the reference" gives the reason for each, and
 # benchmarks/parity.py checks them against the official code.
-REFERENCE_CONFIG: dict[str, Any] = {
+REFERENCE_OPTIMISATION: dict[str, Any] = {
     "lr": 1e-4,
     "beta1": 0.9,
     "beta2": 0.999,
@@ -39,8 +41,8 @@ REFERENCE_CONFIG: dict[str, Any] = {
     "lr_schedule": "constant",
     "grad_clip": 0.0,
     "ema_decay": 0.999,
-    "eval_weights": "model",  # its use_ema=0: evaluation with the raw weights
 }
+REFERENCE_TRAINING = {"eval_weights": "model"}  # its use_ema=0: evaluation with the raw weights
 NO_LABEL_DROPOUT = {"class_dropout_prob": 0.0}
 REFERENCE_OBJECTIVES: dict[str, dict[str, Any]] = {
     "shortcut": {
@@ -82,14 +84,13 @@ def paper_preset(what: str, backbone: str, batch: int, steps: int, guided: bool)
         f"the paper's {what} run ({backbone}, batch {batch}, {steps:,} steps) on latents from "
         "`shortcut encode`; a GPU job",
         {
-            **REFERENCE_CONFIG,
-            "data": "latents",
-            "objective": "shortcut",
-            "backbone": backbone,
-            "batch_size": batch,
-            "steps": steps,
+            "data": {"name": "latents"},
+            "objective": {"name": "shortcut"},
+            "backbone": {"name": backbone},
+            "training": {**REFERENCE_TRAINING, "batch_size": batch, "steps": steps},
+            "optimisation": REFERENCE_OPTIMISATION,
+            "run": {"precision": "bf16"},
         },
-        {"precision": "bf16"},
         {"shortcut": shortcut},
         {"dit": REFERENCE_DIT},
     )
@@ -100,50 +101,38 @@ RECIPES: dict[str, Recipe] = {
         "class-conditional digits on a laptop CPU in minutes: the `shortcut demo` defaults "
         "(benchmarks/results/demo_ablation.md)",
         {
-            "objective": "shortcut",
-            "backbone": "unet",
-            # 2x2 pixels folded into channels: every level at half the resolution, 3x the
-            # training images/s of the same widths on 32x32, the lever that most improved one
-            # step at a fixed wall clock on a CPU without bf16 hardware
-            "backbone_options": {"channels": [16, 32, 64], "patch": 2},
-            # self-consistency targets from the online weights: an EMA of 0.99 lags the few
-            # thousand steps a CPU affords (1 step: 47 vs 367 FD-digits at 5 minutes)
-            "objective_options": {"bootstrap_ema": False},
+            # self-consistency targets from the online weights (demo_ablation.md)
+            "objective": {"name": "shortcut", "options": {"bootstrap_ema": False}},
+            # 2x2 pixels folded into channels: every level at half the resolution (demo_ablation.md)
+            "backbone": {"name": "unet", "options": {"channels": [16, 32, 64], "patch": 2}},
             # a wall-clock budget: the step count is planned from the measured rate, so the
             # demo ends on time on any machine (`steps` applies with --minutes 0)
-            "minutes": 8.0,
-            "steps": 4000,
-            "batch_size": 64,
-            "lr": 1e-3,
-            "ema_decay": 0.99,
-            "lr_schedule": "cosine",
+            "training": {"minutes": 8.0, "steps": 4000, "batch_size": 64},
+            "optimisation": {"lr": 1e-3, "ema_decay": 0.99, "lr_schedule": "cosine"},
+            # fp32 on every CPU, channels-last for oneDNN's convolutions (demo_ablation.md)
+            "run": {"precision": "fp32", "memory_format": "auto"},
         },
-        # fp32 on every CPU: with the folded U-Net bf16 autocast gains nothing even on AMX;
-        # channels-last speeds up oneDNN's fp32 convolutions (benchmarks/results/demo_ablation.md)
-        {"precision": "fp32", "memory_format": "auto"},
     ),
     "cpu-dit-tiny": Recipe(
         "the paper's shortcut objective (EMA bootstrap targets) on a tiny DiT in fp32: the "
         "point cpu-small is compared with (benchmarks/results/demo_ablation.md)",
         {
-            "objective": "shortcut",
-            "backbone": "DiT-T/4",
-            "backbone_options": {},
-            "objective_options": {},
-            "steps": 2500,
-            "batch_size": 64,
-            "lr": 1e-3,
-            "ema_decay": 0.99,
-            "lr_schedule": "cosine",
+            "objective": {"name": "shortcut", "options": {}},
+            "backbone": {"name": "DiT-T/4", "options": {}},
+            "training": {"steps": 2500, "batch_size": 64},
+            "optimisation": {"lr": 1e-3, "ema_decay": 0.99, "lr_schedule": "cosine"},
+            "run": {"precision": "fp32"},
         },
-        {"precision": "fp32"},
     ),
     "reference": Recipe(
         "exactly the official code's choices for whichever objective and backbone you train "
         "(optimizer, EMA, raw weights at evaluation, batch split, unscaled t, DiT attention "
         "and initialisation, each baseline's label dropout, CFG and clipping)",
-        REFERENCE_CONFIG,
-        REFERENCE_RUN,
+        {
+            "training": REFERENCE_TRAINING,
+            "optimisation": REFERENCE_OPTIMISATION,
+            "run": REFERENCE_RUN,
+        },
         REFERENCE_OBJECTIVES,
         REFERENCE_BACKBONES,
     ),
@@ -157,62 +146,47 @@ def recipe_names() -> list[str]:
     return list(RECIPES)
 
 
-def recipe(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(TrainConfig values, RunOptions values) of a recipe; copies, safe to change."""
-    found = _get(name)
-    return _copy(found.config), dict(found.run)
-
-
-def recipe_options(
-    name: str, objective: str, backbone: str
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(objective options, backbone options) the recipe sets for this objective and backbone."""
-    found = _get(name)
-    kind = backbone_kind(backbone)
-    return (
-        _copy(found.objective_options.get(objective, {})),
-        _copy(found.backbone_options.get(kind, {})),
-    )
-
-
-def apply_recipe(name: str, values: dict[str, Any]) -> dict[str, Any]:
-    """Config values with the recipe's options for the objective and backbone they name added
-    under the options already there (those win)."""
-    objective_options, backbone_options = recipe_options(
-        name, values["objective"], values["backbone"]
-    )
-    return {
-        **values,
-        "objective_options": {**objective_options, **values["objective_options"]},
-        "backbone_options": {**backbone_options, **values["backbone_options"]},
-    }
-
-
-def recipe_precision(name: str) -> str:
-    """The precision a run started from recipe `name` trains in ("auto" without a recipe)."""
-    return recipe(name)[1].get("precision", "auto") if name else "auto"
-
-
-def describe(name: str, objective: str = "", backbone: str = "") -> str:
-    """'name: description; sets field=value, ...' as printed when a run starts from it."""
-    config, run = recipe(name)
-    values = {**config, **run}
-    if objective and backbone:
-        objective_options, backbone_options = recipe_options(name, objective, backbone)
-        values.update({f"{objective}.{k}": v for k, v in objective_options.items()})
-        values.update({f"{backbone}.{k}": v for k, v in backbone_options.items()})
-    shown = ", ".join(f"{k}={v}" for k, v in values.items())
-    return f"recipe {name}: {_get(name).description}; sets {shown}"
-
-
-def _get(name: str) -> Recipe:
+def recipe(name: str) -> Recipe:
+    """The recipe called `name`; an unknown name is a UsageError listing the choices."""
     if name not in RECIPES:
         raise UsageError(f"unknown recipe '{name}' (choose from: {', '.join(RECIPES)})")
     return RECIPES[name]
 
 
-def _copy(values: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: (_copy(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v)
-        for k, v in values.items()
-    }
+def recipe_tree(name: str, objective: str, backbone: str, carry: bool = False) -> dict[str, Any]:
+    """The recipe's partial tree for a run that trains `objective` on `backbone` (the one place
+    a recipe is resolved): its options for that objective name and backbone kind, under the
+    options it sets for its own objective and backbone. Where the run trains another objective
+    or backbone than the recipe names, the recipe's own options for it do not carry over;
+    with `carry` (a comparison) an objective keeps those it also has (cpu-small's online
+    bootstrap targets reach ism)."""
+    found = recipe(name)
+    tree = copy.deepcopy(found.tree)
+    own = tree.get("objective", {})
+    options = dict(found.objectives.get(objective, {}))
+    if own.get("name", objective) == objective:
+        options.update(own.get("options", {}))
+    elif carry:
+        accepted = objective_options(objective)
+        options = {k: v for k, v in own.get("options", {}).items() if k in accepted} | options
+    tree["objective"] = {"name": objective, "options": options}
+    own = tree.get("backbone", {})
+    options = dict(found.backbones.get(backbone_kind(backbone), {}))
+    if own.get("name", backbone) == backbone:
+        options.update(own.get("options", {}))
+    tree["backbone"] = {"name": backbone, "options": options}
+    return tree
+
+
+def describe(name: str, objective: str = "", backbone: str = "") -> str:
+    """'name: description; sets section.field=value, ...' as printed when a run starts from it."""
+    tree = recipe_tree(name, objective, backbone) if objective and backbone else recipe(name).tree
+    shown = []
+    for section, values in tree.items():
+        for key, value in values.items():
+            if key == "options":
+                owner = values.get("name", section)
+                shown += [f"{owner}.{k}={v}" for k, v in value.items()]
+            else:
+                shown.append(f"{section}.{key}={value}")
+    return f"recipe {name}: {recipe(name).description}; sets {', '.join(shown)}"

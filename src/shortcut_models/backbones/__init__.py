@@ -1,12 +1,16 @@
 """Backbones: networks s(x, t, d, y) -> velocity. Add one with a file and a line in each registry
-below (the class, and the dataclass of its user options, from which the flags are generated).
+below (the network class, and the dataclass of its options, from which the flags come).
 
-Each backbone class has `data_options(shape, num_classes)`: the constructor arguments the data
-fixes. Preset names (`DiT-B/2`, ...) expand to a class plus size options.
+A backbone is built from its options dataclass and the data's sample shape and classes:
+`Network(options, shape, num_classes, guidance_input=..., ...)`, the keyword inputs being what
+the objective needs (`Objective.network_inputs`). Preset names (`DiT-B/2`, ...) are a class plus
+size options over its defaults.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
@@ -28,25 +32,50 @@ def backbone_names() -> list[str]:
     return [*BACKBONES, *DIT_PRESETS]
 
 
-def resolve_backbone(name: str) -> tuple[type[nn.Module], dict[str, Any]]:
-    """A backbone name or preset -> (class, preset options)."""
+def backbone_kind(name: str) -> str:
+    """The registry key of a backbone name or preset ('DiT-B/2' -> 'dit')."""
     if name in BACKBONES:
-        return BACKBONES[name], {}
+        return name
     if name in DIT_PRESETS:
-        return DiT, dit_preset(name)
+        return "dit"
     raise UsageError(f"unknown backbone '{name}' (choose from: {', '.join(backbone_names())})")
 
 
-def backbone_kind(name: str) -> str:
-    """The registry key of a backbone name or preset ('DiT-B/2' -> 'dit')."""
-    cls, _ = resolve_backbone(name)
-    return next(key for key, value in BACKBONES.items() if value is cls)
+def preset_values(name: str) -> dict[str, Any]:
+    """The options a preset name sets over its class's defaults ({} for a plain name)."""
+    return dit_preset(name) if name in DIT_PRESETS else {}
 
 
-def build_backbone(name: str, **options: Any) -> nn.Module:
-    """Instantiate a backbone or preset; unknown names or bad options are a UsageError."""
-    cls, preset = resolve_backbone(name)
+def backbone_options(name: str, values: Mapping[str, Any] | None = None) -> Any:
+    """The options dataclass of backbone `name`: its defaults < the preset's values < `values`;
+    an unknown option is a UsageError."""
+    cls = BACKBONE_OPTIONS[backbone_kind(name)]
+    values = {**preset_values(name), **(values or {})}
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UsageError(f"backbone '{name}' has no option(s): {', '.join(unknown)}")
+    return cls(**values)
+
+
+def build_backbone(
+    name: str,
+    options: Any,
+    shape: tuple[int, ...],
+    num_classes: int = 0,
+    data_name: str = "",
+    **inputs: bool,
+) -> nn.Module:
+    """The network of backbone `name` from its options, for samples of `shape` (of data set
+    `data_name`, for the message); data it cannot take and options it cannot build are a
+    UsageError."""
+    cls = BACKBONES[backbone_kind(name)]
     try:
-        return cls(**{**preset, **options})
+        cls.check_shape(tuple(shape))
+    except ValueError as exc:
+        data = f"data '{data_name}'" if data_name else f"data of shape {tuple(shape)}"
+        raise UsageError(f"backbone '{name}' cannot take {data}: {exc}") from None
+    try:
+        return cls(options, tuple(shape), num_classes, **inputs)
     except (TypeError, ValueError) as exc:
         raise UsageError(f"bad options for backbone '{name}': {exc}") from None

@@ -33,11 +33,11 @@ DIT_SIZES: dict[str, tuple[int, int, int]] = {
 DIT_PRESETS = [f"DiT-{size}/{patch}" for size in DIT_SIZES for patch in (2, 4, 8)]
 
 
-def square_image_options(shape: tuple[int, ...], num_classes: int) -> dict[str, int]:
-    """The constructor arguments an image data set fixes for an image backbone."""
+def square_image(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(channels, side) of the square (C, H, W) samples an image backbone takes."""
     if len(shape) != 3 or shape[1] != shape[2]:
         raise ValueError(f"this backbone takes square (C, H, W) images, got samples of {shape}")
-    return {"in_channels": shape[0], "input_size": shape[1], "num_classes": num_classes}
+    return shape[0], shape[1]
 
 
 ATTENTION_SCALES = ("sqrt", "linear")
@@ -159,55 +159,56 @@ class DiT(ConditionedBackbone):
 
     def __init__(
         self,
-        input_size: int = 32,
-        in_channels: int = 4,
-        patch_size: int = 2,
-        hidden_size: int = 768,
-        depth: int = 12,
-        num_heads: int = 12,
-        mlp_ratio: float = 4.0,
+        options: DiTOptions | None = None,
+        shape: tuple[int, ...] = (4, 32, 32),
         num_classes: int = 0,
-        time_scale: float = 1000.0,
+        *,
         guidance_input: bool = False,
         guidance_interval: bool = False,
         velocity_head: bool = False,
-        attention_scale: str = "sqrt",
-        block_adaln_init: str = "zero",
-        qkv_init: str = "fused",
-        position_order: str = "row-col",
     ) -> None:
+        """`options` (defaults: DiTOptions()) and the data's sample `shape` and classes; the
+        objective decides the inputs beyond (x, t, d, y) and the second (velocity) head."""
         super().__init__()
+        o = options or DiTOptions()
+        in_channels, input_size = square_image(shape)
+        patch_size, hidden_size, depth, num_heads = (
+            o.patch_size,
+            o.hidden_size,
+            o.depth,
+            o.num_heads,
+        )
         if min(depth, hidden_size, num_heads, patch_size) < 1:
             raise ValueError("depth, hidden size, heads and patch size must be positive")
         if input_size % patch_size:
             raise ValueError(f"input size {input_size} is not divisible by patch size {patch_size}")
         for name, value, allowed in (
-            ("attention_scale", attention_scale, ATTENTION_SCALES),
-            ("block_adaln_init", block_adaln_init, ADALN_INITS),
-            ("qkv_init", qkv_init, QKV_INITS),
-            ("position_order", position_order, POSITION_ORDERS),
+            ("attention_scale", o.attention_scale, ATTENTION_SCALES),
+            ("block_adaln_init", o.block_adaln_init, ADALN_INITS),
+            ("qkv_init", o.qkv_init, QKV_INITS),
+            ("position_order", o.position_order, POSITION_ORDERS),
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
-        self.block_adaln_init, self.qkv_init = block_adaln_init, qkv_init
+        self.block_adaln_init, self.qkv_init = o.block_adaln_init, o.qkv_init
         self.input_size, self.in_channels, self.patch_size = input_size, in_channels, patch_size
         self.num_classes = num_classes
         self.grid = input_size // patch_size
         self.patch = nn.Conv2d(in_channels, hidden_size, patch_size, stride=patch_size)
         self.register_buffer(
-            "pos", sincos_2d(hidden_size, self.grid, position_order)[None], persistent=False
+            "pos", sincos_2d(hidden_size, self.grid, o.position_order)[None], persistent=False
         )
         self.cond = Conditioning(
             hidden_size,
             num_classes,
-            time_scale=time_scale,
+            time_scale=o.time_scale,
             guidance_input=guidance_input,
             guidance_interval=guidance_interval,
         )
         self.guidance_input, self.velocity_head = guidance_input, velocity_head
         self.out_channels = in_channels * (2 if velocity_head else 1)
         self.blocks = nn.ModuleList(
-            DiTBlock(hidden_size, num_heads, mlp_ratio, attention_scale) for _ in range(depth)
+            DiTBlock(hidden_size, num_heads, o.mlp_ratio, o.attention_scale) for _ in range(depth)
         )
         self.norm_out = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
@@ -234,9 +235,7 @@ class DiT(ConditionedBackbone):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    @staticmethod
-    def data_options(shape: tuple[int, ...], num_classes: int) -> dict[str, int]:
-        return square_image_options(shape, num_classes)
+    check_shape = staticmethod(square_image)
 
     def body(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """x: (N, C, H, W) images, c: (N, D) -> velocity (N, C, H, W)."""

@@ -34,6 +34,9 @@ class ResidualBlock(nn.Module):
         return gated(h, gate, self.mlp(modulate(self.norm(h), shift, scale)))
 
 
+FREQUENCY_SIZE = 64  # sinusoids of the t and d embeddings
+
+
 @dataclass
 class MLPOptions:
     """The MLP's user options (the data fixes `dim` and `num_classes`)."""
@@ -56,28 +59,32 @@ class MLP(ConditionedBackbone):
 
     def __init__(
         self,
-        dim: int = 2,
-        hidden_size: int = 128,
-        depth: int = 3,
-        mlp_ratio: float = 2.0,
+        options: MLPOptions | None = None,
+        shape: tuple[int, ...] = (2,),
         num_classes: int = 0,
-        frequency_size: int = 64,
-        time_scale: float = 1000.0,
+        *,
         guidance_input: bool = False,
         guidance_interval: bool = False,
         velocity_head: bool = False,
     ) -> None:
         super().__init__()
+        o = options or MLPOptions()
+        dim, hidden_size, depth = self.check_shape(shape), o.hidden_size, o.depth
         if depth < 1 or hidden_size < 1:
             raise ValueError(f"depth and hidden size must be positive, got {depth}, {hidden_size}")
         self.dim = dim
         self.num_classes = num_classes
         self.cond = Conditioning(
-            hidden_size, num_classes, frequency_size, time_scale, guidance_input, guidance_interval
+            hidden_size,
+            num_classes,
+            FREQUENCY_SIZE,
+            o.time_scale,
+            guidance_input,
+            guidance_interval,
         )
         self.guidance_input, self.velocity_head = guidance_input, velocity_head
         self.proj_in = nn.Linear(dim, hidden_size)
-        self.blocks = nn.ModuleList(ResidualBlock(hidden_size, mlp_ratio) for _ in range(depth))
+        self.blocks = nn.ModuleList(ResidualBlock(hidden_size, o.mlp_ratio) for _ in range(depth))
         self.norm_out = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
         self.proj_out = nn.Linear(hidden_size, dim * (2 if velocity_head else 1))
@@ -86,11 +93,11 @@ class MLP(ConditionedBackbone):
             nn.init.zeros_(layer.bias)
 
     @staticmethod
-    def data_options(shape: tuple[int, ...], num_classes: int) -> dict[str, int]:
-        """The constructor arguments fixed by the data: vector size and number of classes."""
+    def check_shape(shape: tuple[int, ...]) -> int:
+        """The vector size of the data's (D,) samples."""
         if len(shape) != 1:
             raise ValueError(f"the MLP backbone takes flat vectors, got samples of shape {shape}")
-        return {"dim": shape[0], "num_classes": num_classes}
+        return shape[0]
 
     def body(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """x: (N, dim) vectors, c: (N, D) -> velocity (N, dim)."""

@@ -12,14 +12,14 @@ block and the output convolution start at zero, so an untrained network predicts
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from shortcut_models.backbones.attention import attention
-from shortcut_models.backbones.dit import square_image_options
+from shortcut_models.backbones.dit import square_image
 from shortcut_models.backbones.embeddings import ConditionedBackbone, Conditioning
 from shortcut_models.backbones.layers import modulate
 from shortcut_models.options import option
@@ -77,8 +77,8 @@ class SelfAttention(nn.Module):
 
 @dataclass
 class UNetOptions:
-    """The UNet's user options that one flag can hold (its `channels` per level is a list:
-    set it from Python)."""
+    """The UNet's options (`channels`, the width per level, is a list: no flag; a recipe or
+    Python sets it)."""
 
     blocks: int = option(1, "residual blocks per resolution level on the way down")
     attention: bool = option(True, "self-attention at the lowest resolution")
@@ -90,6 +90,10 @@ class UNetOptions:
         "pixels per side folded into channels before the first level (space-to-depth): 2 "
         "quarters the cost of every level",
     )
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128])
+
+    def __post_init__(self) -> None:
+        self.channels = [int(c) for c in self.channels]  # a tuple from Python, a list from JSON
 
 
 class UNet(ConditionedBackbone):
@@ -107,22 +111,18 @@ class UNet(ConditionedBackbone):
 
     def __init__(
         self,
-        input_size: int = 32,
-        in_channels: int = 1,
-        channels: tuple[int, ...] | list[int] = (32, 64, 128),
-        blocks: int = 1,
-        attention: bool = True,
-        num_heads: int = 4,
-        cond_size: int = 128,
+        options: UNetOptions | None = None,
+        shape: tuple[int, ...] = (1, 32, 32),
         num_classes: int = 0,
-        time_scale: float = 1000.0,
+        *,
         guidance_input: bool = False,
         guidance_interval: bool = False,
         velocity_head: bool = False,
-        patch: int = 1,
     ) -> None:
         super().__init__()
-        channels = [int(c) for c in channels]
+        o = options or UNetOptions()
+        in_channels, input_size = square_image(shape)
+        channels, blocks, cond_size, patch = o.channels, o.blocks, o.cond_size, o.patch
         if not channels or min(channels) < 1 or blocks < 1 or cond_size < 1 or patch < 1:
             raise ValueError("channels, blocks, cond_size and patch must be positive")
         if input_size % (patch * 2 ** (len(channels) - 1)):
@@ -136,7 +136,7 @@ class UNet(ConditionedBackbone):
         self.cond = Conditioning(
             cond_size,
             num_classes,
-            time_scale=time_scale,
+            time_scale=o.time_scale,
             guidance_input=guidance_input,
             guidance_interval=guidance_interval,
         )
@@ -152,8 +152,8 @@ class UNet(ConditionedBackbone):
                 self.down.append(nn.Conv2d(width, width, 3, stride=2, padding=1))
                 skips.append(width)
         self.mid = nn.ModuleList([ResBlock(width, width, cond_size)])
-        if attention:
-            self.mid.append(SelfAttention(width, num_heads))
+        if o.attention:
+            self.mid.append(SelfAttention(width, o.num_heads))
         self.mid.append(ResBlock(width, width, cond_size))
         self.up = nn.ModuleList()
         for level, ch in reversed(list(enumerate(channels))):
@@ -168,7 +168,7 @@ class UNet(ConditionedBackbone):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    data_options = staticmethod(square_image_options)
+    check_shape = staticmethod(square_image)
 
     def body(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """x: (N, C, H, W) images, c: (N, cond_size) -> velocity (N, C, H, W)."""

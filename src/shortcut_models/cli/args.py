@@ -199,11 +199,16 @@ def weights(args: argparse.Namespace) -> str | None:
 
 
 @cache
-def config_options() -> list[Option]:
-    from shortcut_models.config import SECTIONS
+def section_options() -> dict[str, list[Option]]:
+    """{"training": its options, "optimisation": ...}: the flags of TrainConfig's sections."""
+    from shortcut_models.config import SECTION_TYPES
     from shortcut_models.options import collect
 
-    return [option for section in SECTIONS.values() for option in collect({"train": section})]
+    return {name: collect({"train": cls}) for name, cls in SECTION_TYPES.items()}
+
+
+def config_options() -> list[Option]:
+    return [option for options in section_options().values() for option in options]
 
 
 @cache
@@ -270,15 +275,36 @@ def given(args: argparse.Namespace, options: list[Option]) -> dict[str, Any]:
     return out
 
 
+def config_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags given, as a partial config tree (`config.merge`): the chosen names and the
+    options of data, objective and backbone, the training and optimisation sections, and the
+    RunOptions values under "run"."""
+    values = vars(args)
+    tree: dict[str, Any] = {}
+    for key, options in (
+        ("data", data_options()),
+        ("objective", objective_options()),
+        ("backbone", backbone_options()),
+    ):
+        chosen = {"options": given(args, options)} if given(args, options) else {}
+        if key in values:
+            chosen["name"] = values[key]
+        if chosen:
+            tree[key] = chosen
+    for key, options in {**section_options(), "run": run_options()}.items():
+        if given(args, options):
+            tree[key] = given(args, options)
+    return tree
+
+
 def option_tables() -> str:
     """The README's tables of every generated flag (checked against the README by a test)."""
     from shortcut_models.backbones import BACKBONE_OPTIONS
-    from shortcut_models.config import SECTIONS
     from shortcut_models.data import data_option_classes
     from shortcut_models.objectives import OBJECTIVES
-    from shortcut_models.options import collect, markdown_table
+    from shortcut_models.options import markdown_table
 
-    sections = [(name, collect({"train": cls})) for name, cls in SECTIONS.items()]
+    sections = list(section_options().items())
     tables = [
         *((f"{name.capitalize()} (`shortcut train`)", options, None) for name, options in sections),
         ("How and where a run executes (`shortcut train`)", run_options(), None),

@@ -105,15 +105,9 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from shortcut_models.compare import (
-        CompareOptions,
-        compare_config,
-        recipe_objective_options,
-        run_compare,
-    )
+    from shortcut_models.compare import CompareOptions, compare_config, run_compare
     from shortcut_models.errors import UsageError
     from shortcut_models.guidance import schedule_from
-    from shortcut_models.recipes import recipe
     from shortcut_models.report import check_output_file, write_json
 
     if args.json is not None:
@@ -122,27 +116,21 @@ def run(args: argparse.Namespace) -> int:
         cfg = schedule_from(args.cfg)
     except ValueError as exc:
         raise UsageError(f"--cfg: {exc}") from None
-    objectives = tuple(args.objectives)
-    run_values = recipe(args.recipe)[1] if args.recipe else {}
+    base = compare_config(
+        args.data,
+        a.given(args, a.data_options()),
+        recipe_name=args.recipe,
+        **{k: getattr(args, k) for k in SHARED},
+    )
     results = run_compare(
         a.from_args(
             CompareOptions,
             args,
-            base=compare_config(
-                args.data,
-                a.given(args, a.data_options()),
-                recipe_name=args.recipe,
-                **{k: getattr(args, k) for k in SHARED},
-            ),
+            base=base,
             out=args.out or Path("runs") / f"compare-{args.data}",
-            objectives=objectives,
+            objectives=tuple(args.objectives),
             eval_steps=tuple(args.eval_steps),
             cfg=cfg,
-            objective_options=recipe_objective_options(args.recipe, objectives)
-            if args.recipe
-            else {},
-            precision=args.precision or run_values.get("precision", "auto"),
-            memory_format=args.memory_format or run_values.get("memory_format", "contiguous"),
         )
     )
     if args.json is not None:

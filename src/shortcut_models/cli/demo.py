@@ -15,7 +15,8 @@ def register(subparsers: Any) -> None:
     from shortcut_models.recipes import recipe, recipe_names
 
     d = DemoOptions(out=Path("."))
-    config, precision = recipe(RECIPE)
+    tree = recipe(RECIPE).tree
+    training, optimisation = tree["training"], tree["optimisation"]
     p = a.command(
         subparsers,
         "demo",
@@ -23,8 +24,8 @@ def register(subparsers: Any) -> None:
         "train a small shortcut model on MNIST and show 1 to 128 steps",
         f"Train a class-conditional shortcut model on MNIST (or --data fashion-mnist, or "
         f"openmoji: unlabelled colour emoji scored with FID) (recipe {RECIPE}: "
-        f"{config['backbone']} {config['backbone_options']}), then write a PNG grid per step "
-        "budget (1, 2, 4, ..., 128 steps; same noise and labels), all_steps.png "
+        f"{tree['backbone']['name']} {tree['backbone']['options']}), then write a PNG grid per "
+        "step budget (1, 2, 4, ..., 128 steps; same noise and labels), all_steps.png "
         "side by side, samples.npz, metrics.md / metrics.json and the checkpoint (OUT/run). Run "
         "it again to resume. The first line says what it will do on this machine (device, "
         "precision and why, the step count) and when it will be done.",
@@ -45,7 +46,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--minutes",
         type=float,
-        help=f"minutes of training (default {config['minutes']:g}): the step count is planned "
+        help=f"minutes of training (default {training['minutes']:g}): the step count is planned "
         "from the first measured steps, so the demo ends on time on any machine",
     )
     p.add_argument(
@@ -53,18 +54,20 @@ def register(subparsers: Any) -> None:
         type=a.positive_int,
         help="train exactly this many steps instead (the same numbers on every CPU)",
     )
-    p.add_argument("--backbone", help=f"network, e.g. DiT-S/2 (default {config['backbone']})")
+    p.add_argument("--backbone", help=f"network, e.g. DiT-S/2 (default {tree['backbone']['name']})")
     p.add_argument(
         "--batch-size",
         type=a.positive_int,
-        help=f"images per step (default {config['batch_size']})",
+        help=f"images per step (default {training['batch_size']})",
     )
-    p.add_argument("--lr", type=float, help=f"learning rate (default {config['lr']})")
-    p.add_argument("--ema-decay", type=float, help=f"EMA decay (default {config['ema_decay']})")
+    p.add_argument("--lr", type=float, help=f"learning rate (default {optimisation['lr']})")
+    p.add_argument(
+        "--ema-decay", type=float, help=f"EMA decay (default {optimisation['ema_decay']})"
+    )
     p.add_argument(
         "--precision",
         choices=list(PRECISIONS),
-        help=f"autocast precision of training (default {precision['precision']}: "
+        help=f"autocast precision of training (default {tree['run']['precision']}: "
         "bf16 autocast where the CPU or GPU computes bf16 natively, else fp32; weights, loss "
         "and EMA stay fp32)",
     )

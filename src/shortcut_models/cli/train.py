@@ -8,12 +8,11 @@ from typing import Any
 
 from shortcut_models import logs
 from shortcut_models.cli import args as a
-from shortcut_models.compose import Composed, compose_config
-from shortcut_models.config import RunOptions, TrainConfig
+from shortcut_models.config import DEFAULT_TREE
 
 log = logs.get(__name__)
 
-DEFAULTS = TrainConfig()
+DEFAULTS = {key: value["name"] for key, value in DEFAULT_TREE.items()}
 
 
 SUMMARY = "train a model"
@@ -34,14 +33,14 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--data",
         type=a.data_set(),
-        help=f"data set: {a.data_help()} (default {DEFAULTS.data.name})",
+        help=f"data set: {a.data_help()} (default {DEFAULTS['data']})",
     )
     p.add_argument(
         "--objective",
         choices=list(OBJECTIVES),
-        help=f"training objective (default {DEFAULTS.objective.name})",
+        help=f"training objective (default {DEFAULTS['objective']})",
     )
-    p.add_argument("--backbone", help=f"network (default {DEFAULTS.backbone.name})")
+    p.add_argument("--backbone", help=f"network (default {DEFAULTS['backbone']})")
     p.add_argument(
         "--recipe",
         choices=recipe_names(),
@@ -62,37 +61,22 @@ def register(subparsers: Any) -> None:
     )
 
 
-def compose_from_args(args: argparse.Namespace, base: TrainConfig | None) -> Composed:
-    """The run's settings: `base` (a resumed checkpoint's config, or the defaults) < the recipe
-    < the flags given on the command line (`compose.compose_config`, the one merge)."""
-    choices = {k: v for k, v in vars(args).items() if k in ("data", "objective", "backbone")}
-    return compose_config(
-        base,
-        recipe_name=getattr(args, "recipe", None),
-        choices=choices,
-        values=a.given(args, a.config_options()),
-        data_options=a.given(args, a.data_options()),
-        objective_options=a.given(args, a.objective_options()),
-        backbone_options=a.given(args, a.backbone_options()),
-        run=a.given(args, a.run_options()),
-    )
-
-
 def run(args: argparse.Namespace) -> int:
     from shortcut_models.checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from shortcut_models.compose import compose_config
     from shortcut_models.train import Trainer
 
     base = None
     if getattr(args, "resume", False) and (args.out / CHECKPOINT_NAME).exists():
         base = load_checkpoint(args.out / CHECKPOINT_NAME).config
-    composed = compose_from_args(args, base)
+    flags = a.config_flags(args)
+    composed = compose_config(base, recipe_name=getattr(args, "recipe", None), flags=flags)
     if args.print_config:
         print(composed.table())
         return 0
     if composed.description:
         log.info(composed.description)
-    config = composed.config
-    trainer = Trainer(config, RunOptions(out_dir=args.out, **composed.run))
+    trainer = Trainer(composed.config, composed.run_options(args.out))
     result = trainer.run()
     if not trainer.dist.is_main:
         return 0
@@ -102,9 +86,9 @@ def run(args: argparse.Namespace) -> int:
             f"continue with: shortcut train --out {args.out} --resume"
         )
         return 128 + int(result.signal or 0)
-    if trainer.saved_step is not None and result.step > config.training.steps:
+    if trainer.saved_step is not None and result.step > trainer.plan.total:
         log.warning(
-            f"the checkpoint is at step {result.step}, past --steps {config.training.steps}: "
+            f"the checkpoint is at step {result.step}, past --steps {trainer.plan.total}: "
             "nothing was trained (give a larger --steps to continue)"
         )
     print(f"trained {result.step} steps; checkpoint: {result.checkpoint}")

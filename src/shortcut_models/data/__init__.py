@@ -4,7 +4,7 @@ A source (`DataSource`, `data/source.py`; subclass `Source` for the defaults of 
 parts) has `name`, `kind`, `shape`, `num_classes`, a stateless `batch(step, size, seed)` and
 `sample(n, seed)` (reference sets for evaluation). Sources that need settings (a folder's path,
 its resolution) declare them as a dataclass of `option(...)` fields: the command line's flags are
-generated from it and the run's config stores the values as `data_options`.
+generated from it and the run's config holds it as `config.data.options`.
 
 Bring your own data with `register_dataset(name, builder, options, kind=...)` (see the README's
 "Bring your own data"); the built-ins below are registered the same way. A package that
@@ -16,17 +16,16 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 
 from shortcut_models import logs
-from shortcut_models.config import DataKind
 from shortcut_models.data.arrays import VectorData
 from shortcut_models.data.images import ImageData, to_uint8
-from shortcut_models.data.source import DataSource, Source
+from shortcut_models.data.source import DataKind, DataSource, DataSpec, Source
 from shortcut_models.data.toy2d import TOY_DATASETS, ToyData
 from shortcut_models.errors import UsageError
 from shortcut_models.options import declared_options, option
@@ -142,26 +141,40 @@ def option_flag(key: str) -> str:
     return "--" + key.replace("_", "-")
 
 
-def resolve_data_options(name: str, options: dict[str, Any] | None) -> dict[str, Any]:
-    """`options` checked against what source `name` accepts, with defaults filled in."""
-    options = dict(options or {})
-    cls = dataset(name).options
-    accepted = {f.name: f.default for f in declared_options(cls)} if cls else {}
-    unknown = sorted(set(options) - set(accepted))
+@dataclass
+class NoOptions:
+    """The options of a data set that takes none (a name alone opens it)."""
+
+
+def data_options(name: str, values: Mapping[str, Any] | Any = None) -> Any:
+    """The options dataclass of data set `name` (`NoOptions` for a set that takes none) from
+    `values` (a mapping, or such a dataclass) over its defaults; an unknown option is a
+    UsageError naming its flag (a required one left unset is refused by `build_data`)."""
+    if dataclasses.is_dataclass(values):
+        values = dataclasses.asdict(values)
+    values = dict(values or {})
+    cls = dataset(name).options or NoOptions
+    accepted = {f.name for f in declared_options(cls)}
+    unknown = sorted(set(values) - accepted)
     if unknown:
         flags = ", ".join(option_flag(key) for key in unknown)
         raise UsageError(f"data set '{name}' does not take {flags}")
-    values = {**accepted, **options}
+    return cls(**values)
+
+
+def required_data_options(name: str, options: Mapping[str, Any] | Any = None) -> dict[str, Any]:
+    """`data_options` as keywords of the builder; a required option left unset (None) is a
+    UsageError naming its flag."""
+    values = dataclasses.asdict(data_options(name, options))
     missing = [key for key, value in values.items() if value is None]
     if missing:
         raise UsageError(f"data set '{name}' needs {option_flag(missing[0])}")
     return values
 
 
-def build_data(name: str, options: dict[str, Any] | None = None) -> DataSource:
-    """The data source called `name`, built with its options (defaults filled in)."""
-    entry = dataset(name)
-    return entry.builder(**resolve_data_options(name, options))
+def build_data(name: str, options: Mapping[str, Any] | Any = None) -> DataSource:
+    """The data source called `name`, built with its options (a mapping or the dataclass)."""
+    return dataset(name).builder(**required_data_options(name, options))
 
 
 class ImageReader(NamedTuple):
@@ -180,7 +193,7 @@ def image_reader(name: str, options: dict[str, Any] | None = None) -> ImageReade
     choices = dataset_names("image")
     if name not in choices:
         raise UsageError(f"'{name}' is not an image data set ({', '.join(choices)})")
-    values = resolve_data_options(name, options)
+    values = required_data_options(name, options)
     if name == "folder":
         from shortcut_models.data.folder import FolderReader, scan_folder
 
@@ -296,7 +309,9 @@ _BUILTIN = frozenset(_REGISTRY)
 __all__ = [
     "DIGIT_DATASETS",
     "TOY_DATASETS",
+    "DataKind",
     "DataSource",
+    "DataSpec",
     "RegisteredDataset",
     "ImageData",
     "ToyData",
@@ -312,5 +327,6 @@ __all__ = [
     "load_plugins",
     "named_image_sets",
     "register_dataset",
-    "resolve_data_options",
+    "data_options",
+    "NoOptions",
 ]

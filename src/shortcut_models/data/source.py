@@ -3,12 +3,16 @@ optional parts their defaults (built-in sources and your own inherit it)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Iterator
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
 
 import torch
 
-from shortcut_models.config import DataKind
+# Vectors (2-D toys, arrays: MLP, Wasserstein metrics), pixel images, or VAE latents of images.
+DataKind = Literal["vector", "image", "latent"]
 
 
 class DataSource(Protocol):
@@ -58,3 +62,41 @@ class Source:
 
     def labelled_sample(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self.sample(n, seed), None
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a trained model needs to know about its data, stored in every checkpoint: sampling
+    reads this instead of the data, so a checkpoint trained on a folder or on latent shards
+    samples on a machine that has neither."""
+
+    name: str
+    kind: DataKind
+    shape: tuple[int, ...]
+    num_classes: int
+    class_names: list[str] = field(default_factory=list)
+    vae: str | None = None  # latent data: the AutoencoderKL that decodes samples
+    scaling_factor: float | None = None
+    fingerprint: str | None = None  # image folders: a hash of the file listing (names, sizes)
+
+    @classmethod
+    def of(cls, source: Any) -> DataSpec:
+        return cls(
+            name=source.name,
+            kind=source.kind,
+            shape=tuple(source.shape),
+            num_classes=source.num_classes,
+            class_names=list(source.class_names),
+            vae=source.vae,
+            scaling_factor=source.scaling_factor,
+            fingerprint=source.fingerprint,
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> DataSpec:
+        values = json.loads(text)
+        values["shape"] = tuple(values["shape"])
+        return cls(**values)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from shortcut_models.config import DataSpec
+from shortcut_models.data import DataSpec
 from shortcut_models.data.images import to_uint8
 from shortcut_models.distributed import SINGLE, Dist
 from shortcut_models.errors import UsageError

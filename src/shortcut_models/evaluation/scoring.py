@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from shortcut_models.config import DataSpec, TrainConfig
-from shortcut_models.data import DIGIT_DATASETS, DataSource, build_data
+from shortcut_models.config import TrainConfig
+from shortcut_models.data import DIGIT_DATASETS, DataSource, DataSpec, build_data
 from shortcut_models.data.images import to_uint8
 from shortcut_models.distributed import SINGLE, Dist, main_first
 from shortcut_models.errors import UsageError
@@ -43,7 +43,7 @@ IMAGE_COLUMNS = {
 
 def default_reference(config: TrainConfig) -> str:
     """What an image run is scored against unless told: its image folder or its data set."""
-    ref = config.data.options.get("path") if config.data.name == "folder" else config.data.name
+    ref = config.data.options.path if config.data.name == "folder" else config.data.name
     if ref is None or config.data.name == "latents":
         raise UsageError("pass --ref: a data set name, image folder or .npz of images / stats")
     return ref

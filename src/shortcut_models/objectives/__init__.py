@@ -7,6 +7,9 @@ subclass of `Objective` whose fields, declared with `option(default, "help")`, a
 from __future__ import annotations
 
 import dataclasses
+import typing
+from collections.abc import Mapping
+from functools import cache
 from typing import Any
 
 from shortcut_models.errors import UsageError
@@ -20,6 +23,7 @@ from shortcut_models.objectives.meanflow import MeanFlow
 from shortcut_models.objectives.progressive_distillation import ProgressiveDistillation
 from shortcut_models.objectives.reflow import Reflow
 from shortcut_models.objectives.shortcut import ImprovedShortcut, Shortcut
+from shortcut_models.options import declared_options
 
 OBJECTIVES: dict[str, type[Objective]] = {
     cls.name: cls
@@ -40,13 +44,35 @@ OBJECTIVES: dict[str, type[Objective]] = {
 
 def objective_options(name: str) -> set[str]:
     """The option names an objective accepts."""
-    return {f.name for f in dataclasses.fields(_lookup(name)) if f.init}
+    return {f.name for f in declared_options(_lookup(name))}
+
+
+@cache
+def options_type(name: str) -> type:
+    """The dataclass of objective `name`'s options (its `option(...)` fields, with their types,
+    defaults and help): what a config holds for it, e.g. `ShortcutOptions`."""
+    cls = _lookup(name)
+    hints = typing.get_type_hints(cls)
+    fields = [(f.name, hints[f.name], f) for f in declared_options(cls)]
+    made = dataclasses.make_dataclass(f"{cls.__name__}Options", fields)
+    made.__doc__ = f"The options of objective '{name}' ({cls.__module__}.{cls.__name__})."
+    return made
+
+
+def make_options(name: str, values: Mapping[str, Any] | None = None) -> Any:
+    """`options_type(name)` from `values` over its defaults; unknown options are a UsageError."""
+    values = dict(values or {})
+    unknown = sorted(set(values) - objective_options(name))
+    if unknown:
+        flags = ", ".join("--" + key.replace("_", "-") for key in unknown)
+        raise UsageError(f"{flags} does not apply to objective '{name}'")
+    return options_type(name)(**values)
 
 
 def build_objective(name: str, **options: Any) -> Objective:
     """Instantiate a registered objective; unknown names or options are a UsageError."""
     cls = _lookup(name)
-    unknown = set(options) - objective_options(name)
+    unknown = set(options) - objective_options(name) - {"num_classes"}
     if unknown:
         raise UsageError(f"objective '{name}' has no option(s): {', '.join(sorted(unknown))}")
     return cls(**options)
@@ -58,4 +84,12 @@ def _lookup(name: str) -> type[Objective]:
     return OBJECTIVES[name]
 
 
-__all__ = ["OBJECTIVES", "Objective", "TrainingBatch", "build_objective", "objective_options"]
+__all__ = [
+    "OBJECTIVES",
+    "Objective",
+    "TrainingBatch",
+    "build_objective",
+    "make_options",
+    "objective_options",
+    "options_type",
+]

@@ -227,9 +227,15 @@ class Objective:
     def sampling_spec(self) -> SamplingSpec:
         raise NotImplementedError
 
-    def backbone_options(self) -> dict[str, Any]:
-        """Backbone options this objective needs (a config's own backbone options win)."""
-        return {} if self.time_scale is None else {"time_scale": self.time_scale}
+    @classmethod
+    def backbone_defaults(cls) -> dict[str, Any]:
+        """Backbone option defaults this objective changes (a config's own values win)."""
+        return {} if cls.time_scale is None else {"time_scale": cls.time_scale}
+
+    def network_inputs(self) -> dict[str, bool]:
+        """What the network must take or give beyond s(x, t, d, y): `guidance_input`,
+        `guidance_interval`, `velocity_head` (keyword arguments of every backbone)."""
+        return {}
 
     def straight_batch(
         self,
@@ -259,12 +265,12 @@ class Objective:
     def set_step(self, step: int, total_steps: int) -> None:
         self.step, self.total_steps = step, total_steps
 
-    def state_tensors(self) -> dict[str, torch.Tensor]:
+    def state_dict(self) -> dict[str, torch.Tensor]:
         """Tensors a resumed run needs back (saved in the checkpoint under `objective.`)."""
         return {}
 
-    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Restore what `state_tensors` returned."""
+    def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore what `state_dict` returned."""
 
     def drop_labels(
         self, y: torch.Tensor | None, generator: torch.Generator

@@ -93,9 +93,9 @@ class ImprovedMeanFlow(Objective):
         """Whether the network takes a guidance scale and interval (labelled data)."""
         return self.num_classes > 0
 
-    def backbone_options(self) -> dict[str, bool | float]:
+    def network_inputs(self) -> dict[str, bool]:
         guidance = {"guidance_input": True, "guidance_interval": True} if self.guided else {}
-        return {**super().backbone_options(), "velocity_head": True, **guidance}
+        return {"velocity_head": True, **guidance}
 
     def conditions(
         self, n: int, num_mean: int, generator: torch.Generator, device: torch.device

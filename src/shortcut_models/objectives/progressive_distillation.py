@@ -84,11 +84,11 @@ class ProgressiveDistillation(Objective):
             copy_weights(self.teacher_network, self.student_ema)  # the new phase's teacher
             self.teacher_phase = self.phase()
 
-    def state_tensors(self) -> dict[str, torch.Tensor]:
+    def state_dict(self) -> dict[str, torch.Tensor]:
         state = {f"teacher.{k}": v for k, v in self.teacher_network.state_dict().items()}
         return {**state, "phase": torch.tensor(self.teacher_phase)}
 
-    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+    def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
         teacher = {k[len("teacher.") :]: v for k, v in tensors.items() if k.startswith("teacher.")}
         if teacher:
             self.teacher_network.load_state_dict(teacher)

@@ -138,8 +138,8 @@ class Shortcut(TwinTargetEMA, FlowMatching):
         """Whether the network takes a guidance scale (intrinsic guidance on labelled data)."""
         return self.intrinsic_guidance and self.num_classes > 0
 
-    def backbone_options(self) -> dict:
-        return {**super().backbone_options(), **({"guidance_input": True} if self.guided else {})}
+    def network_inputs(self) -> dict[str, bool]:
+        return {"guidance_input": True} if self.guided else {}
 
     def targets(
         self,

@@ -2,10 +2,13 @@
 
 - `trainer`: the step and the loop (read this first)
 - `setup`: the networks a run trains, built or restored
-- `checkpoints`: resume checks, atomic saves, the last good checkpoint
+- `checkpoints`: the stateful parts, resume checks, atomic saves, the last good checkpoint
 - `metrics`: metrics.jsonl, TensorBoard, the progress bar
-- `schedule`: the learning rate and the wall-clock plan
+- `schedule`: the learning rate and the run's length (--steps, or the --minutes plan)
 - `health`: the first non-finite step, watched on the device
+- `signals`: SIGINT / SIGTERM end a run on a saved checkpoint
+- `batches`: this process's rows of each step's batch, loaded ahead
+- `result`: how a run ended
 """
 
 from shortcut_models.config import RunOptions

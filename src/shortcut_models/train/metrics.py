@@ -20,8 +20,8 @@ log = logs.get(__name__)
 
 
 class MetricsLog:
-    """Sums of each loss term since the last record, with their step count and seconds; the
-    partial sums travel in the checkpoint, so a resumed run's first record averages the same
+    """Sums of each loss term since the last record, with their step count and seconds; they
+    are a part of the checkpoint (`state_dict`), so a resumed run's first record averages the same
     steps as an uninterrupted run's."""
 
     def __init__(self, out_dir: Path, dist: Dist, device: torch.device, batch_size: int) -> None:
@@ -37,20 +37,24 @@ class MetricsLog:
 
     # -- the state a checkpoint keeps -----------------------------------------------------------
 
-    def partial(self) -> dict[str, object]:
-        """The sums not yet written (a host read: called at saves only), averaged over ranks."""
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The sums not yet written (a host read: called at saves only), averaged over ranks,
+        each under its place and name ("sum.000.loss"), with their step count and seconds."""
         sums = [] if self.sums is None else distributed.all_mean(self.sums, self.dist).tolist()
-        return {
-            "sums": dict(zip(self.names, sums, strict=True)),
-            "count": self.count,
-            "seconds": self.seconds,
+        state = {
+            f"sum.{i:03d}.{name}": torch.tensor(value, dtype=torch.float64)
+            for i, (name, value) in enumerate(zip(self.names, sums, strict=True))
         }
+        state["count"] = torch.tensor(self.count)
+        state["seconds"] = torch.tensor(self.seconds, dtype=torch.float64)
+        return state
 
-    def restore(self, partial: dict) -> None:
-        self.names = list(partial["sums"])
-        values = list(partial["sums"].values())
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        sums = sorted((key, value) for key, value in state.items() if key.startswith("sum."))
+        self.names = [key.split(".", 2)[2] for key, _ in sums]
+        values = [float(value) for _, value in sums]
         self.sums = torch.tensor(values, dtype=self.dtype, device=self.device) if values else None
-        self.count, self.seconds = partial["count"], partial["seconds"]
+        self.count, self.seconds = int(state["count"]), float(state["seconds"])
 
     def truncate(self, step: int) -> None:
         """Drop records past the checkpoint, so a resumed log reads like an uninterrupted one."""

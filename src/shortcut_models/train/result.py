@@ -12,4 +12,3 @@ class TrainResult:
     status: str  # "completed" or "interrupted"
     checkpoint: Path
     signal: int | None = None
-    last_loss: float | None = None

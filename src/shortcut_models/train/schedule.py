@@ -1,5 +1,5 @@
-"""The learning rate as a pure function of the step, and the wall-clock plan: the one place
-where a run of `--minutes` decides how many steps it trains."""
+"""The learning rate as a pure function of the step, and the run's length: the one place where
+`--steps` and `--minutes` decide how many steps a run trains (`WallClockPlan`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from shortcut_models import distributed
-from shortcut_models.config import TrainConfig
+from shortcut_models.config import Optimisation, Training
 from shortcut_models.distributed import Dist
 
 # A wall-clock budget is turned into a step count once the steps after the first PLAN_SKIP
@@ -21,20 +21,15 @@ PLAN_STEPS = 20
 PLAN_SECONDS = 15.0
 
 
-def learning_rate(config: TrainConfig, step: int, total_steps: int | None) -> float:
+def learning_rate(optimisation: Optimisation, step: int, total_steps: int | None) -> float:
     """Linear warm-up, then constant or cosine decay to zero at `total_steps` (None: a
     wall-clock budget not planned yet, and the cosine is held at its start)."""
-    scale = (
-        min(1.0, (step + 1) / config.optimisation.warmup_steps)
-        if config.optimisation.warmup_steps
-        else 1.0
-    )
-    if config.optimisation.lr_schedule == "cosine" and total_steps is not None:
-        progress = max(0, step - config.optimisation.warmup_steps) / max(
-            1, total_steps - config.optimisation.warmup_steps
-        )
+    warmup = optimisation.warmup_steps
+    scale = min(1.0, (step + 1) / warmup) if warmup else 1.0
+    if optimisation.lr_schedule == "cosine" and total_steps is not None:
+        progress = max(0, step - warmup) / max(1, total_steps - warmup)
         scale *= 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return config.optimisation.lr * scale
+    return optimisation.lr * scale
 
 
 @dataclass(frozen=True)
@@ -47,28 +42,41 @@ class Plan:
 
 
 class WallClockPlan:
-    """`--minutes M` as a step count: the steps after the first PLAN_SKIP are timed, and at the
-    first step from `plan_at` on when they have run for `probe_seconds` the count that fits the
-    budget is decided, once, as the mean over processes (every rank plans the same count at the
-    same step). A run resumed after that point has nothing left to plan. With `measure` a run of
-    a fixed step count is timed the same way (its Plan keeps the count), so a caller can say when
-    it will end."""
+    """The run's total step count (`total`): `--steps`, or `--minutes M` as a step count. For a
+    budget the steps after the first PLAN_SKIP are timed, and at the first step from `plan_at` on
+    when they have run for `probe_seconds` the count that fits the budget is decided, once, as
+    the mean over processes (every rank plans the same count at the same step); it is run state,
+    kept in the checkpoint (`state_dict`), so a run resumed after that point continues it. With
+    `measure` a run of a fixed step count is timed the same way (its Plan keeps the count), so a
+    caller can say when it will end."""
 
     def __init__(
-        self,
-        minutes: float,
-        step: int,
-        dist: Dist,
-        device: torch.device,
-        steps: int = 0,
-        measure: bool = False,
+        self, training: Training, step: int, dist: Dist, device: torch.device, measure: bool = False
     ) -> None:
-        self.minutes, self.steps, self.dist, self.device = minutes, steps, dist, device
+        minutes = training.minutes
+        self.minutes, self.steps, self.dist, self.device = minutes, training.steps, dist, device
+        self.planned: int | None = None  # the count a budget was turned into
         self.pending = (minutes > 0 or measure) and step < PLAN_STEPS
         self.probe_step = step + PLAN_SKIP
         self.plan_at = max(PLAN_STEPS, step + PLAN_SKIP + 5)
         self.probe_seconds = min(PLAN_SECONDS, minutes * 3)
         self.start = self.probe_tick = time.perf_counter()
+
+    @property
+    def total(self) -> int:
+        """The steps the run trains (a budget's: --steps until it is planned)."""
+        return self.planned if self.planned is not None and self.minutes > 0 else self.steps
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {} if self.planned is None else {"planned_steps": torch.tensor(self.planned)}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor], stored_steps: int) -> None:
+        """A resumed budget run's planned count (checkpoints written before it was run state
+        stored it as their config's steps: `stored_steps`)."""
+        if "planned_steps" in state:
+            self.planned = int(state["planned_steps"])
+        elif self.minutes > 0:
+            self.planned = stored_steps
 
     def begin(self) -> None:
         """Start the clock (the loop's first step)."""
@@ -93,6 +101,7 @@ class WallClockPlan:
             left = max(0.0, self.minutes * 60 - (now - self.start))
             planned = torch.tensor(float(step + int(rate * left)))
             steps = max(step, int(distributed.all_mean(planned.to(self.device), self.dist).item()))
+            self.planned = steps
         else:
             steps = max(step, self.steps)
         return Plan(steps, rate, (steps - step) / max(rate, 1e-9))

@@ -71,7 +71,7 @@ def build_networks(
         model.checkpoint_activations = True
     ema = make_ema(model)
     if checkpoint is None and config.training.init_from:
-        step = initialise_from(config, data, objective, [model, ema])
+        step = initialise_from(config, data, [model, ema])
         log.info(f"started from {config.training.init_from} (step {step})")
     if checkpoint is not None:
         checkpoint.load_weights(model, "model")
@@ -105,6 +105,6 @@ def _warn_if_files_changed(checkpoint: Checkpoint, data: DataSource, config: Tra
     stored, now = checkpoint.data, data.fingerprint
     if stored is not None and stored.fingerprint and now and stored.fingerprint != now:
         log.warning(
-            f"warning: the files of {config.data.options.get('path')} changed since the "
+            f"warning: the files of {getattr(config.data.options, 'path', None)} changed since the "
             "checkpoint was written (names or sizes); training continues on them as they are"
         )

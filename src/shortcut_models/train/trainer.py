@@ -10,7 +10,6 @@ train exactly as 1 process accumulating 2 micro-batches (tested), up to float su
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,16 +17,16 @@ from pathlib import Path
 import torch
 
 from shortcut_models import distributed, parallel
-from shortcut_models.config import DataSpec, RunOptions, TrainConfig
-from shortcut_models.data import DataSource
-from shortcut_models.devices import resolve_device, resolve_precision
+from shortcut_models.config import RunOptions, TrainConfig
+from shortcut_models.data import DataSource, DataSpec
+from shortcut_models.devices import autocast, resolve_device, resolve_precision
 from shortcut_models.ema import update_ema
 from shortcut_models.errors import TrainingError, UsageError
 from shortcut_models.files import prepare_out_dir
 from shortcut_models.locking import LOCK_NAME, FolderLock, undo_new_files
 from shortcut_models.seeding import OBJECTIVE, step_generator
 from shortcut_models.train.batches import step_batches
-from shortcut_models.train.checkpoints import CheckpointManager
+from shortcut_models.train.checkpoints import CheckpointManager, NetworkState, OptimizerState
 from shortcut_models.train.health import NonFiniteWatch
 from shortcut_models.train.metrics import MetricsLog
 from shortcut_models.train.result import TrainResult
@@ -35,7 +34,10 @@ from shortcut_models.train.schedule import Plan, WallClockPlan, learning_rate
 from shortcut_models.train.setup import build_networks
 from shortcut_models.train.signals import StopSignals
 
-LOG_PARTIAL = "log_partial"  # checkpoint metadata: loss sums not yet written to the log
+LOG_PARTIAL = "log_partial"  # older checkpoints kept the log's sums as JSON metadata
+
+
+AVERAGES = ("ema", "target_ema")  # checkpoint part names of the weight averages, in order
 
 
 class Trainer:
@@ -46,9 +48,9 @@ class Trainer:
         config: TrainConfig,
         options: RunOptions,
         data: DataSource | None = None,
-        on_plan: Callable[[Plan], None] | None = None,
+        on_plan: Callable[[Plan | None, Trainer], None] | None = None,
     ) -> None:
-        """`on_plan` is called once, with the Plan, when the first steps have been timed (a
+        """`on_plan(plan, trainer)` is called once, when the first steps have been timed (a
         fixed-step run is timed too when it is given)."""
         self.options, self.on_plan = options, on_plan
         self.lock: FolderLock | None = None
@@ -107,23 +109,38 @@ class Trainer:
         )
         self.step = 0
         self.log = MetricsLog(self.out_dir, self.dist, self.device, config.training.batch_size)
-        if checkpoint is not None:
-            self.step = checkpoint.step
-            state = checkpoint.optimizer_state()
-            parallel.load_optimizer_state(self.model, self.optimizer, state, self.options.fsdp)
-            self.objective.load_state_tensors(checkpoint.tensors("objective", self.device))
-            if LOG_PARTIAL in checkpoint.extra:
-                self.log.restore(json.loads(checkpoint.extra[LOG_PARTIAL]))
-            if self.dist.is_main:
-                self.log.truncate(self.step)
         self.plan = WallClockPlan(
-            config.training.minutes,
-            self.step,
+            config.training,
+            checkpoint.step if checkpoint is not None else 0,
             self.dist,
             self.device,
-            config.training.steps,
             measure=self.on_plan is not None,
         )
+        fsdp = self.options.fsdp
+        parts = {"model": NetworkState(self.model, fsdp)}
+        parts.update(
+            {
+                name: NetworkState(net, fsdp)
+                for name, (net, _) in zip(AVERAGES, self.averages, strict=False)
+            }
+        )
+        parts.update(
+            optimizer=OptimizerState(self.model, self.optimizer, fsdp),
+            objective=self.objective,
+            log=self.log,
+            plan=self.plan,
+        )
+        self.checkpoints.parts = parts
+        if checkpoint is not None:
+            self.step = checkpoint.step
+            self.checkpoints.restore(checkpoint, ("optimizer", "objective"))
+            self.plan.load_state_dict(checkpoint.tensors("plan"), checkpoint.config.training.steps)
+            if LOG_PARTIAL in checkpoint.extra:  # written before the log was a part
+                self.log.load_state_dict(_log_state(json.loads(checkpoint.extra[LOG_PARTIAL])))
+            else:
+                self.checkpoints.restore(checkpoint, ("log",))
+            if self.dist.is_main:
+                self.log.truncate(self.step)
         self.watch = NonFiniteWatch(self.device)
 
     def close(self) -> None:
@@ -146,7 +163,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate(self.step)
         self.model.train()
-        self.objective.set_step(self.step, config.training.steps)
+        self.objective.set_step(self.step, self.plan.total)
         self.optimizer.zero_grad(set_to_none=True)
         totals: dict[str, torch.Tensor] = {}
         for a in range(accum):
@@ -158,7 +175,7 @@ class Trainer:
                 config.training.seed, self.step, OBJECTIVE, self.device, index
             )
             sync = parallel.gradient_sync(self.net, self.model, self.dist, fsdp, a == accum - 1)
-            with sync, self._autocast():
+            with sync, autocast(self.device, self.autocast_dtype):
                 loss, info = self.objective.loss(self.net, self.target_net, x1, y, generator)
                 (loss / accum).backward()
             for key, value in {"loss": loss.detach(), **info}.items():
@@ -180,8 +197,8 @@ class Trainer:
 
     def learning_rate(self, step: int) -> float:
         """The schedule at `step` (its cosine held at the start while a budget is planned)."""
-        total = None if self.planning else self.config.training.steps
-        return learning_rate(self.config, step, total)
+        total = None if self.planning else self.plan.total
+        return learning_rate(self.config.optimisation, step, total)
 
     @property
     def planning(self) -> bool:
@@ -200,11 +217,6 @@ class Trainer:
         workers = self.options.workers
         return step_batches(self.data, size, seed, self.rows, self.step, self.device, workers)
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
-
     # -- the loop ---------------------------------------------------------------------------
 
     @property
@@ -218,26 +230,16 @@ class Trainer:
     def save(self) -> Path:
         """Every process calls it; rank 0 writes. Refuses to save after a non-finite step."""
         self.watch.check(self.checkpoints.last_good())
-        return self.checkpoints.save(
-            self.step,
-            self.config,
-            DataSpec.of(self.data),
-            self.model,
-            [average for average, _ in self.averages],
-            self.optimizer,
-            self.objective.state_tensors(),
-            {LOG_PARTIAL: json.dumps(self.log.partial())},
-            self.options.fsdp,
-        )
+        return self.checkpoints.save(self.step, self.config, DataSpec.of(self.data))
 
     def _planned(self, plan: Plan) -> None:
-        """Fix a budget's step count; report the plan (to `on_plan` where given, else a line)."""
+        """Report a budget's step count, decided now (to `on_plan` where given, else a line)."""
         minutes = self.config.training.minutes
         if minutes > 0:
-            self.config.training.steps = self.log.bar.total = plan.steps
+            self.log.bar.total = plan.steps
             self.log.bar.refresh()
         if self.on_plan is not None:
-            self.on_plan(plan)
+            self.on_plan(plan, self)
         elif minutes > 0:
             self.log.message(
                 f"{minutes:g} minutes at {plan.rate:.2f} steps/s: training {plan.steps} steps"
@@ -262,13 +264,11 @@ class Trainer:
     def _run(self, signals: StopSignals) -> TrainResult:
         config, options, log = self.config, self.options, self.log
         description = f"{config.objective.name} on {config.data.name}"
-        log.open(
-            config.training.steps, self.step, description, options.progress, options.tensorboard
-        )
+        log.open(self.plan.total, self.step, description, options.progress, options.tensorboard)
         self.plan.begin()
-        batches, terms, stopped = self.batches(), None, False
+        batches, stopped = self.batches(), False
         try:
-            while self.planning or self.step < config.training.steps:
+            while self.planning or self.step < self.plan.total:
                 stopped = signals.requested(self.step)
                 if stopped:
                     break
@@ -277,7 +277,7 @@ class Trainer:
                 plan = self.plan.after_step(self.step)
                 if plan is not None:
                     self._planned(plan)
-                if self.step % options.log_every == 0 or self.step == config.training.steps:
+                if self.step % options.log_every == 0 or self.step == self.plan.total:
                     self.watch.check(self.checkpoints.last_good())
                     log.write(self.step, self.learning_rate(self.step - 1))
                 if self.step % options.save_every == 0:
@@ -287,6 +287,18 @@ class Trainer:
             del batches  # stops the data-loading workers
             log.close()
         path = self.save() if self.saved_step != self.step else self.checkpoints.path
-        last_loss = None if terms is None else float(terms["loss"])
         status = "interrupted" if stopped else "completed"
-        return TrainResult(self.step, status, path, signals.signum, last_loss)
+        return TrainResult(self.step, status, path, signals.signum)
+
+
+def _log_state(partial: dict) -> dict[str, torch.Tensor]:
+    """An older checkpoint's JSON log sums as the log's `state_dict`."""
+    state = {
+        f"sum.{i:03d}.{name}": torch.tensor(value, dtype=torch.float64)
+        for i, (name, value) in enumerate(partial["sums"].items())
+    }
+    return {
+        **state,
+        "count": torch.tensor(partial["count"]),
+        "seconds": torch.tensor(float(partial["seconds"]), dtype=torch.float64),
+    }
