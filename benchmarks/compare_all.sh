@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's comparison tables: `shortcut compare` on the four 2-D sets (defaults: MLP,
+# docs/comparison.md's 2-D tables: `shortcut compare` on the four 2-D sets (defaults: MLP,
 # 4,000 steps x 256, lr 1e-3 cosine, EMA 0.99, sliced W2 on 2,000 samples) and MNIST
 # (DiT-T/4, 2,500 steps x 64 as the demo, FD-digits on 500 samples at 1, 2, 4, ..., 128 steps).
 # Results land in benchmarks/results/compare_<data>.{json,md,png}; runs in runs/compare-<data>.

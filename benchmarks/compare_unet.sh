@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's headline comparison: every method on the demo's network (recipe cpu-small: the
+# docs/comparison.md's headline comparison: every method on the demo's network (recipe cpu-small: the
 # folded U-Net 16/32/64, batch 64, AdamW lr 1e-3 cosine, EMA 0.99, fp32 channels-last; online
 # bootstrap targets for shortcut and ism) for the demo's 2,300 steps x 64 images per method, the
 # teacher's 1,150 steps included for the two-stage methods; every method sampled with the demo's

@@ -405,7 +405,7 @@ def check_sampling(mods) -> dict[str, float]:
         ("live_reflow", 128, 1.0),
     ]
     for name, steps, cfg in cases:
-        spec = build_objective(name, num_classes=CLASSES).sampling_spec()
+        spec = build_objective(name, num_classes=CLASSES).sampling_rule()
         theirs = official_sample(official, noise, steps, labels, cfg, name == "live_reflow")
         mine = sample(net, nchw(noise), steps, spec, torch.from_numpy(labels).long(), cfg, CLASSES)
         extra = f", CFG {cfg}" if cfg != 1 else ""
@@ -463,7 +463,7 @@ def check_import(mods, work: Path) -> dict[str, tuple[float, float]]:
     y = rng.integers(0, CLASSES + 1, 8)
     noise = rng.standard_normal((16, IMAGE, IMAGE, CHANNELS)).astype(DTYPE["np"])
     labels = rng.integers(0, CLASSES, 16).astype(np.int32)
-    spec = build_objective("shortcut", num_classes=CLASSES).sampling_spec()
+    spec = build_objective("shortcut", num_classes=CLASSES).sampling_rule()
     result = {}
     for which, params in (("model", raw), ("ema", ema)):
         loaded = load_run(run, weights=which)

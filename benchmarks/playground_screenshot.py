@@ -1,4 +1,4 @@
-"""The README's screenshot of `shortcut serve`: the demo's MNIST model, 1 step beside 128 steps
+"""docs/export_and_serve.md's screenshot of `shortcut serve`: the demo's MNIST model, 1 step beside
 on the same noise, CFG 1.5, in Debian's chromium driven by Playwright.
 
     python benchmarks/playground_screenshot.py --ckpt demo/run --out docs/playground.png

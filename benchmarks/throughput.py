@@ -149,7 +149,7 @@ def sampling(trainer: Trainer, batch: int, repeat: int) -> dict[str, Any]:
     time of each is kept, so their ratio is not at the mercy of one noisy call.
     """
     device, model = trainer.device, trainer.target_net
-    spec = trainer.objective.sampling_spec()
+    spec = trainer.objective.sampling_rule()
     noise = torch.randn(batch, *trainer.data.shape, device=device)
     classes = trainer.data.num_classes
     y = torch.arange(batch, device=device) % classes if classes else None

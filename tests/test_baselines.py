@@ -12,7 +12,7 @@ from shortcut_models.errors import UsageError
 from shortcut_models.objectives import build_objective, make_options
 from shortcut_models.objectives.base import EPS
 from shortcut_models.pairs import generate_pairs
-from shortcut_models.sampling import SamplingSpec, sample
+from shortcut_models.sampling import SamplingRule, sample
 
 
 class Constant(nn.Module):
@@ -110,7 +110,7 @@ def test_live_reflow_samples_with_the_levels_it_was_trained_on():
             told.append(float(d[0]))
             return super().forward(x, t, d, y)
 
-    spec = build_objective("live_reflow", denoise_timesteps=8).sampling_spec()
+    spec = build_objective("live_reflow", denoise_timesteps=8).sampling_rule()
     for steps in (1, 2, 4, 8):
         told.clear()
         sample(Recording(1.0), torch.randn(3, 2), steps, spec)
@@ -126,14 +126,14 @@ def test_consistency_sampling_renoises_but_one_step_is_one_call():
             return super().forward(x, t, d, y)
 
     noise = torch.randn(4, 2)
-    spec = SamplingSpec(renoise=True)
+    spec = SamplingRule(renoise=True)
     one = sample(Counting(1.0), noise, 1, spec, generator=gen())
     assert len(calls) == 1
     torch.testing.assert_close(one, noise + 1.0)
     a = sample(Constant(1.0), noise, 4, spec, generator=gen(3))
     b = sample(Constant(1.0), noise, 4, spec, generator=gen(3))
     torch.testing.assert_close(a, b)
-    assert not torch.allclose(a, sample(Constant(1.0), noise, 4, SamplingSpec(), generator=gen(3)))
+    assert not torch.allclose(a, sample(Constant(1.0), noise, 4, SamplingRule(), generator=gen(3)))
 
 
 def interrupt_after_two_steps(run_dir, config):
@@ -312,7 +312,7 @@ def test_compare_guides_each_budget_as_asked(tmp_path, monkeypatch, tiny_digits)
     real = scoring.ImageScorer.score
 
     def spy(self, run, plan):
-        seen.append((tuple(plan.steps), plan.cfg))
+        seen.append((tuple(plan.steps), *(plan.scale(n) for n in plan.steps)))
         return real(self, run, plan)
 
     monkeypatch.setattr(scoring.ImageScorer, "score", spy)

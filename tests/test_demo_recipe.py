@@ -179,7 +179,7 @@ def test_train_recipe_sets_its_values_and_flags_win(tmp_path, capsys):
 
 def test_recipes_are_valid_configs():
     from shortcut_models.compose import compose_config
-    from shortcut_models.config import RunOptions
+    from shortcut_models.execution import RunOptions
 
     for name in RECIPES:
         composed = compose_config(None, recipe_name=name)  # its settings are config fields

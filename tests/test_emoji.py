@@ -105,7 +105,7 @@ class ColourFeatures:
 
 @pytest.mark.slow
 def test_demo_on_an_unlabelled_colour_set_scores_fid_without_guidance(tmp_path, monkeypatch):
-    import shortcut_models.data as data_module
+    import shortcut_models.data.registry as data_module
     from shortcut_models.demo import DemoOptions, run_demo
     from shortcut_models.evaluation import images as image_evaluation
 

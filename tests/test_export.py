@@ -32,7 +32,7 @@ def test_vector_generator_matches_the_sampler_at_any_batch(vector_run, tmp_path,
     run = load_run(vector_run)
     for batch in (1, 7):
         noise = torch.randn(batch, 2)
-        expected = sample(run.model, noise, steps, run.objective.sampling_spec())
+        expected = sample(run.model, noise, steps, run.objective.sampling_rule())
         got = run_exported(out, fmt, {"noise": noise})
         assert got.shape == (batch, 2)
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-4)
@@ -46,7 +46,7 @@ def test_conditional_image_generator_with_cfg(digits, tmp_path, capsys):
     assert "inputs noise, labels" in printed and "matches the PyTorch sampler" in printed
     run = load_run(digits)
     noise, labels = torch.randn(3, 1, 32, 32), torch.tensor([0, 7, 9])
-    x = sample(run.model, noise, 2, run.objective.sampling_spec(), labels, 1.5, 10)
+    x = sample(run.model, noise, 2, run.objective.sampling_rule(), labels, 1.5, 10)
     got = run_exported(out, "onnx", {"noise": noise, "labels": labels})
     torch.testing.assert_close(got, (x.clamp(-1, 1) + 1) / 2, rtol=0, atol=1e-4)
     assert float(got.min()) >= 0 and float(got.max()) <= 1
@@ -66,7 +66,7 @@ def test_u_net_generator_matches_the_sampler(tmp_path):
     assert report.max_difference < 1e-4
     run = load_run(run_dir)
     noise, labels = torch.randn(2, 1, 32, 32), torch.tensor([3, 5])
-    x = sample(run.model, noise, 1, run.objective.sampling_spec(), labels)
+    x = sample(run.model, noise, 1, run.objective.sampling_rule(), labels)
     got = run_exported(out, "onnx", {"noise": noise, "labels": labels})
     torch.testing.assert_close(got, (x.clamp(-1, 1) + 1) / 2, rtol=0, atol=1e-4)
 

@@ -68,7 +68,7 @@ def test_export_refuses_a_guidance_scale_that_is_not_finite(tmp_path, capsys, cf
     code, _, err = run_main(
         ["export", "--ckpt", str(run), f"--cfg={cfg}", "--out", str(out)], capsys
     )
-    assert_one_line_error(code, err, "cfg must be a finite number")
+    assert_one_line_error(code, err, "the guidance scale must be finite")
     assert not out.exists()
 
 
@@ -173,7 +173,7 @@ class Plugin:
 @pytest.fixture
 def plugins(monkeypatch):
     """Install entry points for this test; record whether anything asked for them."""
-    import shortcut_models.data as data_registry
+    import shortcut_models.data.registry as data_registry
 
     monkeypatch.setattr(data_registry, "_REGISTRY", dict(data_registry._REGISTRY))
     monkeypatch.setattr(data_registry, "_plugins_loaded", False)

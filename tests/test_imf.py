@@ -10,7 +10,6 @@ from torch import nn
 
 from shortcut_models.objectives import build_objective
 from shortcut_models.objectives.base import flow_velocity, interpolate
-from shortcut_models.objectives.meanflow import logit_normal_steps
 from shortcut_models.sampling import sample
 
 NULL = 10
@@ -41,7 +40,7 @@ def replay(objective, n, x1, seed):
     """The objective's draws, in its order: times, noise, scale and interval, label dropout."""
     g = torch.Generator().manual_seed(seed)
     num_mean = n - round(n * objective.flow_fraction)
-    t, d = logit_normal_steps(n, num_mean, objective.time_mu, objective.time_sigma, g, "cpu")
+    t, d = objective.logit_normal_steps(n, num_mean, g, "cpu")
     x0 = torch.randn(x1.shape, generator=g)
     u = torch.rand(3, n, generator=g)
     drop = torch.rand(n, generator=g) < objective.class_dropout_prob
@@ -176,7 +175,7 @@ def test_guided_sampling_is_one_call_per_step_told_the_scale():
     calls = []
     net.register_forward_hook(lambda _, args, kwargs, out: calls.append(kwargs), with_kwargs=True)
     x0, y = torch.randn(5, 2), torch.arange(5)
-    sample(net, x0, 3, objective.sampling_spec(), y=y, cfg_scale=2.5, null_class=10)
+    sample(net, x0, 3, objective.sampling_rule(), y=y, cfg_scale=2.5, null_class=10)
     assert len(calls) == 3  # any step count, one call each, no unconditional pass
     assert all(torch.equal(kw["w"], torch.full((5,), 2.5)) for kw in calls)
 
@@ -214,6 +213,6 @@ def test_a_trained_run_samples_and_exports_with_guidance_as_one_call(tmp_path):
     report = export_generator(tmp_path / "run", tmp_path / "g.onnx", steps=2, fmt="onnx", cfg=1.5)
     assert report.max_difference < 1e-4
     noise, labels = torch.randn(2, 1, 32, 32), torch.tensor([3, 5])
-    x = sample(run.model, noise, 2, run.objective.sampling_spec(), labels, 1.5, 10)
+    x = sample(run.model, noise, 2, run.objective.sampling_rule(), labels, 1.5, 10)
     got = run_exported(tmp_path / "g.onnx", "onnx", {"noise": noise, "labels": labels})
     torch.testing.assert_close(got, (x.clamp(-1, 1) + 1) / 2, rtol=0, atol=1e-4)

@@ -221,7 +221,7 @@ def test_ism_trains_and_samples_on_mnist(tmp_path):
     run = load_run(tmp_path / "m")
     model, objective, spec = run.model, run.objective, run.spec
     noise = torch.randn(4, *spec.shape, generator=_gen(10))
-    images = sample(model, noise, 1, objective.sampling_spec(), torch.arange(4), 2.0, 10)
+    images = sample(model, noise, 1, objective.sampling_rule(), torch.arange(4), 2.0, 10)
     assert images.shape == (4, 1, 32, 32) and torch.isfinite(images).all()
 
 

@@ -107,10 +107,10 @@ def test_one_step_sampling_is_one_network_call():
     objective = build_objective("meanflow")
     model = Linear(a=0.0, b=0.0, c=1.0)
     x0 = torch.randn(5, 2)
-    x1 = sample(model, x0, 1, objective.sampling_spec())
+    x1 = sample(model, x0, 1, objective.sampling_rule())
     assert model.calls == 1
     torch.testing.assert_close(x1, x0 + 1.0)  # x1 = x0 + u(x0, t=0, d=1)
-    sample(model, x0, 3, objective.sampling_spec())  # any step count, not just powers of two
+    sample(model, x0, 3, objective.sampling_rule())  # any step count, not just powers of two
     assert model.calls == 4
 
 
@@ -255,7 +255,7 @@ def test_hand_written_tangents_equal_forward_mode_autodiff(name, options, shape,
     net(x, t, d, y, w).square().sum().backward()
     expected = [p.grad.clone() for p in net.parameters()]
     net.zero_grad()
-    net.checkpoint_activations = True  # DiT's blocks recompute; the others ignore it
+    net.recompute_activations = True  # DiT's blocks recompute; the others ignore it
     forward_with_tangent(net, x, t, d, y, w, dx=dx, dt=dt, dd=dd)[0].square().sum().backward()
     for p, g in zip(net.parameters(), expected, strict=True):
         assert torch.equal(p.grad, g)

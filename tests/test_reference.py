@@ -12,7 +12,7 @@ from torch import nn
 from shortcut_models.backbones.dit import sincos_2d
 from shortcut_models.backbones.flax_dit import dit_options_from_flax, dit_state_from_flax
 from shortcut_models.cli import build_parser
-from shortcut_models.cli.args import config_flags
+from shortcut_models.cli.flags import config_flags
 from shortcut_models.compose import compose_config
 from shortcut_models.errors import UsageError
 from shortcut_models.factory import load_run
@@ -60,6 +60,9 @@ def test_reference_recipe_backbone_and_flags_beside_it():
     config = train_config("--recipe", "reference", "--backbone", "dit", "--qkv-init", "fused")
     assert config.backbone.options.qkv_init == "fused"  # a flag beside the recipe wins
     assert config.backbone.options.attention_scale == "linear"
+    config = train_config("--recipe", "reference", "--backbone", "DiT-S/2")  # a preset too
+    assert config.backbone.options.attention_scale == "linear"
+    assert config.backbone.options.hidden_size == 384
     config = train_config("--recipe", "reference", "--no-reference-batch-split")
     assert config.objective.options.reference_batch_split is False
 
@@ -187,7 +190,7 @@ def test_progressive_distillation_reference_variant():
     ref.step = 20  # a later phase: no guidance
     later = ref.targets(None, None, x1, y, torch.Generator().manual_seed(0))
     torch.testing.assert_close(later.target, torch.full_like(later.target, 9.0))
-    assert ref.sampling_spec().fixed_d == 1 / 8 and ours.sampling_spec().fixed_d is None
+    assert ref.sampling_rule().fixed_d == 1 / 8 and ours.sampling_rule().fixed_d is None
 
 
 def test_consistency_reference_variants_keep_labels_and_sample_plainly():
@@ -200,8 +203,8 @@ def test_consistency_reference_variants_keep_labels_and_sample_plainly():
         assert torch.equal(batch.y, y)
     ct = build_objective("consistency_training", renoise_sampling=False)
     noise = torch.randn(4, 2)
-    torch.testing.assert_close(sample(Affine(c=1.0), noise, 4, ct.sampling_spec()), noise + 1.0)
-    assert build_objective("consistency_training").sampling_spec().renoise
+    torch.testing.assert_close(sample(Affine(c=1.0), noise, 4, ct.sampling_rule()), noise + 1.0)
+    assert build_objective("consistency_training").sampling_rule().renoise
 
 
 def test_live_reflow_reference_split_reuses_the_first_images():

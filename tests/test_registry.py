@@ -11,14 +11,15 @@ import pytest
 import torch
 from helpers import assert_one_line_error, run_main
 
-from shortcut_models import data as data_registry
 from shortcut_models.backbones import BACKBONE_OPTIONS, BACKBONES, build_backbone
-from shortcut_models.cli.args import backbone_options, option_tables
+from shortcut_models.cli.flags import backbone_options, option_tables
 from shortcut_models.data import build_data, dataset_names, register_dataset
+from shortcut_models.data import registry as data_registry
 from shortcut_models.errors import UsageError
 from shortcut_models.metrics import sliced_wasserstein
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+OPTIONS_PAGE = README.parent / "docs" / "options.md"
 MEANS = np.array(
     [[1.5, 0, 0, 0, 0], [-1.5, 0, 0, 0, 0], [0, 1.5, 1.5, 0, 0], [0, 0, 0, -1.5, 1.5]],
     dtype=np.float32,
@@ -153,10 +154,10 @@ def test_entry_point_plugins_register_their_sets(monkeypatch, capsys):
     )
 
 
-def test_readme_option_tables_are_the_generated_ones():
-    """Regenerate with: python -c "from shortcut_models.cli.args import option_tables as t;
-    print(t())" and paste between the markers in README.md's Options section."""
-    text = README.read_text()
+def test_the_option_tables_are_the_generated_ones():
+    """Regenerate with: python -c "from shortcut_models.cli.flags import option_tables as t;
+    print(t())" and paste between the markers in docs/options.md."""
+    text = OPTIONS_PAGE.read_text()
     start, end = "<!-- options:begin -->\n", "<!-- options:end -->"
     assert text[text.index(start) + len(start) : text.index(end)].strip() == option_tables()
 
@@ -175,7 +176,7 @@ def test_each_backbone_is_built_from_its_options_dataclass():
 
 
 def test_every_generated_flag_is_in_the_train_help(capsys):
-    from shortcut_models.cli.args import config_options, data_options, objective_options
+    from shortcut_models.cli.flags import config_options, data_options, objective_options
 
     code, out, _ = run_main(["train", "--help"], capsys)
     assert code == 0

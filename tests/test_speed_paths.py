@@ -45,11 +45,11 @@ def test_bf16_autocast_runs_and_stays_near_fp32(tmp_path):
     assert all(v.dtype == torch.float32 for v in weights(tmp_path / "bf16").values())
 
 
-def test_activation_checkpointing_gives_the_same_step(tmp_path):
+def test_recomputed_activations_give_the_same_step(tmp_path):
     config = tiny_config(data="mnist", backbone="dit", backbone_options=DIT, steps=2, batch_size=16)
     train(tmp_path / "plain", config)
-    recomputed = train(tmp_path / "recomputed", config, activation_checkpointing=True)
-    assert recomputed.model.checkpoint_activations
+    recomputed = train(tmp_path / "recomputed", config, recompute_activations=True)
+    assert recomputed.model.recompute_activations
     assert_close_weights(tmp_path / "plain", tmp_path / "recomputed", atol=1e-6)
 
 
@@ -62,8 +62,8 @@ def test_data_loading_workers_feed_the_same_batches(tmp_path):
 def test_bad_speed_options_are_clear_errors(tmp_path):
     with pytest.raises(UsageError, match="precision must be"):
         train(tmp_path / "a", precision="fp8")
-    with pytest.raises(UsageError, match="activation checkpointing needs a DiT"):
-        train(tmp_path / "b", activation_checkpointing=True)
+    with pytest.raises(UsageError, match="recomputing activations needs a DiT"):
+        train(tmp_path / "b", recompute_activations=True)
     with pytest.raises(UsageError, match="workers must be >= 0"):
         train(tmp_path / "c", workers=-1)
 

@@ -167,3 +167,37 @@ def test_no_host_read_in_a_step_between_logging_steps(run_dir, monkeypatch, obje
     between = [b - a for a, b in zip(per_step, per_step[1:])]
     assert len(between) == 9 and between == [0] * 9, reads
     assert len(reads) > per_step[-1]  # the logging step and the save did read
+
+
+def test_a_budget_s_planned_step_count_is_run_state():
+    """The count a --minutes budget planned is restored from the checkpoint's `plan` part; one
+    written before it was a part stored it as its config's steps; a fixed count ignores both."""
+    from shortcut_models.config import Training
+    from shortcut_models.distributed import SINGLE
+    from shortcut_models.train.schedule import WallClockPlan
+
+    cpu = torch.device("cpu")
+    budget = Training(minutes=1.0, steps=5)
+    plan = WallClockPlan(budget, 100, SINGLE, cpu)
+    plan.load_state_dict({"planned_steps": torch.tensor(77)}, stored_steps=321)
+    assert plan.total == 77 and not plan.pending
+    older = WallClockPlan(budget, 100, SINGLE, cpu)
+    older.load_state_dict({}, stored_steps=321)
+    assert older.total == 321
+    fixed = WallClockPlan(Training(steps=5), 100, SINGLE, cpu)
+    fixed.load_state_dict({}, stored_steps=321)
+    assert fixed.total == 5 and fixed.state_dict() == {}
+
+
+def test_the_merge_drops_options_of_another_choice_only():
+    """A layer that names another objective or backbone drops the options below it for the one
+    it replaces; options below that named no one carry (a recipe's per-kind options)."""
+    from shortcut_models.config import merge
+
+    lower = {"backbone": {"name": "unet", "options": {"channels": [8, 16]}}}
+    assert merge(lower, {"backbone": {"name": "dit"}})["backbone"] == {"name": "dit", "options": {}}
+    kept = merge(lower, {"backbone": {"name": "unet", "options": {"patch": 2}}})["backbone"]
+    assert kept["options"] == {"channels": [8, 16], "patch": 2}
+    unnamed = {"backbone": {"options": {"attention_scale": "linear"}}}
+    carried = merge(unnamed, {"backbone": {"name": "DiT-S/2"}})["backbone"]
+    assert carried == {"name": "DiT-S/2", "options": {"attention_scale": "linear"}}

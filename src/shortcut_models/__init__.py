@@ -13,8 +13,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "RunOptions": "shortcut_models.config",
-    "SamplingSpec": "shortcut_models.sampling",
+    "RunOptions": "shortcut_models.execution",
+    "SamplingRule": "shortcut_models.sampling",
     "TrainConfig": "shortcut_models.config",
     "Trainer": "shortcut_models.train",
     "build_backbone": "shortcut_models.backbones",

@@ -28,7 +28,7 @@ from shortcut_models.evaluation.generation import SamplingPlan
 from shortcut_models.evaluation.scoring import scorer_for
 from shortcut_models.factory import build_objective_for, load_run
 from shortcut_models.files import atomic_write_text, prepare_out_dir
-from shortcut_models.guidance import GuidanceSchedule, describe_schedule, scale_for
+from shortcut_models.guidance import GuidanceSchedule, describe_schedule
 from shortcut_models.objectives import OBJECTIVES
 from shortcut_models.pairs import generate_pairs
 from shortcut_models.report import machine_record, markdown_table, write_json
@@ -211,13 +211,8 @@ def _evaluator(options: CompareOptions, data: Any):
 
     def score(run_dir: Path, steps: list[int]) -> dict[int, float]:
         run = load_run(run_dir, device=_device(options))
-        values = {}
-        for scale in dict.fromkeys(scale_for(options.cfg, n) for n in steps):  # budget order
-            budgets = [n for n in steps if scale_for(options.cfg, n) == scale]
-            plan = SamplingPlan(budgets, options.num, base.training.seed, cfg=scale, batch=256)
-            scores = scorer.score(run, plan)
-            values.update({n: s[scorer.key] for n, s in scores.items()})
-        return values
+        plan = SamplingPlan(steps, options.num, base.training.seed, cfg=options.cfg, batch=256)
+        return {n: s[scorer.key] for n, s in scorer.score(run, plan).items()}
 
     return scorer.label, score
 
@@ -274,7 +269,7 @@ def run_compare(options: CompareOptions) -> dict[str, Any]:
         log.info(f"== {name}: {steps} steps")
         seconds[name] = _train(config, out / options.folder(name), options, data)
         objective = build_objective_for(config, data)
-        allowed = [n for n in options.eval_steps if objective.sampling_spec().allows(n)]
+        allowed = [n for n in options.eval_steps if objective.sampling_rule().allows(n)]
         setting = {"metric": label, "num": options.num}
         if options.cfg != ((1, 1.0),):
             setting["cfg"] = describe_schedule(options.cfg)

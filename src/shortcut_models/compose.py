@@ -15,11 +15,11 @@ from shortcut_models.config import (
     DEFAULT_TREE,
     SECTIONS,
     SELECTIONS,
-    RunOptions,
     TrainConfig,
     merge,
 )
 from shortcut_models.errors import UsageError
+from shortcut_models.execution import RunOptions
 from shortcut_models.objectives import OBJECTIVES
 from shortcut_models.recipes import describe, recipe, recipe_tree
 

@@ -1,8 +1,8 @@
 """The configuration of a run, nested as it is stored: the chosen data set, objective and backbone,
 each a registered name with its own typed options dataclass, then the training and optimisation
-sections (`TrainConfig`, stored as JSON in every checkpoint); and how and where a run executes
-(`RunOptions`, not stored). `merge` is the one way settings are layered (compose.py orders the
-layers: defaults < checkpoint < recipe < flags)."""
+sections (`TrainConfig`, stored as JSON in every checkpoint). How and where a run executes is
+`execution.RunOptions` (not stored). `merge` is the one way settings are layered (compose.py
+orders the layers: defaults < checkpoint < recipe < flags)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,10 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from shortcut_models.backbones import backbone_options
 from shortcut_models.data import data_options
-from shortcut_models.devices import MEMORY_FORMATS, PRECISIONS
 from shortcut_models.errors import UsageError
 from shortcut_models.objectives import OBJECTIVES, make_options
 from shortcut_models.options import option
@@ -274,58 +272,3 @@ def _tree_of_flat_record(values: Mapping[str, Any]) -> dict[str, Any]:
                 raise UsageError(f"unknown config field(s): {key}")
             tree.setdefault(section, {})[key] = value
     return tree
-
-
-@dataclass
-class RunOptions:
-    """How and where a run executes (the `shortcut train` flags of its fields are generated).
-    On CPU with the defaults none of it changes the numbers; grad_accum x world size sets how
-    the batch is split (see `train.trainer`), and bf16 rounds differently from fp32."""
-
-    out_dir: Path
-    device: str = option(
-        "auto", "cpu, cuda, cuda:N, mps, or auto: CUDA, then Apple's GPU (mps), then the CPU"
-    )
-    resume: bool = option(False, "continue the checkpoint in --out exactly where it stopped")
-    log_every: int = option(100, "steps between metrics.jsonl records")
-    save_every: int = option(1000, "steps between checkpoints")
-    progress: bool = option(True, "show a progress bar")
-    tensorboard: bool = option(True, "write TensorBoard logs if tensorboard is installed")
-    precision: str = option(
-        "auto",
-        "bf16 autocast (weights, loss and EMA stay fp32); auto: bf16 on a GPU that supports it, "
-        "fp32 on CPU; bf16-if-native: bf16 wherever the hardware computes it (bf16 GPUs, CPUs "
-        "with AMX or AVX512-BF16), else fp32",
-        choices=PRECISIONS,
-    )
-    memory_format: str = option(
-        "contiguous",
-        "layout of a convolutional backbone's weights and activations: contiguous, channels-last, "
-        "or auto (channels-last when training in fp32 on a CPU, where oneDNN's convolutions run "
-        "faster in it; the cpu-small recipe's choice)",
-        choices=MEMORY_FORMATS,
-    )
-    compile: bool = option(False, "torch.compile the network (the no-grad target passes too)")
-    grad_accum: int = option(
-        1,
-        "micro-batches per process per step; the global --batch-size is split into processes x "
-        "grad-accum micro-batches",
-    )
-    workers: int | None = option(
-        None, "data-loading processes (auto: 4 on GPU, 0 on CPU)", unset="auto"
-    )
-    activation_checkpointing: bool = option(
-        False, "recompute DiT blocks in the backward pass (less memory, about 30% more time)"
-    )
-    fsdp: bool = option(
-        False,
-        "shard weights, gradients and optimizer state across processes (large DiTs; launch "
-        "with torchrun --nproc_per_node N)",
-    )
-
-    def __post_init__(self) -> None:
-        for name in ("log_every", "save_every", "grad_accum"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"{name.replace('_', '-')} must be >= 1")
-        if self.workers is not None and self.workers < 0:
-            raise UsageError(f"workers must be >= 0, got {self.workers}")

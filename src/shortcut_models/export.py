@@ -41,7 +41,7 @@ class UnrolledSampler(nn.Module):
         self, run: LoadedRun, steps: int, cfg: float = 1.0, decoder: nn.Module | None = None
     ) -> None:
         super().__init__()
-        spec = run.objective.sampling_spec()
+        spec = run.objective.sampling_rule()
         check_steps(steps, spec)
         if spec.renoise:
             raise UsageError(

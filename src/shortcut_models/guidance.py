@@ -98,6 +98,19 @@ def schedule_from(entries: list[tuple[int, float]]) -> GuidanceSchedule:
     return tuple(sorted(entries))
 
 
+NO_GUIDANCE: GuidanceSchedule = ((1, 1.0),)
+
+
+def as_schedule(cfg: float | GuidanceSchedule) -> GuidanceSchedule:
+    """One scale (every budget) or a schedule, as a schedule."""
+    return ((1, float(cfg)),) if isinstance(cfg, int | float) else tuple(cfg)
+
+
+def guides(schedule: GuidanceSchedule) -> bool:
+    """Whether any budget is sampled with a scale other than 1."""
+    return any(scale != 1.0 for _, scale in schedule)
+
+
 def scale_for(schedule: GuidanceSchedule, steps: int) -> float:
     """The scale of the last entry whose step count is at most `steps`."""
     return [scale for start, scale in schedule if start <= steps][-1]

@@ -1,5 +1,5 @@
 """One source for every user option: a dataclass field declared with `option(...)` carries its
-help text, and the command line's flags (name, type, default, choices) and the README's option
+help text, and the command line's flags (name, type, default, choices) and docs/options.md's
 tables are generated from those fields, never restated by hand.
 
 A subclass that only changes an inherited option's default declares it with `option(value)`

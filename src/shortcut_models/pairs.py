@@ -92,7 +92,7 @@ def _generate(
             model,
             x0.to(device),
             steps,
-            objective.sampling_spec(),
+            objective.sampling_rule(),
             y=y,
             cfg_scale=cfg,
             null_class=objective.null_class,

@@ -30,8 +30,8 @@ class Recipe:
 
 
 # Every choice of the official code (kvfrans/shortcut-models) where our defaults differ; the
-# README's table "where our defaults differ from the reference" gives the reason for each, and
-# benchmarks/parity.py checks them against the official code.
+# table "where our defaults differ from the reference" in docs/fidelity.md gives the reason for
+# each, and benchmarks/parity.py checks them against the official code.
 REFERENCE_OPTIMISATION: dict[str, Any] = {
     "lr": 1e-4,
     "beta1": 0.9,
@@ -101,15 +101,17 @@ RECIPES: dict[str, Recipe] = {
         "class-conditional digits on a laptop CPU in minutes: the `shortcut demo` defaults "
         "(benchmarks/results/demo_ablation.md)",
         {
-            # self-consistency targets from the online weights (demo_ablation.md)
+            # self-consistency targets from the online weights: an EMA lags the few thousand
+            # steps a CPU affords (benchmarks/results/code_notes.md)
             "objective": {"name": "shortcut", "options": {"bootstrap_ema": False}},
-            # 2x2 pixels folded into channels: every level at half the resolution (demo_ablation.md)
+            # 2x2 pixels folded into channels: every level at half the resolution, the lever
+            # that most improved one step at a fixed wall clock (code_notes.md)
             "backbone": {"name": "unet", "options": {"channels": [16, 32, 64], "patch": 2}},
             # a wall-clock budget: the step count is planned from the measured rate, so the
             # demo ends on time on any machine (`steps` applies with --minutes 0)
             "training": {"minutes": 8.0, "steps": 4000, "batch_size": 64},
             "optimisation": {"lr": 1e-3, "ema_decay": 0.99, "lr_schedule": "cosine"},
-            # fp32 on every CPU, channels-last for oneDNN's convolutions (demo_ablation.md)
+            # fp32 on every CPU, channels-last for oneDNN's convolutions (code_notes.md)
             "run": {"precision": "fp32", "memory_format": "auto"},
         },
     ),

@@ -1,4 +1,4 @@
-"""The n-step Euler sampler. It knows nothing about objectives beyond their SamplingSpec."""
+"""The n-step Euler sampler. It knows nothing about objectives beyond their SamplingRule."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ STEP_BUDGETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
 @dataclass(frozen=True)
-class SamplingSpec:
+class SamplingRule:
     """What a trained model allows at sampling time.
 
     power_of_two: step counts must be 1, 2, 4, ... (shortcut models know only those step sizes).
@@ -57,7 +57,7 @@ class SamplingSpec:
         return self.problem(steps) is None
 
 
-def check_steps(steps: int, spec: SamplingSpec) -> None:
+def check_steps(steps: int, spec: SamplingRule) -> None:
     """Raise a UsageError if this model cannot be sampled in `steps` steps."""
     problem = spec.problem(steps)
     if problem is not None:
@@ -69,7 +69,7 @@ def sample(
     model: Callable[..., torch.Tensor],
     noise: torch.Tensor,
     steps: int,
-    spec: SamplingSpec = SamplingSpec(),
+    spec: SamplingRule = SamplingRule(),
     y: torch.Tensor | None = None,
     cfg_scale: float = 1.0,
     null_class: int = 0,

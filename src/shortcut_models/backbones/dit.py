@@ -151,11 +151,11 @@ class DiTOptions:
 class DiT(ConditionedBackbone):
     """Velocity network s(x, t, d, y) on (N, C, H, W) images or latents.
 
-    `checkpoint_activations = True` recomputes each block's activations in the backward pass
+    `recompute_activations = True` recomputes each block's activations in the backward pass
     instead of storing them (less memory for large presets, about one more forward in time).
     """
 
-    checkpoint_activations: bool = False
+    recompute_activations: bool = False
 
     def __init__(
         self,
@@ -240,7 +240,7 @@ class DiT(ConditionedBackbone):
     def body(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """x: (N, C, H, W) images, c: (N, D) -> velocity (N, C, H, W)."""
         h = self.patch(x).flatten(2).transpose(1, 2) + self.pos.to(x.dtype)  # (N, T, D)
-        recompute = self.checkpoint_activations and self.training and torch.is_grad_enabled()
+        recompute = self.recompute_activations and self.training and torch.is_grad_enabled()
         for block in self.blocks:
             h = checkpoint(block, h, c, use_reentrant=False) if recompute else block(h, c)
         shift, scale = self.ada_out(c)[:, None].chunk(2, dim=-1)

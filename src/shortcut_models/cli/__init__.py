@@ -1,5 +1,7 @@
-"""The `shortcut` command line: one module per command, each with `register(subparsers)` and
-`run(args)`, which parses and then makes one library call.
+"""The `shortcut` command line: a module per command (`tools` holds the small ones: stats,
+encode, pairs, import-official), each with `register(subparsers)` and `run(args)`, which parses
+and then makes one library call; `args` is what every command parses the same way, `flags` the
+flags generated from the option dataclasses.
 
 Every user mistake ends as one line on stderr and exit code 2; a training failure as one line
 and exit code 1; a run stopped by SIGINT / SIGTERM saves its checkpoint and exits 128 + signal.

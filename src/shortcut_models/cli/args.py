@@ -6,11 +6,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from collections.abc import Callable
-from functools import cache
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
-
-from shortcut_models.options import Option
 
 T = TypeVar("T")
 
@@ -104,6 +101,32 @@ def guidance_entry(text: str) -> tuple[int, float]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def add_cfg(p: argparse.ArgumentParser | Any, text: str, default: Any = ((1, 1.0),)) -> None:
+    """--cfg, the same on every command: one SCALE for every step budget, or a schedule (SCALE
+    from 1 step, STEPS:SCALE from that budget on; few steps want more guidance than many)."""
+    shown = " ".join(f"{n}:{w:g}" if n > 1 else f"{w:g}" for n, w in default)
+    p.add_argument(
+        "--cfg",
+        nargs="+",
+        metavar="SCALE|STEPS:SCALE",
+        type=guidance_entry,
+        default=list(default),
+        help=f"{text}: one SCALE, or per step budget (SCALE from 1 step, STEPS:SCALE from that "
+        f"budget on) (default {shown})",
+    )
+
+
+def cfg_schedule(args: argparse.Namespace) -> Any:
+    """The GuidanceSchedule of --cfg (entries that do not make one are a UsageError)."""
+    from shortcut_models.errors import UsageError
+    from shortcut_models.guidance import schedule_from
+
+    try:
+        return schedule_from(args.cfg)
+    except ValueError as exc:
+        raise UsageError(f"--cfg: {exc}") from None
+
+
 def data_set(kind: str | None = None) -> Callable[[str], str]:
     """A --data value: a registered data set (of `kind`); plugins load only for a name that is
     not built in, so a broken plugin cannot stop a command that does not use it."""
@@ -193,131 +216,3 @@ def add_sampling(p: argparse.ArgumentParser, default_steps: list[int], default_n
 def weights(args: argparse.Namespace) -> str | None:
     """ "model" with --raw, else the run's own choice (its config's eval_weights)."""
     return "model" if args.raw else None
-
-
-# -- flags generated from the option dataclasses ----------------------------------------------
-
-
-@cache
-def section_options() -> dict[str, list[Option]]:
-    """{"training": its options, "optimisation": ...}: the flags of TrainConfig's sections."""
-    from shortcut_models.config import SECTION_TYPES
-    from shortcut_models.options import collect
-
-    return {name: collect({"train": cls}) for name, cls in SECTION_TYPES.items()}
-
-
-def config_options() -> list[Option]:
-    return [option for options in section_options().values() for option in options]
-
-
-@cache
-def run_options() -> list[Option]:
-    from shortcut_models.config import RunOptions
-    from shortcut_models.options import collect
-
-    return collect({"run": RunOptions})
-
-
-@cache
-def objective_options() -> list[Option]:
-    from shortcut_models.objectives import OBJECTIVES
-    from shortcut_models.options import collect
-
-    return collect(OBJECTIVES)
-
-
-@cache
-def backbone_options() -> list[Option]:
-    from shortcut_models.backbones import BACKBONE_OPTIONS
-    from shortcut_models.options import collect
-
-    return collect(BACKBONE_OPTIONS)
-
-
-@cache
-def data_options() -> list[Option]:
-    from shortcut_models.data import data_option_classes
-    from shortcut_models.options import collect
-
-    return collect(data_option_classes())
-
-
-def add_options(
-    p: argparse.ArgumentParser | Any, options: list[Option], skip: tuple[str, ...] = ()
-) -> None:
-    """One flag per option, absent from the namespace unless given (so a config knows what the
-    user set); the help names what accepts it when not everything does, and its default."""
-    for o in options:
-        if o.name in skip:
-            continue
-        owners = list(o.defaults)
-        every = len(owners) == len(_all_owners(options))
-        text = o.help if every else f"{', '.join(owners)}: {o.help}"
-        text = f"{text} (default {o.default_text()})".replace("%", "%%")
-        kwargs: dict[str, Any] = {"dest": o.name, "default": argparse.SUPPRESS, "help": text}
-        if o.kind is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        else:
-            kwargs["type"] = _TYPES.get(o.name, _KIND_TYPES[o.kind])
-            if o.choices:
-                kwargs["choices"] = list(o.choices)
-        p.add_argument(o.flag, **kwargs)
-
-
-def given(args: argparse.Namespace, options: list[Option]) -> dict[str, Any]:
-    """{option: value} of the flags given; path options made absolute."""
-    values = vars(args)
-    out = {o.name: values[o.name] for o in options if o.name in values}
-    for o in options:
-        if o.path and o.name in out:
-            out[o.name] = str(Path(out[o.name]).expanduser().resolve())
-    return out
-
-
-def config_flags(args: argparse.Namespace) -> dict[str, Any]:
-    """The flags given, as a partial config tree (`config.merge`): the chosen names and the
-    options of data, objective and backbone, the training and optimisation sections, and the
-    RunOptions values under "run"."""
-    values = vars(args)
-    tree: dict[str, Any] = {}
-    for key, options in (
-        ("data", data_options()),
-        ("objective", objective_options()),
-        ("backbone", backbone_options()),
-    ):
-        chosen = {"options": given(args, options)} if given(args, options) else {}
-        if key in values:
-            chosen["name"] = values[key]
-        if chosen:
-            tree[key] = chosen
-    for key, options in {**section_options(), "run": run_options()}.items():
-        if given(args, options):
-            tree[key] = given(args, options)
-    return tree
-
-
-def option_tables() -> str:
-    """The README's tables of every generated flag (checked against the README by a test)."""
-    from shortcut_models.backbones import BACKBONE_OPTIONS
-    from shortcut_models.data import data_option_classes
-    from shortcut_models.objectives import OBJECTIVES
-    from shortcut_models.options import markdown_table
-
-    sections = list(section_options().items())
-    tables = [
-        *((f"{name.capitalize()} (`shortcut train`)", options, None) for name, options in sections),
-        ("How and where a run executes (`shortcut train`)", run_options(), None),
-        ("Objectives", objective_options(), list(OBJECTIVES)),
-        ("Backbones", backbone_options(), list(BACKBONE_OPTIONS)),
-        ("Data", data_options(), list(data_option_classes())),
-    ]
-    return "\n\n".join(f"#### {title}\n\n{markdown_table(o, who)}" for title, o, who in tables)
-
-
-def _all_owners(options: list[Option]) -> set[str]:
-    return {owner for o in options for owner in o.defaults}
-
-
-_KIND_TYPES: dict[type, Any] = {int: int_arg, float: float, str: str}
-_TYPES: dict[str, Any] = {"seed": seed_arg}

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from shortcut_models.cli import args as a
+from shortcut_models.cli import flags as f
 
 SUMMARY = "train the paper's methods with one budget and compare them across step counts"
 DESCRIPTION = (
@@ -30,7 +31,7 @@ def register(subparsers: Any) -> None:
 
     p = a.command(subparsers, "compare", run, SUMMARY, DESCRIPTION)
     p.add_argument("--data", required=True, type=a.data_set(), help=f"data set: {a.data_help()}")
-    a.add_options(p, a.data_options())
+    f.add_options(p, f.data_options())
     p.add_argument("--json", type=Path, help="write {objective: {steps: value}} here")
     p.add_argument("--out", type=Path, help="run folders (default runs/compare-DATA)")
     p.add_argument(
@@ -70,15 +71,7 @@ def register(subparsers: Any) -> None:
         help="sampling step budgets evaluated, where a method allows them",
     )
     a.add_count(p, "--num", 2000, "samples per evaluation")
-    p.add_argument(
-        "--cfg",
-        nargs="+",
-        metavar="SCALE|STEPS:SCALE",
-        type=a.guidance_entry,
-        default=[(1, 1.0)],
-        help="classifier-free guidance at evaluation, the same for every method: one SCALE, or "
-        "per budget (SCALE from 1 step, STEPS:SCALE from that budget on) (default 1: none)",
-    )
+    a.add_cfg(p, "classifier-free guidance at evaluation, the same for every method (1: none)")
     p.add_argument(
         "--precision",
         choices=list(PRECISIONS),
@@ -106,19 +99,14 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from shortcut_models.compare import CompareOptions, compare_config, run_compare
-    from shortcut_models.errors import UsageError
-    from shortcut_models.guidance import schedule_from
     from shortcut_models.report import check_output_file, write_json
 
     if args.json is not None:
         check_output_file(args.json)
-    try:
-        cfg = schedule_from(args.cfg)
-    except ValueError as exc:
-        raise UsageError(f"--cfg: {exc}") from None
+    cfg = a.cfg_schedule(args)
     base = compare_config(
         args.data,
-        a.given(args, a.data_options()),
+        f.given(args, f.data_options()),
         recipe_name=args.recipe,
         **{k: getattr(args, k) for k in SHARED},
     )

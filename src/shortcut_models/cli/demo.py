@@ -71,16 +71,7 @@ def register(subparsers: Any) -> None:
         "bf16 autocast where the CPU or GPU computes bf16 natively, else fp32; weights, loss "
         "and EMA stay fp32)",
     )
-    p.add_argument(
-        "--cfg",
-        nargs="+",
-        metavar="SCALE|STEPS:SCALE",
-        type=a.guidance_entry,
-        default=list(d.cfg),
-        help="classifier-free guidance scale at sampling: one SCALE, or per budget (SCALE from 1 "
-        "step, STEPS:SCALE from that budget on; few steps want more guidance than many) "
-        f"(default {' '.join(f'{n}:{w:g}' if n > 1 else f'{w:g}' for n, w in d.cfg)})",
-    )
+    a.add_cfg(p, "classifier-free guidance at sampling", d.cfg)
     p.add_argument(
         "--num",
         type=a.positive_int,
@@ -101,12 +92,6 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from shortcut_models.demo import DemoOptions, run_demo
-    from shortcut_models.errors import UsageError
-    from shortcut_models.guidance import schedule_from
 
-    try:
-        cfg = schedule_from(args.cfg)
-    except ValueError as exc:
-        raise UsageError(f"--cfg: {exc}") from None
-    metrics = run_demo(a.from_args(DemoOptions, args, cfg=cfg))
+    metrics = run_demo(a.from_args(DemoOptions, args, cfg=a.cfg_schedule(args)))
     return 0 if metrics else 128 + 15

@@ -46,9 +46,7 @@ def register(subparsers: Any) -> None:
         help="fid: images per Inception call; memory grows with it, not with --num or --ref-num "
         "(default 16 on a CPU, 128 on a GPU)",
     )
-    p.add_argument(
-        "--cfg", type=float, default=1.0, help="images: classifier-free guidance scale (default 1)"
-    )
+    a.add_cfg(p, "images: classifier-free guidance (1: none)")
     p.add_argument(
         "--plot", type=Path, help="images: PNG of the metric vs steps (default: --json with .png)"
     )
@@ -84,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
             EvaluateOptions,
             args,
             weights=a.weights(args),
+            cfg=a.cfg_schedule(args),
             plot=args.plot or (args.json.with_suffix(".png") if args.json else None),
         ),
         device,

@@ -22,7 +22,7 @@ def register(subparsers: Any) -> None:
     a.add_paths(p, "run folder or checkpoint file", "file to write (.onnx or .pt2)")
     a.add_count(p, "--steps", 1, "sampling steps unrolled into the generator")
     p.add_argument("--format", choices=FORMATS, default="onnx", help="onnx (default) or pt2")
-    p.add_argument("--cfg", type=float, default=1.0, help="CFG scale, fixed at export (default 1)")
+    a.add_cfg(p, "classifier-free guidance, fixed at export at the scale of --steps (1: none)")
     p.add_argument("--decode", action="store_true", help="latent models: include the VAE decoder")
     p.add_argument("--vae", type=Path, help="with --decode: the AutoencoderKL (default: the run's)")
     p.add_argument("--raw", action="store_true", help="export the raw weights instead of the EMA")
@@ -30,6 +30,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from shortcut_models.export import export_generator
+    from shortcut_models.guidance import scale_for
     from shortcut_models.report import check_output_file
 
     check_output_file(args.out)
@@ -38,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
         args.out,
         fmt=args.format,
         weights=a.weights(args),
-        **a.pick(args, "steps", "cfg", "decode", "vae"),
+        cfg=scale_for(a.cfg_schedule(args), args.steps),
+        **a.pick(args, "steps", "decode", "vae"),
     )
     size = report.path.stat().st_size / 2**20
     print(

@@ -19,12 +19,7 @@ DESCRIPTION = (
 def register(subparsers: Any) -> None:
     p = a.command(subparsers, "sample", run, SUMMARY, DESCRIPTION)
     a.add_paths(p, "run folder or checkpoint file", "output folder (created if missing)")
-    p.add_argument(
-        "--cfg",
-        type=float,
-        default=1.0,
-        help="classifier-free guidance scale for conditional models (default 1: none)",
-    )
+    a.add_cfg(p, "classifier-free guidance of conditional models (1: none)")
     p.add_argument(
         "--class",
         dest="classes",
@@ -55,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     sample_run(
         load_run(args.ckpt, a.weights(args), device),
         args.out,
-        a.from_args(SampleOptions, args),
+        a.from_args(SampleOptions, args, cfg=a.cfg_schedule(args)),
         dist,
     )
     return 0

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from shortcut_models.cli import args as a
+from shortcut_models.cli import flags as f
 
 STATS_SUMMARY = "compute reference statistics (mu, sigma) of an image set for FID"
 STATS_DESCRIPTION = (
@@ -98,7 +99,7 @@ def register_encode(subparsers: Any) -> None:
         type=a.data_set("image"),
         help=f"image data set: {a.data_help('image')}",
     )
-    a.add_options(p, a.data_options(), skip=("flip",))
+    f.add_options(p, f.data_options(), skip=("flip",))
     p.add_argument("--vae", type=Path, help="AutoencoderKL folder (diffusers layout) or file")
     a.add_paths(p, None, "shard folder (created if missing)")
     a.add_count(p, "--batch", 32, "images per VAE call")
@@ -113,7 +114,7 @@ def run_encode(args: argparse.Namespace) -> int:
 
     meta = encode_dataset(
         args.data,
-        a.given(args, a.data_options()),
+        f.given(args, f.data_options()),
         vae=args.vae,
         out=args.out,
         batch_size=args.batch,
@@ -131,7 +132,7 @@ def register_pairs(subparsers: Any) -> None:
     a.add_paths(p, "the teacher run or checkpoint", "pairs folder (created if missing)")
     a.add_count(p, "--num", 50000, "pairs")
     a.add_count(p, "--steps", 32, "teacher sampling steps")
-    p.add_argument("--cfg", type=float, default=1.0, help="teacher CFG scale (default 1)")
+    a.add_cfg(p, "the teacher's classifier-free guidance at --steps (1: none)")
     a.add_count(p, "--chunk", 1024, "pairs per file")
     p.add_argument("--seed", type=a.seed_arg, default=0, help="noise seed (default 0)")
     a.add_device(p)
@@ -140,13 +141,15 @@ def register_pairs(subparsers: Any) -> None:
 
 def run_pairs(args: argparse.Namespace) -> int:
     from shortcut_models.devices import resolve_device
+    from shortcut_models.guidance import scale_for
     from shortcut_models.pairs import generate_pairs
 
     meta = generate_pairs(
         args.ckpt,
         args.out,
         device=resolve_device(args.device),
-        **a.pick(args, "num", "steps", "seed", "chunk", "cfg", "progress"),
+        cfg=scale_for(a.cfg_schedule(args), args.steps),
+        **a.pick(args, "num", "steps", "seed", "chunk", "progress"),
     )
     print(f"{meta['num']} reflow pairs ({meta['steps']}-step teacher samples) in {args.out}")
     return 0

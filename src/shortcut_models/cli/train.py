@@ -8,6 +8,7 @@ from typing import Any
 
 from shortcut_models import logs
 from shortcut_models.cli import args as a
+from shortcut_models.cli import flags as f
 from shortcut_models.config import DEFAULT_TREE
 
 log = logs.get(__name__)
@@ -47,11 +48,11 @@ def register(subparsers: Any) -> None:
         help="start from a named set of measured settings (printed at the start; flags given "
         "beside it win): " + "; ".join(f"{k}: {v.description}" for k, v in RECIPES.items()),
     )
-    a.add_options(p, a.config_options())
-    a.add_options(p.add_argument_group("data options"), a.data_options())
-    a.add_options(p.add_argument_group("objective options"), a.objective_options())
-    a.add_options(p.add_argument_group("backbone options"), a.backbone_options())
-    a.add_options(p.add_argument_group("how and where the run executes"), a.run_options())
+    f.add_options(p, f.config_options())
+    f.add_options(p.add_argument_group("data options"), f.data_options())
+    f.add_options(p.add_argument_group("objective options"), f.objective_options())
+    f.add_options(p.add_argument_group("backbone options"), f.backbone_options())
+    f.add_options(p.add_argument_group("how and where the run executes"), f.run_options())
     p.add_argument(
         "--print-config",
         action="store_true",
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     base = None
     if getattr(args, "resume", False) and (args.out / CHECKPOINT_NAME).exists():
         base = load_checkpoint(args.out / CHECKPOINT_NAME).config
-    flags = a.config_flags(args)
+    flags = f.config_flags(args)
     composed = compose_config(base, recipe_name=getattr(args, "recipe", None), flags=flags)
     if args.print_config:
         print(composed.table())

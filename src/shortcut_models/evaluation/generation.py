@@ -10,6 +10,7 @@ from torch import nn
 
 from shortcut_models.distributed import SINGLE, Dist, shard_chunks
 from shortcut_models.errors import UsageError
+from shortcut_models.guidance import NO_GUIDANCE, GuidanceSchedule, as_schedule, scale_for
 from shortcut_models.objectives import Objective
 from shortcut_models.sampling import check_steps, sample, seeded_noise
 from shortcut_models.seeding import derive_seed
@@ -18,13 +19,21 @@ from shortcut_models.seeding import derive_seed
 @dataclass
 class SamplingPlan:
     """Which samples to draw from a run: `num` per step budget, from noise seeded by `seed` (the
-    same for every budget), guided with `cfg`, at most `batch` per network call."""
+    same for every budget), guided by the schedule `cfg` (or one scale for every budget), at
+    most `batch` per network call."""
 
     steps: Sequence[int]
     num: int = 2000
     seed: int = 0
-    cfg: float = 1.0
+    cfg: GuidanceSchedule = NO_GUIDANCE
     batch: int = 4096
+
+    def __post_init__(self) -> None:
+        self.cfg = as_schedule(self.cfg)
+
+    def scale(self, steps: int) -> float:
+        """The guidance scale of budget `steps`."""
+        return scale_for(self.cfg, steps)
 
 
 def generate(
@@ -50,7 +59,7 @@ def generate(
         raise UsageError(f"number of samples must be positive, got {num}")
     if batch_size < 1:
         raise UsageError(f"batch size must be positive, got {batch_size}")
-    spec = objective.sampling_spec()
+    spec = objective.sampling_rule()
     check_steps(steps, spec)
     device = next(model.parameters()).device
     noise = seeded_noise((num, *shape), seed)

@@ -33,9 +33,8 @@ from shortcut_models.metrics.precision_recall import precision_recall
 log = logs.get(__name__)
 
 METRICS = ("fid", "fd-digits")
-# Images per Inception call unless told, independent of the sampling batch. On a CPU 16 holds the
-# least memory and is no slower (2-core Xeon, 1 thread: peak 805 MB and 2.9 images/s at 16,
-# 1,871 MB and 2.4 images/s at 64; features identical); a GPU wants larger batches (unmeasured).
+# Images per Inception call unless told, independent of the sampling batch: on a CPU 16 holds the
+# least memory and is no slower (benchmarks/results/code_notes.md); a GPU wants larger batches.
 FEATURE_BATCH = {"cpu": 16, "accelerator": 128}
 PR_LIMIT = 10000  # precision / recall on at most this many points per set (k-NN is quadratic)
 

@@ -19,6 +19,7 @@ from shortcut_models.errors import UsageError
 from shortcut_models.evaluation.generation import SamplingPlan, generate
 from shortcut_models.factory import LoadedRun
 from shortcut_models.files import prepare_out_dir, save_arrays
+from shortcut_models.guidance import GuidanceSchedule, guides
 from shortcut_models.image_io import save_grid, save_npz, save_png
 from shortcut_models.plots import scatter_panels
 from shortcut_models.sampling import check_steps
@@ -33,11 +34,11 @@ class SampleOptions(SamplingPlan):
 
 
 def class_labels(
-    num_classes: int, num: int, classes: Sequence[int] | None, cfg: float
+    num_classes: int, num: int, classes: Sequence[int] | None, cfg: GuidanceSchedule
 ) -> torch.Tensor | None:
     """Labels for conditional models: `classes` cycled, else 0, 1, ..., cycled."""
     if num_classes == 0:
-        if classes or cfg != 1.0:
+        if classes or guides(cfg):
             raise UsageError("this model is unconditional: --class and --cfg do not apply")
         return None
     classes = list(classes or range(num_classes))
@@ -72,7 +73,7 @@ def sample_run(
     them into `out`. Everything is checked before the first sample is drawn."""
     spec, device = run.spec, next(run.model.parameters()).device
     for n in options.steps:
-        check_steps(n, run.objective.sampling_spec())
+        check_steps(n, run.objective.sampling_rule())
     if options.vae is not None and spec.kind != "latent":
         raise UsageError("--vae applies only to models trained on latents")
     codec = decoder_for(spec, options.vae, device) if spec.kind == "latent" else None
@@ -94,7 +95,7 @@ def sample_run(
             seed=options.seed,
             batch_size=options.batch,
             labels=labels,
-            cfg_scale=options.cfg,
+            cfg_scale=options.scale(n),
             dist=dist,
         )
         samples[n] = x if codec is None else decode_batched(codec, x, min(options.batch, 64))

@@ -25,6 +25,7 @@ from shortcut_models.evaluation import images
 from shortcut_models.evaluation.generation import SamplingPlan, generate
 from shortcut_models.evaluation.vectors import evaluate_vectors
 from shortcut_models.factory import LoadedRun, load_run
+from shortcut_models.guidance import describe_schedule, guides
 from shortcut_models.plots import metric_vs_steps
 from shortcut_models.report import markdown_table
 from shortcut_models.sampling import check_steps
@@ -168,7 +169,7 @@ class ImageScorer:
                 seed=noise_seed,
                 batch_size=batch,
                 labels=labels,
-                cfg_scale=plan.cfg,
+                cfg_scale=plan.scale(n),
                 dist=dist,
                 then=measure,
             )
@@ -240,10 +241,10 @@ def evaluate_runs(
     if len({run.spec.kind == "vector" for run in runs.values()}) > 1:
         raise UsageError("evaluate 2-D and image checkpoints separately")
     for name, run in runs.items():
-        if run.spec.num_classes == 0 and options.cfg != 1.0:
+        if run.spec.num_classes == 0 and guides(options.cfg):
             raise UsageError(f"{name} is unconditional: --class and --cfg do not apply")
         for n in options.steps:
-            check_steps(n, run.objective.sampling_spec())
+            check_steps(n, run.objective.sampling_rule())
     first = next(iter(runs.values()))
     scorer = scorer_for(
         first.spec,
@@ -266,7 +267,7 @@ def evaluate_runs(
     headers = ["checkpoint", "steps", scorer.label, *scorer.columns.values()]
     plot = None
     if isinstance(scorer, ImageScorer) and options.plot is not None and dist.is_main:
-        title = f"{scorer.label} vs {scorer.description}, cfg {options.cfg}"
+        title = f"{scorer.label} vs {scorer.description}, cfg {describe_schedule(options.cfg)}"
         metric_vs_steps(curves, scorer.label, options.plot, title)
         plot = options.plot
     return Evaluation(results, markdown_table(headers, rows), plot)

@@ -28,7 +28,7 @@ def evaluate_vectors(
 ) -> dict[int, dict[str, float]]:
     """Sliced W2 (and exact W2 when `exact`) between samples and fresh data, per step budget;
     a conditional model samples the labels of the reference rows."""
-    spec = objective.sampling_spec()
+    spec = objective.sampling_rule()
     for n in steps:
         check_steps(n, spec)
     if data.kind != "vector":

@@ -1,7 +1,7 @@
 """Training objectives. Adding one is one file plus one line in OBJECTIVES below: a dataclass
 subclass of `Objective` whose fields, declared with `option(default, "help")`, are its options
-(the `shortcut train` flags and the README's tables are generated from them), and whose
-`targets(model, target_model, x1, y, generator)` returns a `TrainingBatch` (or which overrides
+(the `shortcut train` flags and docs/options.md's tables are generated from them), and whose
+`targets(model, target_net, x1, y, generator)` returns a `TrainingBatch` (or which overrides
 `loss(net, target_net, x1, y, generator)` when it makes its own network calls)."""
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from torch import nn
 
 from shortcut_models.errors import UsageError
 from shortcut_models.options import option
-from shortcut_models.sampling import SamplingSpec
+from shortcut_models.sampling import SamplingRule
 
 # The reference's interpolation keeps a sliver of noise at t = 1: x_t = (1 - (1 - EPS) t) x0 + t x1.
 EPS = 1e-5
@@ -106,26 +106,6 @@ class AttachContext:
     load_run: Callable[..., Any]
 
 
-@dataclass
-class TwinTargetEMA:
-    """The option of objectives whose targets come from `target_net` (a mixin listed before the
-    objective's base class)."""
-
-    target_ema_decay: float = option(
-        0.0,
-        "twin EMA (iSM): a second EMA with this decay computes the targets while --ema-decay's "
-        "is evaluated (0: targets from the one EMA)",
-    )
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not 0.0 <= self.target_ema_decay < 1.0:
-            raise UsageError(f"target_ema_decay must be in [0, 1), got {self.target_ema_decay}")
-
-    def twin_ema_decay(self) -> float:
-        return self.target_ema_decay
-
-
 def is_power_of_two(n: int) -> bool:
     return isinstance(n, int) and n >= 1 and n & (n - 1) == 0
 
@@ -198,13 +178,13 @@ class Objective:
     def targets(
         self,
         model: nn.Module,
-        target_model: nn.Module,
+        target_net: nn.Module,
         x1: torch.Tensor,
         y: torch.Tensor | None,
         generator: torch.Generator,
     ) -> TrainingBatch:
         """Network inputs and regression targets for data x1 (`model` is the network trained,
-        `target_model` the one a target may come from: its EMA, or a twin EMA)."""
+        `target_net` the one a target may come from: its EMA, or a twin EMA)."""
         raise NotImplementedError
 
     def regression_loss(
@@ -224,7 +204,7 @@ class Objective:
         """Mean squared error of each row."""
         return (pred.float() - batch.target.float()).pow(2).flatten(1).mean(1)
 
-    def sampling_spec(self) -> SamplingSpec:
+    def sampling_rule(self) -> SamplingRule:
         raise NotImplementedError
 
     @classmethod

@@ -19,14 +19,14 @@ from shortcut_models.objectives.base import (
     AttachContext,
     Objective,
     TrainingBatch,
-    TwinTargetEMA,
     consistency_velocity,
     grid_times,
     interpolate,
 )
+from shortcut_models.objectives.mixins import TwinTargetEMA
 from shortcut_models.objectives.teacher import initialise_student, load_teacher
 from shortcut_models.options import option
-from shortcut_models.sampling import SamplingSpec
+from shortcut_models.sampling import SamplingRule
 
 
 @dataclass
@@ -42,19 +42,19 @@ class ConsistencyDistillation(TwinTargetEMA, Objective):
         initialise_student(context, self.teacher_network)
 
     @torch.no_grad()
-    def targets(self, model, target_model, x1, y, generator) -> TrainingBatch:
+    def targets(self, model, target_net, x1, y, generator) -> TrainingBatch:
         n, m = x1.shape[0], self.denoise_timesteps
         t = grid_times(n, m, generator, x1.device)
         x0 = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
         x_t = interpolate(x0, x1, t)
         d = torch.full((n,), 1.0 / m, device=x1.device)
         y = self.drop_labels(y, generator)
-        target = self.consistency_target(target_model, x_t, t, y)
+        target = self.consistency_target(target_net, x_t, t, y)
         return TrainingBatch(x_t=x_t, t=t, d=d, y=y, target=target, groups={"cd": slice(0, n)})
 
     @torch.no_grad()
     def consistency_target(
-        self, target_model: nn.Module, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None
+        self, target_net: nn.Module, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None
     ) -> torch.Tensor:
         """One teacher step of 1/M from (x_t, t), then the EMA student's data prediction."""
         m = self.denoise_timesteps
@@ -62,7 +62,7 @@ class ConsistencyDistillation(TwinTargetEMA, Objective):
         v_teacher = self.teacher_network(x_t, t, d, y)
         x_t2 = torch.clamp(x_t + v_teacher / m, -4.0, 4.0)
         t2 = t + 1.0 / m
-        return consistency_velocity(x_t, t, x_t2, t2, target_model(x_t2, t2, d, y))
+        return consistency_velocity(x_t, t, x_t2, t2, target_net(x_t2, t2, d, y))
 
-    def sampling_spec(self) -> SamplingSpec:
-        return SamplingSpec(fixed_d=1.0 / self.denoise_timesteps)
+    def sampling_rule(self) -> SamplingRule:
+        return SamplingRule(fixed_d=1.0 / self.denoise_timesteps)

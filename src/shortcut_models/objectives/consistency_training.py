@@ -18,14 +18,14 @@ import torch
 from shortcut_models.objectives.base import (
     Objective,
     TrainingBatch,
-    TwinTargetEMA,
     consistency_velocity,
     grid_times,
     interpolate,
     num_levels,
 )
+from shortcut_models.objectives.mixins import TwinTargetEMA
 from shortcut_models.options import option
-from shortcut_models.sampling import SamplingSpec
+from shortcut_models.sampling import SamplingRule
 
 
 @dataclass
@@ -42,7 +42,7 @@ class ConsistencyTraining(TwinTargetEMA, Objective):
         return min(stages - 1, self.step * stages // max(1, self.total_steps))
 
     @torch.no_grad()
-    def targets(self, model, target_model, x1, y, generator) -> TrainingBatch:
+    def targets(self, model, target_net, x1, y, generator) -> TrainingBatch:
         n = x1.shape[0]
         sections = 2 ** self.stage()
         t = grid_times(n, sections, generator, x1.device)
@@ -51,8 +51,8 @@ class ConsistencyTraining(TwinTargetEMA, Objective):
         x_t, x_t2 = interpolate(x0, x1, t), interpolate(x0, x1, t2)
         d = torch.full((n,), 1.0 / self.denoise_timesteps, device=x1.device)
         y = self.drop_labels(y, generator)
-        target = consistency_velocity(x_t, t, x_t2, t2, target_model(x_t2, t2, d, y))
+        target = consistency_velocity(x_t, t, x_t2, t2, target_net(x_t2, t2, d, y))
         return TrainingBatch(x_t=x_t, t=t, d=d, y=y, target=target, groups={"ct": slice(0, n)})
 
-    def sampling_spec(self) -> SamplingSpec:
-        return SamplingSpec(fixed_d=1.0 / self.denoise_timesteps, renoise=self.renoise_sampling)
+    def sampling_rule(self) -> SamplingRule:
+        return SamplingRule(fixed_d=1.0 / self.denoise_timesteps, renoise=self.renoise_sampling)

@@ -11,19 +11,19 @@ from shortcut_models.errors import UsageError
 from shortcut_models.objectives.base import (
     Objective,
     TrainingBatch,
-    adaptive_loss,
     num_levels,
 )
+from shortcut_models.objectives.mixins import AdaptiveWeight, LogitNormalTimes
 from shortcut_models.objectives.pairing import ot_pair
 from shortcut_models.objectives.wavelet import auto_levels, wavelet_loss
 from shortcut_models.options import option
-from shortcut_models.sampling import SamplingSpec
+from shortcut_models.sampling import SamplingRule
 
 TIME_SAMPLINGS = ("grid", "logit_normal")
 
 
 @dataclass
-class FlowMatching(Objective):
+class FlowMatching(LogitNormalTimes, AdaptiveWeight, Objective):
     """t on the grid k/M, the network told the smallest step d = 1/M, target x1 - (1 - 1e-5) x0.
 
     The reference's plain model ignores d altogether; telling it the constant 1/M is the same
@@ -48,12 +48,6 @@ class FlowMatching(Objective):
         "N(mu, sigma), MeanFlow's)",
         choices=("grid", "logit_normal"),
     )
-    time_mu: float = option(-0.4, "logit-normal time mean (< 0 leans to the data end)")
-    time_sigma: float = option(1.0, "logit-normal time std")
-    norm_p: float = option(
-        0.0, "adaptive loss power p: weight 1 / (||err||^2 + c)^p, ||.||^2 summed (0: plain loss)"
-    )
-    norm_c: float = option(1e-3, "adaptive loss constant c")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -64,15 +58,13 @@ class FlowMatching(Objective):
                 f"time_sampling must be one of {', '.join(TIME_SAMPLINGS)}, "
                 f"got {self.time_sampling!r}"
             )
-        if self.time_sigma <= 0 or self.norm_c <= 0 or self.norm_p < 0:
-            raise UsageError("time_sigma and norm_c must be positive and norm_p >= 0")
         if self.wavelet_levels < -1:
             raise UsageError(f"wavelet_levels must be >= -1, got {self.wavelet_levels}")
 
     def targets(
         self,
         model: nn.Module,
-        target_model: nn.Module,
+        target_net: nn.Module,
         x1: torch.Tensor,
         y: torch.Tensor | None,
         generator: torch.Generator,
@@ -86,8 +78,7 @@ class FlowMatching(Objective):
     ) -> TrainingBatch:
         n, m = x1.shape[0], self.denoise_timesteps
         if self.time_sampling == "logit_normal":
-            normal = torch.randn(n, generator=generator, device=x1.device)
-            t = 1.0 - torch.sigmoid(self.time_mu + self.time_sigma * normal)
+            t = 1.0 - self.logit_normal((n,), generator, x1.device)
         else:
             t = torch.randint(0, m, (n,), generator=generator, device=x1.device).float() / m
         return self.straight_batch(self.noise(x1, generator), x1, t, y, generator)
@@ -103,10 +94,10 @@ class FlowMatching(Objective):
             err = super().per_sample_loss(pred, batch)
         else:
             err = wavelet_loss(pred.float() - batch.target.float(), levels)
-        return adaptive_loss(err, self.norm_p, self.norm_c, pred[0].numel())
+        return self.weighted(err, pred[0].numel())
 
-    def sampling_spec(self) -> SamplingSpec:
-        return SamplingSpec(
+    def sampling_rule(self) -> SamplingRule:
+        return SamplingRule(
             power_of_two=False, max_steps=None, fixed_d=1.0 / self.denoise_timesteps
         )
 

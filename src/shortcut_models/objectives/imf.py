@@ -38,15 +38,15 @@ from shortcut_models.distributed import unwrap
 from shortcut_models.errors import UsageError
 from shortcut_models.objectives.base import (
     Objective,
-    adaptive_loss,
     broadcast,
     flow_velocity,
     interpolate,
     rows_of,
 )
-from shortcut_models.objectives.meanflow import logit_normal_steps, time_derivative
+from shortcut_models.objectives.meanflow import JVPTangents, time_derivative
+from shortcut_models.objectives.mixins import AdaptiveWeight, LogitNormalTimes
 from shortcut_models.options import option
-from shortcut_models.sampling import SamplingSpec
+from shortcut_models.sampling import SamplingRule
 
 Conditions = dict[str, torch.Tensor]
 
@@ -62,7 +62,7 @@ def rows(conditions: Conditions, which: slice) -> Conditions:
 
 
 @dataclass
-class ImprovedMeanFlow(Objective):
+class ImprovedMeanFlow(JVPTangents, LogitNormalTimes, AdaptiveWeight, Objective):
     """The v-loss through u's JVP along the predicted velocity, an auxiliary v head, and the
     guidance scale and interval drawn per row and given to the network (labelled data)."""
 
@@ -72,19 +72,14 @@ class ImprovedMeanFlow(Objective):
     flow_fraction: float = option(
         0.5, "share of rows with d = 0 (flow matching; the official data_proportion)"
     )
-    time_mu: float = option(-0.4)  # logit-normal times, as the official code
-    time_sigma: float = option(1.0)
-    norm_p: float = option(1.0)
-    norm_c: float = option(0.01)
+    norm_p: float = option(1.0)  # the official code's adaptive weighting (and logit-normal
+    norm_c: float = option(0.01)  # times at mu -0.4, sigma 1)
     guidance_max: float = option(8.0)  # the scale is log-uniform on [1, this] (official s_max + 1)
-    tangents: str = option("hand", choices=("hand", "autodiff"))  # the JVP, as `meanflow`'s
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0.0 <= self.flow_fraction <= 1.0:
             raise UsageError(f"flow_fraction must be in [0, 1], got {self.flow_fraction}")
-        if self.time_sigma <= 0 or self.norm_c <= 0 or self.norm_p < 0:
-            raise UsageError("time_sigma and norm_c must be positive and norm_p >= 0")
         if self.guidance_max < 1:
             raise UsageError(f"guidance_max must be at least 1, got {self.guidance_max}")
 
@@ -165,7 +160,7 @@ class ImprovedMeanFlow(Objective):
         rest, whose v head, detached, is those rows' v_c."""
         n = x1.shape[0]
         num_mean = n - round(n * self.flow_fraction)
-        t, d = logit_normal_steps(n, num_mean, self.time_mu, self.time_sigma, generator, x1.device)
+        t, d = self.logit_normal_steps(n, num_mean, generator, x1.device)
         x0 = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
         x_t, v = interpolate(x0, x1, t), flow_velocity(x0, x1)
         conditions = self.conditions(n, num_mean, generator, x1.device)
@@ -206,14 +201,12 @@ class ImprovedMeanFlow(Objective):
         err_u = (torch.cat(compound) - v_g.float()).pow(2).flatten(1).mean(1)
         err_v = (torch.cat(velocity).float() - v_g.float()).pow(2).flatten(1).mean(1)
         dims = x1[0].numel()
-        loss = adaptive_loss(err_u, self.norm_p, self.norm_c, dims) + adaptive_loss(
-            err_v, self.norm_p, self.norm_c, dims
-        )
+        loss = self.weighted(err_u, dims) + self.weighted(err_v, dims)
         info = {"mse_u": err_u.mean().detach(), "mse_v": err_v.mean().detach()}
         for name, which in (("mean", mean), ("flow", flow)):
             if which.stop > which.start:
                 info[f"mse_u_{name}"] = err_u[which].mean().detach()
         return loss.mean(), info
 
-    def sampling_spec(self) -> SamplingSpec:
-        return SamplingSpec(power_of_two=False, max_steps=None, fixed_d=None)
+    def sampling_rule(self) -> SamplingRule:
+        return SamplingRule(power_of_two=False, max_steps=None, fixed_d=None)

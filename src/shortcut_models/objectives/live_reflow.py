@@ -20,7 +20,7 @@ from shortcut_models.guidance import guided_velocity
 from shortcut_models.objectives.base import TrainingBatch, grid_times, interpolate, rows_of
 from shortcut_models.objectives.flow_matching import FlowMatching
 from shortcut_models.options import option
-from shortcut_models.sampling import SamplingSpec
+from shortcut_models.sampling import SamplingRule
 
 GENERATION_STEPS = 8
 
@@ -37,7 +37,7 @@ class LiveReflow(FlowMatching):
     # the last B - B/b (every image once)
     reference_batch_split: bool = option(False)
 
-    def targets(self, model, target_model, x1, y, generator) -> TrainingBatch:
+    def targets(self, model, target_net, x1, y, generator) -> TrainingBatch:
         n = x1.shape[0]
         nb = n // self.bootstrap_every
         if nb == 0:
@@ -77,5 +77,5 @@ class LiveReflow(FlowMatching):
             x = x + v.to(x.dtype) / GENERATION_STEPS
         return x
 
-    def sampling_spec(self) -> SamplingSpec:
-        return SamplingSpec(power_of_two=True, max_steps=self.denoise_timesteps, below_max_d=1.0)
+    def sampling_rule(self) -> SamplingRule:
+        return SamplingRule(power_of_two=True, max_steps=self.denoise_timesteps, below_max_d=1.0)

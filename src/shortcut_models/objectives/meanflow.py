@@ -29,15 +29,14 @@ from shortcut_models.guidance import conditional_pair
 from shortcut_models.objectives.base import (
     Objective,
     TrainingBatch,
-    TwinTargetEMA,
-    adaptive_loss,
     broadcast,
     flow_velocity,
     interpolate,
     rows_of,
 )
+from shortcut_models.objectives.mixins import AdaptiveWeight, LogitNormalTimes, TwinTargetEMA
 from shortcut_models.options import option
-from shortcut_models.sampling import SamplingSpec
+from shortcut_models.sampling import SamplingRule
 
 
 def time_derivative(
@@ -76,26 +75,22 @@ def time_derivative(
         )
 
 
-def logit_normal_steps(
-    n: int,
-    num_mean: int,
-    mu: float,
-    sigma: float,
-    generator: torch.Generator,
-    device: torch.device,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(t, d) of n rows: both ends of a step drawn logit-normal(mu, sigma) in MeanFlow's time
-    tau = 1 - t (noise at tau = 1), the step between them for the first `num_mean` rows and
-    d = 0 (an instantaneous velocity) for the rest."""
-    normal = torch.randn(2, n, generator=generator, device=device)
-    ends = torch.sigmoid(mu + sigma * normal)  # MeanFlow's tau in (0, 1)
-    tau_t, tau_r = ends.max(0).values, ends.min(0).values
-    tau_r = torch.cat([tau_r[:num_mean], tau_t[num_mean:]])
-    return 1.0 - tau_t, tau_t - tau_r
+@dataclass
+class JVPTangents:
+    """The option of objectives that take a JVP of the network (a mixin listed before the
+    objective's base class): MeanFlow, imf."""
+
+    tangents: str = option(
+        "hand",
+        "the JVP by hand-written tangent rules applied to the backbone's forward, torch.func.jvp "
+        "for a function without one (hand), or by torch.func.jvp throughout (autodiff; the same "
+        "numbers to rounding, slower)",
+        choices=("hand", "autodiff"),
+    )
 
 
 @dataclass
-class MeanFlow(TwinTargetEMA, Objective):
+class MeanFlow(TwinTargetEMA, JVPTangents, LogitNormalTimes, AdaptiveWeight, Objective):
     """Average-velocity targets from the MeanFlow identity, adaptive loss weighting, logit-normal
     times, CFG folded into the target (so 1-step sampling needs no guidance: sample with cfg 1).
     """
@@ -103,14 +98,11 @@ class MeanFlow(TwinTargetEMA, Objective):
     name = "meanflow"
     # The target differentiates the network in t, so t enters the sinusoids unscaled (as in the
     # paper's code): with DiT's t x 1000, d_t u is dominated by fast features and the target is
-    # noise. Measured on checkerboard, 4,000 steps: 1-step sliced W2 0.63 (x1000) -> 0.14 (x1).
+    # noise (benchmarks/results/code_notes.md).
     time_scale = 1.0
 
     mean_fraction: float = option(0.25, "share of rows with r != t (the paper's best, Table 1a)")
-    time_mu: float = option(-0.4)  # logit-normal time sampling (the paper's best for DiT-B/4)
-    time_sigma: float = option(1.0)
-    norm_p: float = option(1.0)
-    norm_c: float = option(1e-3)
+    norm_p: float = option(1.0)  # the paper's adaptive weighting (time_mu -0.4, time_sigma 1)
     cfg_omega: float = option(1.0, "CFG scale folded into the target velocity (1: none)")
     cfg_kappa: float = option(0.0, "the paper's CFG mixing scale kappa")
     jvp_ema: bool = option(
@@ -122,25 +114,15 @@ class MeanFlow(TwinTargetEMA, Objective):
         "gradient) instead of a second forward",
     )
 
-    tangents: str = option(
-        "hand",
-        "the JVP by hand-written tangent rules applied to the backbone's forward, torch.func.jvp "
-        "for a function without one (hand), or by torch.func.jvp throughout (autodiff; the same "
-        "numbers to rounding, slower)",
-        choices=("hand", "autodiff"),
-    )
-
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0.0 <= self.mean_fraction <= 1.0:
             raise UsageError(f"mean_fraction must be in [0, 1], got {self.mean_fraction}")
-        if self.time_sigma <= 0 or self.norm_c <= 0 or self.norm_p < 0:
-            raise UsageError("time_sigma and norm_c must be positive and norm_p >= 0")
 
     def times(self, n: int, generator: torch.Generator, device: torch.device):
         """(t, d): the first round(n * mean_fraction) rows get an interval, the rest d = 0."""
         num_mean = round(n * self.mean_fraction)
-        return logit_normal_steps(n, num_mean, self.time_mu, self.time_sigma, generator, device)
+        return self.logit_normal_steps(n, num_mean, generator, device)
 
     def loss(
         self,
@@ -164,17 +146,17 @@ class MeanFlow(TwinTargetEMA, Objective):
     def targets(
         self,
         model: nn.Module,
-        target_model: nn.Module,
+        target_net: nn.Module,
         x1: torch.Tensor,
         y: torch.Tensor | None,
         generator: torch.Generator,
     ) -> TrainingBatch:
-        return self.batch(model, target_model, x1, y, generator, predict=False)[0]
+        return self.batch(model, target_net, x1, y, generator, predict=False)[0]
 
     def batch(
         self,
         model: nn.Module,
-        target_model: nn.Module,
+        target_net: nn.Module,
         x1: torch.Tensor,
         y: torch.Tensor | None,
         generator: torch.Generator,
@@ -187,9 +169,9 @@ class MeanFlow(TwinTargetEMA, Objective):
         x0 = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
         x_t, v = interpolate(x0, x1, t), flow_velocity(x0, x1)
         y_in = self.drop_labels(y, generator)
-        net = target_model if self.jvp_ema else model
+        net = target_net if self.jvp_ema else model
         with torch.no_grad():
-            v = self.guided_velocity(unwrap(net), x_t, t, v, y_in)
+            v = self.cfg_target_velocity(unwrap(net), x_t, t, v, y_in)
         # the JVP only where d != 0 (the first rows): elsewhere d * du/dt is zero and the
         # target is v
         num_mean = round(n * self.mean_fraction)
@@ -210,7 +192,7 @@ class MeanFlow(TwinTargetEMA, Objective):
         batch = TrainingBatch(x_t=x_t, t=t, d=d, y=y_in, target=torch.cat(targets), groups=groups)
         return batch, torch.cat(predictions) if predict else None
 
-    def guided_velocity(
+    def cfg_target_velocity(
         self,
         net: nn.Module,
         x_t: torch.Tensor,
@@ -243,7 +225,7 @@ class MeanFlow(TwinTargetEMA, Objective):
                 if rows.stop > rows.start
             }
         )
-        return adaptive_loss(err, self.norm_p, self.norm_c, pred[0].numel()).mean(), info
+        return self.weighted(err, pred[0].numel()).mean(), info
 
-    def sampling_spec(self) -> SamplingSpec:
-        return SamplingSpec(power_of_two=False, max_steps=None, fixed_d=None)
+    def sampling_rule(self) -> SamplingRule:
+        return SamplingRule(power_of_two=False, max_steps=None, fixed_d=None)

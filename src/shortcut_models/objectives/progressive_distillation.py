@@ -36,7 +36,7 @@ from shortcut_models.objectives.teacher import (
     load_teacher,
 )
 from shortcut_models.options import option
-from shortcut_models.sampling import SamplingSpec
+from shortcut_models.sampling import SamplingRule
 
 CLIP = 4.0
 
@@ -95,7 +95,7 @@ class ProgressiveDistillation(Objective):
             self.teacher_phase = int(tensors["phase"])
 
     @torch.no_grad()
-    def targets(self, model, target_model, x1, y, generator) -> TrainingBatch:
+    def targets(self, model, target_net, x1, y, generator) -> TrainingBatch:
         n = x1.shape[0]
         steps = self.student_steps()
         t = torch.randint(0, steps, (n,), generator=generator, device=x1.device).float() / steps
@@ -130,6 +130,6 @@ class ProgressiveDistillation(Objective):
     def constant_d(self, n: int, like: torch.Tensor) -> torch.Tensor:
         return torch.full((n,), 1.0 / self.denoise_timesteps, device=like.device)
 
-    def sampling_spec(self) -> SamplingSpec:
+    def sampling_rule(self) -> SamplingRule:
         fixed = None if self.step_input else 1.0 / self.denoise_timesteps
-        return SamplingSpec(power_of_two=True, max_steps=self.denoise_timesteps, fixed_d=fixed)
+        return SamplingRule(power_of_two=True, max_steps=self.denoise_timesteps, fixed_d=fixed)

@@ -25,7 +25,7 @@ from shortcut_models.objectives.base import (
 )
 from shortcut_models.objectives.teacher import initialise_student, load_teacher
 from shortcut_models.options import option
-from shortcut_models.sampling import SamplingSpec
+from shortcut_models.sampling import SamplingRule
 
 PAIRS_FORMAT = "shortcut-models-pairs/1"
 
@@ -70,7 +70,7 @@ class Reflow(Objective):
         if self.init_from_teacher:
             initialise_student(context, load_teacher(meta["teacher"], context, self.name))
 
-    def targets(self, model, target_model, x1, y, generator) -> TrainingBatch:
+    def targets(self, model, target_net, x1, y, generator) -> TrainingBatch:
         n = x1.shape[0]
         count = len(self.stored["x0"])
         index = torch.randint(0, count, (n,), generator=generator, device=x1.device)
@@ -81,5 +81,5 @@ class Reflow(Objective):
         batch.groups = {"reflow": slice(0, n)}
         return batch
 
-    def sampling_spec(self) -> SamplingSpec:
-        return SamplingSpec(fixed_d=1.0 / self.denoise_timesteps)
+    def sampling_rule(self) -> SamplingRule:
+        return SamplingRule(fixed_d=1.0 / self.denoise_timesteps)

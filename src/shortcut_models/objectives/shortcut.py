@@ -1,10 +1,10 @@
 """Shortcut models (Frans et al., 2024): flow matching plus self-consistency across step sizes.
 
-Where we differ from the reference by default (each with an option that restores it; the README's
-table of differences says why): the bootstrap and flow rows are disjoint parts of the batch
-(`reference_batch_split`), their noise and times are drawn independently, and with fewer
-bootstrap rows than step levels the rows' levels rotate with the step so every level is trained
-(`rotate_levels`; the reference puts them all at level 0, its issue #11).
+Where we differ from the reference by default (each with an option that restores it; the table
+of differences in docs/fidelity.md says why): the bootstrap and flow rows are disjoint parts of
+the batch (`reference_batch_split`), their noise and times are drawn independently, and with
+fewer bootstrap rows than step levels the rows' levels rotate with the step so every level is
+trained (`rotate_levels`; the reference puts them all at level 0, its issue #11).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from shortcut_models.errors import UsageError
 from shortcut_models.guidance import guided_velocity
 from shortcut_models.objectives.base import (
     TrainingBatch,
-    TwinTargetEMA,
     broadcast,
     grid_times,
     interpolate,
@@ -27,8 +26,9 @@ from shortcut_models.objectives.base import (
     rows_of,
 )
 from shortcut_models.objectives.flow_matching import FlowMatching
+from shortcut_models.objectives.mixins import TwinTargetEMA
 from shortcut_models.options import option
-from shortcut_models.sampling import SamplingSpec
+from shortcut_models.sampling import SamplingRule
 
 log = logs.get(__name__)
 
@@ -144,7 +144,7 @@ class Shortcut(TwinTargetEMA, FlowMatching):
     def targets(
         self,
         model: nn.Module,
-        target_model: nn.Module,
+        target_net: nn.Module,
         x1: torch.Tensor,
         y: torch.Tensor | None,
         generator: torch.Generator,
@@ -157,12 +157,14 @@ class Shortcut(TwinTargetEMA, FlowMatching):
                 f"with bootstrap_every={self.bootstrap_every}"
             )
         flow_rows = slice(0, n - nb) if self.reference_batch_split else slice(nb, n)
-        teacher = target_model if self.bootstrap_ema else model
+        bootstrap_net = target_net if self.bootstrap_ema else model
         w_boot = self.guidance_scales(nb, generator, x1.device) if self.guided else None
-        boot = self.bootstrap_part(teacher, x1[:nb], rows_of(y, slice(0, nb)), generator, w_boot)
+        boot = self.bootstrap_part(
+            bootstrap_net, x1[:nb], rows_of(y, slice(0, nb)), generator, w_boot
+        )
         flow = self.flow_part(x1[flow_rows], rows_of(y, flow_rows), generator)
         if self.guided:
-            flow = self.guided_targets(teacher, flow, generator)
+            flow = self.guided_targets(bootstrap_net, flow, generator)
         return TrainingBatch(
             x_t=torch.cat([boot.x_t, flow.x_t]),
             t=torch.cat([boot.t, flow.t]),
@@ -182,10 +184,10 @@ class Shortcut(TwinTargetEMA, FlowMatching):
 
     @torch.no_grad()
     def guided_targets(
-        self, teacher: nn.Module, flow: TrainingBatch, generator: torch.Generator
+        self, bootstrap_net: nn.Module, flow: TrainingBatch, generator: torch.Generator
     ) -> TrainingBatch:
         """Intrinsic guidance on the flow rows: a row with a kept label and scale w regresses
-        onto the guided velocity w v + (1 - w) u_null, u_null the teacher's unconditional
+        onto the guided velocity w v + (1 - w) u_null, u_null the bootstrap network's unconditional
         output there (w = 1 for rows whose label was dropped: plain flow matching). Bootstrap
         rows pass w to both half steps, so guidance enters once, at the finest level, and is
         carried, not re-applied, up the levels (no compounding)."""
@@ -193,7 +195,9 @@ class Shortcut(TwinTargetEMA, FlowMatching):
         kept = flow.y != self.null_class
         w = torch.where(kept, self.guidance_scales(kept.shape[0], generator, kept.device), 1.0)
         null = torch.full_like(flow.y, self.null_class)
-        u_null = teacher(flow.x_t, flow.t, flow.d, null, w=torch.ones_like(w)).to(flow.target.dtype)
+        u_null = bootstrap_net(flow.x_t, flow.t, flow.d, null, w=torch.ones_like(w)).to(
+            flow.target.dtype
+        )
         wb = broadcast(w, flow.target)
         flow.target = wb * flow.target + (1 - wb) * u_null
         flow.w = w
@@ -202,7 +206,7 @@ class Shortcut(TwinTargetEMA, FlowMatching):
     @torch.no_grad()
     def bootstrap_part(
         self,
-        teacher: nn.Module,
+        bootstrap_net: nn.Module,
         x1: torch.Tensor,
         y: torch.Tensor | None,
         generator: torch.Generator,
@@ -227,13 +231,13 @@ class Shortcut(TwinTargetEMA, FlowMatching):
         t = grid_times(nb, sections, generator, x1.device)
         d = 1.0 / sections
         x_t = interpolate(self.noise(x1, generator), x1, t)
-        target = self.bootstrap_target(teacher, x_t, t, d, y, w)
+        target = self.bootstrap_target(bootstrap_net, x_t, t, d, y, w)
         return TrainingBatch(x_t=x_t, t=t, d=d, y=y, target=target, w=w)
 
     @torch.no_grad()
     def bootstrap_target(
         self,
-        teacher: nn.Module,
+        bootstrap_net: nn.Module,
         x_t: torch.Tensor,
         t: torch.Tensor,
         d: torch.Tensor,
@@ -241,16 +245,17 @@ class Shortcut(TwinTargetEMA, FlowMatching):
         w: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The self-consistency target of rows at (x_t, t) with step d: two half steps of the
-        teacher, clipped, averaged (CFG in the first nb // log2(M) rows with bootstrap_cfg)."""
+        bootstrap network, clipped, averaged (CFG in the first nb // log2(M) rows with
+        bootstrap_cfg)."""
         half = d / 2
         use_cfg = self.bootstrap_cfg and y is not None and self.num_classes > 0
         num_guided = x_t.shape[0] // self.num_levels if use_cfg else 0
 
         def velocity(x: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
             if w is not None:
-                return teacher(x, at, half, y, w=w).to(x.dtype)
+                return bootstrap_net(x, at, half, y, w=w).to(x.dtype)
             return guided_velocity(
-                teacher, x, at, half, y, self.bootstrap_cfg_scale, self.null_class, num_guided
+                bootstrap_net, x, at, half, y, self.bootstrap_cfg_scale, self.null_class, num_guided
             ).to(x.dtype)
 
         v1 = velocity(x_t, t)
@@ -258,8 +263,8 @@ class Shortcut(TwinTargetEMA, FlowMatching):
         v2 = velocity(x_mid, t + half)
         return torch.clamp((v1 + v2) / 2, -CLIP, CLIP)
 
-    def sampling_spec(self) -> SamplingSpec:
-        return SamplingSpec(power_of_two=True, max_steps=self.denoise_timesteps, fixed_d=None)
+    def sampling_rule(self) -> SamplingRule:
+        return SamplingRule(power_of_two=True, max_steps=self.denoise_timesteps, fixed_d=None)
 
 
 @dataclass

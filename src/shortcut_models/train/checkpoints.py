@@ -72,7 +72,7 @@ class OptimizerState:
 
 
 class CheckpointManager:
-    """The run's stateful parts by name (`parts`: the model, its weight averages, the optimizer,
+    """The run's stateful parts by name (`parts`: the model, its EMAs, the optimizer,
     the objective, the metrics log, the plan), saved together and restored by name. Every
     process calls `save` (gathering FSDP weights is collective); rank 0 writes."""
 

@@ -56,6 +56,15 @@ class MetricsLog:
         self.sums = torch.tensor(values, dtype=self.dtype, device=self.device) if values else None
         self.count, self.seconds = int(state["count"]), float(state["seconds"])
 
+    def load_legacy(self, partial: dict) -> None:
+        """The sums an older checkpoint kept as JSON metadata ({sums, count, seconds})."""
+        wide = torch.float64
+        sums = partial["sums"].items()
+        state = {f"sum.{i:03d}.{k}": torch.tensor(v, dtype=wide) for i, (k, v) in enumerate(sums)}
+        state["count"] = torch.tensor(partial["count"])
+        state["seconds"] = torch.tensor(partial["seconds"], dtype=wide)
+        self.load_state_dict(state)
+
     def truncate(self, step: int) -> None:
         """Drop records past the checkpoint, so a resumed log reads like an uninterrupted one."""
         if not self.path.exists():

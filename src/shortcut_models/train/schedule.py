@@ -1,16 +1,15 @@
-"""The learning rate as a pure function of the step, and the run's length: the one place where
-`--steps` and `--minutes` decide how many steps a run trains (`WallClockPlan`)."""
+"""The run's length: the one place where `--steps` and `--minutes` decide how many steps a run
+trains (`WallClockPlan`)."""
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 
 import torch
 
 from shortcut_models import distributed
-from shortcut_models.config import Optimisation, Training
+from shortcut_models.config import Training
 from shortcut_models.distributed import Dist
 
 # A wall-clock budget is turned into a step count once the steps after the first PLAN_SKIP
@@ -19,17 +18,6 @@ from shortcut_models.distributed import Dist
 PLAN_SKIP = 3
 PLAN_STEPS = 20
 PLAN_SECONDS = 15.0
-
-
-def learning_rate(optimisation: Optimisation, step: int, total_steps: int | None) -> float:
-    """Linear warm-up, then constant or cosine decay to zero at `total_steps` (None: a
-    wall-clock budget not planned yet, and the cosine is held at its start)."""
-    warmup = optimisation.warmup_steps
-    scale = min(1.0, (step + 1) / warmup) if warmup else 1.0
-    if optimisation.lr_schedule == "cosine" and total_steps is not None:
-        progress = max(0, step - warmup) / max(1, total_steps - warmup)
-        scale *= 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return optimisation.lr * scale
 
 
 @dataclass(frozen=True)

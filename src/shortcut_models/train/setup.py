@@ -11,12 +11,13 @@ from torch import nn
 
 from shortcut_models import logs, parallel
 from shortcut_models.checkpoint import Checkpoint
-from shortcut_models.config import RunOptions, TrainConfig
+from shortcut_models.config import TrainConfig
 from shortcut_models.data import DataSource
 from shortcut_models.devices import channels_last
 from shortcut_models.distributed import Dist
 from shortcut_models.ema import make_ema
 from shortcut_models.errors import UsageError
+from shortcut_models.execution import RunOptions
 from shortcut_models.factory import (
     build_data,
     build_model_for,
@@ -37,7 +38,7 @@ class Networks:
     model: nn.Module  # the trained weights
     ema: nn.Module  # what sampling uses by default
     target_ema: nn.Module | None  # the twin EMA that computes targets, if the objective has one
-    averages: list[tuple[nn.Module, float]]  # every weight average with its decay
+    emas: list[tuple[nn.Module, float]]  # every EMA with its decay (the evaluated one, then a twin)
     net: nn.Module  # what the step calls: the model behind DDP / FSDP and compile
     target_net: nn.Module  # what targets are computed with (the twin EMA, or the EMA)
 
@@ -65,10 +66,10 @@ def build_networks(
         options.memory_format, device, autocast
     ):
         model = model.to(memory_format=torch.channels_last)  # the EMA copies follow
-    if options.activation_checkpointing:
-        if not hasattr(model, "checkpoint_activations"):
-            raise UsageError(f"activation checkpointing needs a DiT, not {config.backbone.name}")
-        model.checkpoint_activations = True
+    if options.recompute_activations:
+        if not hasattr(model, "recompute_activations"):
+            raise UsageError(f"recomputing activations needs a DiT, not {config.backbone.name}")
+        model.recompute_activations = True
     ema = make_ema(model)
     if checkpoint is None and config.training.init_from:
         step = initialise_from(config, data, [model, ema])
@@ -86,19 +87,19 @@ def build_networks(
         load_run=load_run,
     )
     objective.attach(context)
-    averages = [(ema, config.optimisation.ema_decay)]
+    emas = [(ema, config.optimisation.ema_decay)]
     target_ema = None
     if objective.twin_ema_decay() > 0:
         target_ema = make_ema(ema)
         if checkpoint is not None:
             checkpoint.load_weights(target_ema, "target_ema")
-        averages.append((target_ema, objective.twin_ema_decay()))
-    copies = [average for average, _ in averages]
+        emas.append((target_ema, objective.twin_ema_decay()))
+    copies = [average for average, _ in emas]
     net = parallel.distribute(model, copies, dist, device, options.fsdp)
     target_net = target_ema or ema
     if options.compile:
         net, target_net = torch.compile(net), torch.compile(target_net)
-    return Networks(data, objective, model, ema, target_ema, averages, net, target_net)
+    return Networks(data, objective, model, ema, target_ema, emas, net, target_net)
 
 
 def _warn_if_files_changed(checkpoint: Checkpoint, data: DataSource, config: TrainConfig) -> None:

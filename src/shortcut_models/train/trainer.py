@@ -1,6 +1,6 @@
-"""The training loop: `train_step` (micro-batches, backward, clipping, AdamW, weight averages)
-and `run` (log, save, plan a wall-clock budget, stop on signals). Checkpoints, metrics, the
-schedule and the non-finite watch live in the sibling modules.
+"""The training loop: `train_step` (micro-batches, backward, clipping, AdamW and its learning
+rate, the EMAs) and `run` (log, save, plan a wall-clock budget, stop on signals). Checkpoints,
+metrics, the run's length and the non-finite watch live in the sibling modules.
 
 A step's global batch is split into world_size x grad_accum micro-batches, and micro-batch j draws
 its noise and times from its own generator (seed, step, j). So the numbers depend on the global
@@ -11,17 +11,19 @@ train exactly as 1 process accumulating 2 micro-batches (tested), up to float su
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 
 from shortcut_models import distributed, parallel
-from shortcut_models.config import RunOptions, TrainConfig
+from shortcut_models.config import Optimisation, TrainConfig
 from shortcut_models.data import DataSource, DataSpec
 from shortcut_models.devices import autocast, resolve_device, resolve_precision
 from shortcut_models.ema import update_ema
 from shortcut_models.errors import TrainingError, UsageError
+from shortcut_models.execution import RunOptions
 from shortcut_models.files import prepare_out_dir
 from shortcut_models.locking import LOCK_NAME, FolderLock, undo_new_files
 from shortcut_models.seeding import OBJECTIVE, step_generator
@@ -30,18 +32,18 @@ from shortcut_models.train.checkpoints import CheckpointManager, NetworkState, O
 from shortcut_models.train.health import NonFiniteWatch
 from shortcut_models.train.metrics import MetricsLog
 from shortcut_models.train.result import TrainResult
-from shortcut_models.train.schedule import Plan, WallClockPlan, learning_rate
+from shortcut_models.train.schedule import Plan, WallClockPlan
 from shortcut_models.train.setup import build_networks
 from shortcut_models.train.signals import StopSignals
 
 LOG_PARTIAL = "log_partial"  # older checkpoints kept the log's sums as JSON metadata
 
 
-AVERAGES = ("ema", "target_ema")  # checkpoint part names of the weight averages, in order
+EMA_PARTS = ("ema", "target_ema")  # checkpoint part names of the EMAs, in order
 
 
 class Trainer:
-    """Owns the network, its weight averages and the optimizer for one run folder."""
+    """Owns the network, its EMAs and the optimizer for one run folder."""
 
     def __init__(
         self,
@@ -99,7 +101,7 @@ class Trainer:
         self.data, self.objective = nets.data, nets.objective
         self.model, self.ema, self.target_ema = nets.model, nets.ema, nets.target_ema
         self.net, self.target_net = nets.net, nets.target_net
-        self.averages = nets.averages  # (weight average, decay), each updated after a step
+        self.emas = nets.emas  # (EMA, decay), each updated after a step
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(),
             lr=config.optimisation.lr,
@@ -121,7 +123,7 @@ class Trainer:
         parts.update(
             {
                 name: NetworkState(net, fsdp)
-                for name, (net, _) in zip(AVERAGES, self.averages, strict=False)
+                for name, (net, _) in zip(EMA_PARTS, self.emas, strict=False)
             }
         )
         parts.update(
@@ -136,7 +138,7 @@ class Trainer:
             self.checkpoints.restore(checkpoint, ("optimizer", "objective"))
             self.plan.load_state_dict(checkpoint.tensors("plan"), checkpoint.config.training.steps)
             if LOG_PARTIAL in checkpoint.extra:  # written before the log was a part
-                self.log.load_state_dict(_log_state(json.loads(checkpoint.extra[LOG_PARTIAL])))
+                self.log.load_legacy(json.loads(checkpoint.extra[LOG_PARTIAL]))
             else:
                 self.checkpoints.restore(checkpoint, ("log",))
             if self.dist.is_main:
@@ -187,10 +189,10 @@ class Trainer:
         if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP
             grad_norm = grad_norm.full_tensor()
         self.optimizer.step()
-        for average, decay in self.averages:
+        for ema, decay in self.emas:
             if fsdp:
-                average.reshard()  # a no-grad forward leaves the root's weights gathered
-            update_ema(average, self.model, decay)
+                ema.reshard()  # a no-grad forward leaves the root's weights gathered
+            update_ema(ema, self.model, decay)
         self.step += 1
         self.watch.observe(self.step, totals["loss"], grad_norm)
         return {"loss": totals.pop("loss"), "grad_norm": grad_norm, **dict(sorted(totals.items()))}
@@ -291,14 +293,12 @@ class Trainer:
         return TrainResult(self.step, status, path, signals.signum)
 
 
-def _log_state(partial: dict) -> dict[str, torch.Tensor]:
-    """An older checkpoint's JSON log sums as the log's `state_dict`."""
-    state = {
-        f"sum.{i:03d}.{name}": torch.tensor(value, dtype=torch.float64)
-        for i, (name, value) in enumerate(partial["sums"].items())
-    }
-    return {
-        **state,
-        "count": torch.tensor(partial["count"]),
-        "seconds": torch.tensor(float(partial["seconds"]), dtype=torch.float64),
-    }
+def learning_rate(optimisation: Optimisation, step: int, total_steps: int | None) -> float:
+    """Linear warm-up, then constant or cosine decay to zero at `total_steps` (None: a
+    wall-clock budget not planned yet, and the cosine is held at its start)."""
+    warmup = optimisation.warmup_steps
+    scale = min(1.0, (step + 1) / warmup) if warmup else 1.0
+    if optimisation.lr_schedule == "cosine" and total_steps is not None:
+        progress = max(0, step - warmup) / max(1, total_steps - warmup)
+        scale *= 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return optimisation.lr * scale

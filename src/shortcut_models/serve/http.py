@@ -1,4 +1,5 @@
-"""`shortcut serve`: a local web page to see the step budgets of one checkpoint side by side.
+"""The playground's HTTP server: the page, its API, and the limits that make it safe to leave
+running.
 
 The model loads once; requests are served one at a time (a lock queues concurrent clicks). The
 page is plain HTML and JavaScript from the standard library's HTTP server, no build step. Bad
@@ -12,110 +13,27 @@ goes away mid-answer is a debug line, and every response is bounded in size.
 
 from __future__ import annotations
 
-import base64
-import io
 import ipaddress
 import json
 import socket
 import sys
-import tempfile
 import threading
-import time
 from collections.abc import Iterable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-import torch
-
 from shortcut_models import logs
-from shortcut_models.data.images import to_uint8
 from shortcut_models.errors import UsageError
-from shortcut_models.evaluation.generation import generate
-from shortcut_models.factory import load_run
-from shortcut_models.image_io import grid
-from shortcut_models.plots import scatter_panels
-from shortcut_models.sampling import STEP_BUDGETS
+from shortcut_models.serve.page import PAGE
+from shortcut_models.serve.playground import MAX_CLASS_NAMES, Playground
 
 log = logs.get(__name__)
 
-MAX_COUNT = 64
 MAX_CONNECTIONS = 128  # open connections at once; more are closed at once (a thread each)
 TIMEOUT_S = 10.0  # a connection idle or unfinished this long is closed
-MAX_CLASS_NAMES = 1000  # /api/info lists at most this many; /api/classes pages through the rest
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
-
-
-class Playground:
-    """One loaded run and what a page may ask of it."""
-
-    def __init__(
-        self, ckpt: str | Path, device: torch.device | str = "cpu", weights: str | None = None
-    ) -> None:
-        self.run = load_run(ckpt, weights, device)
-        spec = self.run.objective.sampling_spec()
-        self.steps = [n for n in STEP_BUDGETS if spec.allows(n)]
-        self.lock = threading.Lock()
-
-    def info(self) -> dict[str, Any]:
-        data = self.run.spec
-        names = data.class_names or [str(c) for c in range(data.num_classes)]
-        config = self.run.checkpoint.config
-        return {
-            "run": str(self.run.checkpoint.path.parent),
-            "objective": config.objective.name,
-            "backbone": config.backbone.name,
-            "kind": data.kind,
-            "steps": self.steps,
-            "num_classes": len(names),
-            "classes": names[:MAX_CLASS_NAMES],  # bounded: /api/classes pages through the rest
-            "max_count": MAX_COUNT,
-        }
-
-    def classes(self, start: int, count: int) -> dict[str, Any]:
-        """Class names [start, start + count), count at most MAX_CLASS_NAMES."""
-        data = self.run.spec
-        names = data.class_names or [str(c) for c in range(data.num_classes)]
-        if start < 0 or not 1 <= count <= MAX_CLASS_NAMES:
-            raise UsageError(f"start must be >= 0 and count in 1..{MAX_CLASS_NAMES}")
-        return {"start": start, "classes": names[start : start + count], "total": len(names)}
-
-    def generate(self, steps: int, label: int | None, cfg: float, seed: int, count: int) -> dict:
-        """A PNG (grid of images, or a scatter plot of vectors) and the milliseconds it took."""
-        data = self.run.spec
-        if steps not in self.steps:
-            raise UsageError(f"steps must be one of {self.steps}, got {steps}")
-        if not 1 <= count <= MAX_COUNT:
-            raise UsageError(f"count must be in 1..{MAX_COUNT}, got {count}")
-        if not 0 <= seed < 2**63:
-            raise UsageError(f"seed must be in [0, 2^63), got {seed}")
-        labels = None
-        if data.num_classes:
-            if label is not None and not 0 <= label < data.num_classes:
-                raise UsageError(f"class must be in 0..{data.num_classes - 1}, got {label}")
-            classes = torch.arange(count) % data.num_classes
-            labels = classes if label is None else torch.full((count,), label)
-        elif label is not None or cfg != 1.0:
-            raise UsageError("this model is unconditional: class and cfg do not apply")
-        if not (0.0 <= cfg <= 20.0):
-            raise UsageError(f"cfg must be in [0, 20], got {cfg}")
-        with self.lock:  # one at a time: concurrent requests queue here
-            tick = time.perf_counter()
-            x = generate(
-                self.run.model,
-                self.run.objective,
-                data.shape,
-                count,
-                steps,
-                seed=seed,
-                labels=labels,
-                cfg_scale=cfg,
-            )
-            ms = 1000 * (time.perf_counter() - tick)
-        png = _png_of(x, data.kind)
-        return {"image": "data:image/png;base64," + base64.b64encode(png).decode(), "ms": ms}
 
 
 def is_loopback(host: str) -> bool:
@@ -303,86 +221,3 @@ def _query(text: str) -> dict[str, Any]:
         }
     except ValueError as exc:
         raise UsageError(f"bad parameter value ({exc})") from None
-
-
-def _png_of(x: torch.Tensor, kind: str) -> bytes:
-    if kind == "vector":
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "points.png"
-            scatter_panels({"samples": x}, path)
-            return path.read_bytes()
-    from PIL import Image
-
-    images = to_uint8(x)
-    array = grid(images, ncol=min(8, len(images)))
-    buffer = io.BytesIO()
-    Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>shortcut playground</title>
-<style>
-body { font-family: sans-serif; margin: 1.5em; }
-.panels { display: flex; gap: 2em; }
-.panel img { image-rendering: pixelated; width: 384px; border: 1px solid #ccc; }
-label { margin-right: 1em; }
-#error { color: #b00; }
-</style></head>
-<body>
-<h2>shortcut playground <small id="what"></small></h2>
-<div>
-  <label>class <select id="class"><option value="all">all, in turn</option></select></label>
-  <label>CFG <input id="cfg" type="number" value="1" step="0.5" min="0" max="20"></label>
-  <label>seed <input id="seed" type="number" value="0" min="0"></label>
-  <label>samples <input id="count" type="number" value="16" min="1"></label>
-</div>
-<p id="error"></p>
-<div class="panels">
-  <div class="panel">
-    <label>steps <input id="slider-a" type="range" min="0" value="0">
-      <b id="steps-a"></b></label>
-    <div><img id="img-a" alt="samples A"></div><div><span id="ms-a"></span></div>
-  </div>
-  <div class="panel">
-    <label>steps <input id="slider-b" type="range" min="0" value="0">
-      <b id="steps-b"></b></label>
-    <div><img id="img-b" alt="samples B"></div><div><span id="ms-b"></span></div>
-  </div>
-</div>
-<script>
-let steps = [1];
-const $ = (id) => document.getElementById(id);
-async function show(side) {
-  const n = steps[$("slider-" + side).value];
-  $("steps-" + side).textContent = n + (n === 1 ? " step" : " steps");
-  const query = new URLSearchParams({steps: n, class: $("class").value, cfg: $("cfg").value,
-    seed: $("seed").value, count: $("count").value});
-  const answer = await fetch("/api/generate?" + query);
-  const body = await answer.json();
-  if (!answer.ok) { $("error").textContent = body.error; return; }
-  $("error").textContent = "";
-  $("img-" + side).src = body.image;
-  $("ms-" + side).textContent = body.ms.toFixed(1) + " ms";
-}
-async function both() { await show("a"); await show("b"); }
-(async () => {
-  const info = await (await fetch("/api/info")).json();
-  steps = info.steps;
-  $("what").textContent = info.objective + ", " + info.backbone;
-  for (const [i, name] of info.classes.entries()) {
-    const option = document.createElement("option"); option.value = i;
-    option.textContent = name; $("class").appendChild(option);
-  }
-  if (!info.classes.length) { $("class").disabled = true; $("cfg").disabled = true; }
-  for (const side of ["a", "b"]) {
-    $("slider-" + side).max = steps.length - 1;
-    $("slider-" + side).addEventListener("input", () => show(side));
-  }
-  $("slider-b").value = steps.length - 1;
-  for (const id of ["class", "cfg", "seed", "count"]) $(id).addEventListener("change", both);
-  await both();
-})();
-</script>
-</body></html>
-"""
