@@ -134,7 +134,7 @@ class Announcer:
         reference = self.scorer.images_to_reference(shape)
         count = options.num * len(self.budgets) + reference
         scoring = scoring_seconds(self.scorer, shape, count)
-        minutes = trainer.config.training.minutes
+        minutes = trainer.plan.minutes
         log.info(
             announcement(
                 self.device, self.precision, plan, minutes, self.budgets, options.num, seconds,

@@ -236,7 +236,7 @@ class Trainer:
 
     def _planned(self, plan: Plan) -> None:
         """Report a budget's step count, decided now (to `on_plan` where given, else a line)."""
-        minutes = self.config.training.minutes
+        minutes = self.plan.minutes
         if minutes > 0:
             self.log.bar.total = plan.steps
             self.log.bar.refresh()
