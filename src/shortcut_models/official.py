@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from shortcut_models.errors import UsageError
+from shortcut_models.numpy_pickle import NUMPY_NAMES
 
 # the official README's models: hidden size -> heads (DiT-B and DiT-XL; the others of DiT's table)
 HEADS_BY_HIDDEN = {384: 6, 768: 12, 1024: 16, 1152: 16}
@@ -52,14 +53,8 @@ def _jax_array(fun: Any, args: tuple, array_state: Any, aval_state: Any) -> np.n
     return value
 
 
-_RECONSTRUCT = np.ndarray.__reduce__(np.zeros(1))[0]  # numpy's own, whatever its module path
-_SCALAR = np.float32(0).__reduce__()[0]
-_MULTIARRAY = ("numpy.core.multiarray", "numpy._core.multiarray")  # numpy 1 and 2 names
 ALLOWED: dict[tuple[str, str], Any] = {
-    **{(m, "_reconstruct"): _RECONSTRUCT for m in _MULTIARRAY},
-    **{(m, "scalar"): _SCALAR for m in _MULTIARRAY},
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
+    **NUMPY_NAMES,
     ("collections", "OrderedDict"): dict,
     ("flax.core.frozen_dict", "FrozenDict"): _frozen_dict,
     ("jax._src.array", "_reconstruct_array"): _jax_array,

@@ -4,7 +4,6 @@ Fashion-MNIST (from Debian's dataset-fashion-mnist), padded to 32x32 so every pa
 from __future__ import annotations
 
 import gzip
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ import torch
 from shortcut_models.data.images import ImageData
 from shortcut_models.downloads import MNIST_FILE, wheel_file
 from shortcut_models.errors import UsageError
+from shortcut_models.numpy_pickle import NumpyUnpickler
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_HINT = "apt-get install dataset-fashion-mnist"
@@ -20,8 +20,9 @@ FASHION_HINT = "apt-get install dataset-fashion-mnist"
 
 def load_mnist_arrays(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     """uint8 images (N, 28, 28) and int64 labels. train = 60k (train + valid), test = 10k."""
-    with gzip.open(wheel_file(MNIST_FILE)) as handle:
-        train, valid, test = pickle.load(handle, encoding="latin1")
+    path = wheel_file(MNIST_FILE)  # its SHA-256 checked on every use
+    with gzip.open(path) as handle:  # a pickle: read with numpy's rebuilders only
+        train, valid, test = NumpyUnpickler(handle, str(path), encoding="latin1").load()
     parts = [train, valid] if split == "train" else [test]
     images = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])
