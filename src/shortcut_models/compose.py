@@ -16,7 +16,9 @@ from shortcut_models.config import (
     SECTIONS,
     SELECTIONS,
     TrainConfig,
+    leaves,
     merge,
+    replaces,
 )
 from shortcut_models.errors import UsageError
 from shortcut_models.execution import RunOptions
@@ -96,9 +98,6 @@ def compose_config(
         )
         tree = recipe_tree(recipe_name, objective, backbone, carry)
         tree.pop("run", None)
-        for key in ("objective", "backbone"):  # the name is the recipe's only where it names it
-            if "name" not in raw.get(key, {}):
-                tree[key].pop("name")
         layers.append((f"recipe {recipe_name}", tree))
         layers.append(("flag", {"training": {"recipe": recipe_name}}))
         description = describe(recipe_name, objective, backbone)
@@ -107,11 +106,10 @@ def compose_config(
     sources: dict[str, str] = {}
     for label, layer in layers:
         for key in SELECTIONS:
-            name, below = layer.get(key, {}).get("name"), tree.get(key, {}).get("name")
-            if name is not None and below is not None and name != below:
+            if replaces(tree.get(key, {}), layer.get(key, {})):
                 sources = {k: v for k, v in sources.items() if not k.startswith(f"{key}.")}
         tree = merge(tree, layer)
-        sources.update(dict.fromkeys(_keys(layer), label))
+        sources.update(dict.fromkeys(leaves(layer), label))
     config = TrainConfig.from_tree(tree)
     run_recipe = (
         recipe(config.training.recipe).tree.get("run", {}) if config.training.recipe else {}
@@ -121,18 +119,6 @@ def compose_config(
     sources.update({f"run.{k}": "flag" for k in run_flags})
     _implied_sources(config, sources)
     return Composed(config, run, sources, description)
-
-
-def _keys(layer: Mapping[str, Any]) -> list[str]:
-    """The section-qualified names a partial tree sets ("objective.name", "training.steps")."""
-    out = []
-    for key, values in layer.items():
-        for name, value in values.items():
-            if name == "options":
-                out += [f"{key}.{option}" for option in value]
-            else:
-                out.append(f"{key}.{name}")
-    return out
 
 
 def _implied_sources(config: TrainConfig, sources: dict[str, str]) -> None:

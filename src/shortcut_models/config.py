@@ -123,10 +123,8 @@ class Optimisation:
 
 
 SECTION_TYPES: dict[str, type] = {"training": Training, "optimisation": Optimisation}
-
-
+SECTIONS = tuple(SECTION_TYPES)
 SELECTIONS = ("data", "objective", "backbone")
-SECTIONS = ("training", "optimisation")
 
 
 @dataclass
@@ -156,6 +154,12 @@ def _selection(section: str, tree: Mapping[str, Any], objective: str) -> Selecti
     return Selection(name, backbone_options(name, {**wanted, **values}))
 
 
+def replaces(lower: Mapping[str, Any], upper: Mapping[str, Any]) -> bool:
+    """Whether selection `upper` ({name, options}) chooses another name than `lower` names:
+    then `lower`'s options are for something else and do not carry over."""
+    return "name" in lower and upper.get("name", lower["name"]) != lower["name"]
+
+
 def merge(lower: Mapping[str, Any], upper: Mapping[str, Any]) -> dict[str, Any]:
     """`upper` over `lower`, section by section (both partial trees as `TrainConfig.to_dict`
     writes them, `run` included). Where `upper` chooses another data set, objective or backbone
@@ -166,8 +170,8 @@ def merge(lower: Mapping[str, Any], upper: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in upper.items():
         if key in SELECTIONS:
             mine = dict(out.get(key, {}))
-            if "name" in mine and value.get("name", mine["name"]) != mine["name"]:
-                mine = {"name": value["name"]}  # options below named no one (None) carry
+            if replaces(mine, value):  # options below that named no one carry
+                mine = {"name": value["name"]}
             options = {**mine.get("options", {}), **value.get("options", {})}
             out[key] = {**mine, **{k: v for k, v in value.items() if k != "options"}}
             out[key]["options"] = options
@@ -208,7 +212,7 @@ class TrainConfig:
         objective = tree["objective"]["name"]
         chosen = {key: _selection(key, tree[key], objective) for key in SELECTIONS}
         sections = {}
-        for key, kind in (("training", Training), ("optimisation", Optimisation)):
+        for key, kind in SECTION_TYPES.items():
             values = tree.get(key, {})
             names = {f.name for f in dataclasses.fields(kind)}
             extra = sorted(set(values) - names)
@@ -239,12 +243,13 @@ class TrainConfig:
 
     def differences(self, other: TrainConfig) -> list[str]:
         """Section-qualified names of the settings whose values differ (`optimisation.lr`)."""
-        mine, theirs = _leaves(self.to_dict()), _leaves(other.to_dict())
+        mine, theirs = leaves(self.to_dict()), leaves(other.to_dict())
         return [key for key in {**mine, **theirs} if mine.get(key) != theirs.get(key)]
 
 
-def _leaves(tree: Mapping[str, Any]) -> dict[str, Any]:
-    """{"optimisation.lr": 1e-4, "backbone.name": "mlp", "backbone.depth": 3, ...}"""
+def leaves(tree: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings of a (partial) tree by section-qualified name: {"optimisation.lr": 1e-4,
+    "backbone.name": "mlp", "backbone.depth": 3, ...}"""
     out = {}
     for key, section in tree.items():
         for name, value in section.items():

@@ -161,7 +161,8 @@ def recipe_tree(name: str, objective: str, backbone: str, carry: bool = False) -
     options it sets for its own objective and backbone. Where the run trains another objective
     or backbone than the recipe names, the recipe's own options for it do not carry over;
     with `carry` (a comparison) an objective keeps those it also has (cpu-small's online
-    bootstrap targets reach ism)."""
+    bootstrap targets reach ism). A section names the run's objective or backbone only where the
+    recipe names one, so that the recipe is not the source of a name it leaves to the defaults."""
     found = recipe(name)
     tree = copy.deepcopy(found.tree)
     own = tree.get("objective", {})
@@ -171,12 +172,12 @@ def recipe_tree(name: str, objective: str, backbone: str, carry: bool = False) -
     elif carry:
         accepted = objective_options(objective)
         options = {k: v for k, v in own.get("options", {}).items() if k in accepted} | options
-    tree["objective"] = {"name": objective, "options": options}
+    tree["objective"] = {**({"name": objective} if "name" in own else {}), "options": options}
     own = tree.get("backbone", {})
     options = dict(found.backbones.get(backbone_kind(backbone), {}))
     if own.get("name", backbone) == backbone:
         options.update(own.get("options", {}))
-    tree["backbone"] = {"name": backbone, "options": options}
+    tree["backbone"] = {**({"name": backbone} if "name" in own else {}), "options": options}
     return tree
 
 
@@ -187,7 +188,7 @@ def describe(name: str, objective: str = "", backbone: str = "") -> str:
     for section, values in tree.items():
         for key, value in values.items():
             if key == "options":
-                owner = values.get("name", section)
+                owner = {"objective": objective, "backbone": backbone}.get(section) or section
                 shown += [f"{owner}.{k}={v}" for k, v in value.items()]
             else:
                 shown.append(f"{section}.{key}={value}")

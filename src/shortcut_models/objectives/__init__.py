@@ -53,7 +53,12 @@ def options_type(name: str) -> type:
     defaults and help): what a config holds for it, e.g. `ShortcutOptions`."""
     cls = _lookup(name)
     hints = typing.get_type_hints(cls)
-    fields = [(f.name, hints[f.name], f) for f in declared_options(cls)]
+    fields = [  # fresh Field objects: a dataclass takes over the ones it is given
+        (f.name, hints[f.name], dataclasses.field(
+            default=f.default, default_factory=f.default_factory, metadata=f.metadata
+        ))
+        for f in declared_options(cls)
+    ]  # fmt: skip
     made = dataclasses.make_dataclass(f"{cls.__name__}Options", fields)
     made.__doc__ = f"The options of objective '{name}' ({cls.__module__}.{cls.__name__})."
     return made
