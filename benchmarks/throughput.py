@@ -1,4 +1,4 @@
-"""Training and sampling throughput of a DiT preset: shortcut versus flow matching in one process.
+"""Training and sampling throughput of any backbone: shortcut versus flow matching in one process.
 
 Also times MeanFlow's and improved MeanFlow's steps (their JVP targets) against the same
 flow-matching step. Times the real
@@ -10,6 +10,16 @@ sampling at 1, 4 and 128 steps and one bare forward pass of the same batch.
 
     python benchmarks/throughput.py --preset DiT-T/4 --input-size 28 --channels 1 --batch 64 \\
         --json benchmarks/results/throughput_cpu.json               # 2 CPU cores, small preset
+    python benchmarks/throughput.py --recipe cpu-small --backbone unet --input-size 32 \\
+        --objectives flow_matching shortcut --profile --json benchmarks/results/throughput_unet.json
+                                                                    # the demo's U-Net and recipe
+
+`--recipe` takes a recipe's backbone options, learning rate, precision and memory format (the
+demo's `cpu-small`: U-Net 16/32/64 on 2x2 patches, fp32, channels-last); `--profile` adds a table
+of where a step's time goes (convolutions, normalisation, attention, the bootstrap forward, AdamW,
+EMA, clipping, data, the rest) from torch.profiler's self times, and the CPU's instruction sets
+(AMX, AVX512-BF16, AVX-512, AVX2) and any forced capability (`ATEN_CPU_CAPABILITY`,
+`ONEDNN_MAX_CPU_ISA`) are recorded with the figures.
     python benchmarks/throughput.py --preset DiT-B/2 --input-size 32 --channels 4 --batch 256 \\
         --classes 1000 --device cuda --compile --json benchmarks/results/throughput_h100.json
 """
@@ -17,6 +27,7 @@ sampling at 1, 4 and 128 steps and one bare forward pass of the same batch.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import resource
 import statistics
@@ -29,10 +40,10 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from shortcut_models.config import TrainConfig
+from shortcut_models.compose import compose_config
 from shortcut_models.report import markdown_table, write_json
 from shortcut_models.sampling import sample
-from shortcut_models.train import RunOptions, Trainer
+from shortcut_models.train import Trainer
 
 # Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' data sheets, by device-name fragment.
 GPU_PEAKS = {"H200": 989.4, "H100 SXM": 989.4, "H100 PCIe": 756.0, "H100": 989.4, "A100": 312.0}
@@ -60,13 +71,24 @@ class RandomImages:
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--preset", default="DiT-T/4", help="backbone (a DiT preset)")
+    p.add_argument(
+        "--preset", "--backbone", dest="preset", default="DiT-T/4",
+        help="backbone: a DiT preset, unet, mlp, ... (any registered backbone name)",
+    )  # fmt: skip
+    p.add_argument("--recipe", help="start from this recipe (e.g. cpu-small: the demo's U-Net)")
+    p.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), choices=OBJECTIVES)
+    p.add_argument("--memory-format", help="contiguous, channels-last or auto (default: recipe's)")
+    p.add_argument("--profile", action="store_true", help="where a step's time goes, by kind")
+    p.add_argument("--profile-steps", type=int, default=10)
     p.add_argument("--input-size", type=int, default=28)
     p.add_argument("--channels", type=int, default=1)
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument(
+        "--precision", choices=["auto", "fp32", "bf16", "bf16-if-native"],
+        help="default: the recipe's, else auto",
+    )  # fmt: skip
     p.add_argument("--compile", action="store_true")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per objective")
     p.add_argument("--steps", type=int, default=5, help="timed steps per objective per round")
@@ -105,16 +127,22 @@ def peak_tflops(device: torch.device, dtype: torch.dtype | None, given: float | 
 
 
 def make_trainer(objective: str, args: argparse.Namespace, data: RandomImages, out: Path):
-    config = TrainConfig.from_tree({
-        "data": {"name": "random"}, "objective": {"name": objective},
-        "backbone": {"name": args.preset}, "training": {"steps": 10**9, "batch_size": args.batch},
-        "optimisation": {"lr": 1e-4},
-    })  # fmt: skip
-    run = RunOptions(
-        out_dir=out / objective, device=args.device, progress=False, tensorboard=False,
-        precision=args.precision, compile=args.compile,
-    )  # fmt: skip
-    return Trainer(config, run, data)
+    """The trainer a run of `objective` would build (the recipe's settings where one is given)."""
+    flags = {
+        "objective": {"name": objective}, "backbone": {"name": args.preset},
+        "training": {"steps": 10**9, "batch_size": args.batch},
+        "run": {"device": args.device, "progress": False, "tensorboard": False,
+                "compile": args.compile},
+    }  # fmt: skip
+    if not args.recipe:
+        flags["optimisation"] = {"lr": 1e-4}
+        flags["run"]["precision"] = "auto"
+    if args.precision:
+        flags["run"]["precision"] = args.precision
+    if args.memory_format:
+        flags["run"]["memory_format"] = args.memory_format
+    composed = compose_config(None, recipe_name=args.recipe, flags=flags)
+    return Trainer(composed.config, composed.run_options(out / objective), data)
 
 
 def time_steps(trainer: Trainer, count: int) -> float:
@@ -179,8 +207,9 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     data = RandomImages((args.channels, args.input_size, args.input_size), args.classes)
+    objectives = [name for name in OBJECTIVES if name in args.objectives]
     with tempfile.TemporaryDirectory() as tmp:
-        trainers = {name: make_trainer(name, args, data, Path(tmp)) for name in OBJECTIVES}
+        trainers = {name: make_trainer(name, args, data, Path(tmp)) for name in objectives}
         times: dict[str, list[float]] = {name: [] for name in trainers}
         peak_memory: dict[str, float | None] = {}
         for trainer in trainers.values():
@@ -192,8 +221,8 @@ def main() -> int:
                 times[name].append(time_steps(trainer, args.steps))
                 if device.type == "cuda":
                     peak_memory[name] = torch.cuda.max_memory_allocated(device) / 2**30
-        shortcut = trainers["shortcut"]
-        peak, peak_source = peak_tflops(device, shortcut.autocast_dtype, args.peak_tflops)
+        first = next(iter(trainers.values()))
+        peak, peak_source = peak_tflops(device, first.autocast_dtype, args.peak_tflops)
         per_objective = {}
         for name, trainer in trainers.items():
             seconds = statistics.median(times[name])
@@ -201,45 +230,151 @@ def main() -> int:
             achieved = flops / seconds / 1e12
             per_objective[name] = {
                 "step_s": seconds,
+                "step_s_rounds": times[name],
                 "images_per_s": args.batch / seconds,
                 "flops_per_step": flops,
                 "tflops": achieved,
                 "mfu": achieved / peak if peak else None,
                 "peak_memory_gib": peak_memory.get(name),
             }
-        rates = sampling(shortcut, args.sample_batch or args.batch, args.sample_repeat)
-    fm, sc = per_objective["flow_matching"], per_objective["shortcut"]
+        profiles = (
+            {name: profile_step(t, args.profile_steps) for name, t in trainers.items()}
+            if args.profile
+            else None
+        )
+        sampler = trainers.get("shortcut", first)
+        rates = sampling(sampler, args.sample_batch or args.batch, args.sample_repeat)
+    config = first.config
     result = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
+        "cpu": cpu_kind() if device.type == "cpu" else None,
         "torch": torch.__version__,
         "preset": args.preset,
+        "recipe": args.recipe,
+        "backbone_options": dataclasses.asdict(config.backbone.options),
+        "memory_format": first.options.memory_format,
         "input": [args.channels, args.input_size, args.input_size],
         "classes": args.classes,
         "batch": args.batch,
-        "precision": str(shortcut.autocast_dtype or "fp32").replace("torch.", ""),
+        "precision": str(first.autocast_dtype or "fp32").replace("torch.", ""),
         "compile": args.compile,
         "threads": torch.get_num_threads() if device.type == "cpu" else None,
         "peak_tflops": peak,
         "peak_source": peak_source,
-        "flow_matching": fm,
-        "shortcut": sc,
-        "shortcut_over_flow_matching_step_time": sc["step_s"] / fm["step_s"],
-        "shortcut_over_flow_matching_flops": sc["flops_per_step"] / fm["flops_per_step"],
-        "meanflow": per_objective["meanflow"],
-        "meanflow_over_flow_matching_step_time": per_objective["meanflow"]["step_s"] / fm["step_s"],
-        "imf": per_objective["imf"],
-        "imf_over_flow_matching_step_time": per_objective["imf"]["step_s"] / fm["step_s"],
-        "train_images_per_s": sc["images_per_s"],
-        "mfu": sc["mfu"],
+        **per_objective,
+        "sampled_with": sampler.objective.name,
         **rates,
         "one_step_over_forward": rates["sample_images_per_s"]["1"] / rates["forward_images_per_s"],
         "process_peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
     }
-    print(report(result))
+    if "flow_matching" in per_objective:
+        fm = per_objective["flow_matching"]
+        for name in per_objective.keys() - {"flow_matching"}:
+            result[f"{name}_over_flow_matching_step_time"] = (
+                per_objective[name]["step_s"] / fm["step_s"]
+            )
+        if "shortcut" in per_objective:
+            result["shortcut_over_flow_matching_flops"] = (
+                per_objective["shortcut"]["flops_per_step"] / fm["flops_per_step"]
+            )
+    if "shortcut" in per_objective:
+        result["train_images_per_s"] = per_objective["shortcut"]["images_per_s"]
+        result["mfu"] = per_objective["shortcut"]["mfu"]
+    if profiles:
+        result["profile_ms_per_step"] = profiles
+    print(report(result, objectives))
     if args.json:
         write_json(args.json, result)
         print(f"wrote {args.json}")
     return 0
+
+
+# Where a step's time goes: named parts of the step (their ops included), then ops by kind.
+PARTS = ("data", "bootstrap forward", "AdamW", "EMA", "gradient clipping")
+OP_KINDS = (
+    ("convolutions", ("convolution", "conv2d", "conv_")),
+    ("normalisation", ("group_norm", "layer_norm", "native_norm")),
+    ("attention", ("attention", "sdpa")),
+    ("matmuls", ("addmm", "aten::mm", "bmm", "linear")),
+)
+
+
+def profile_step(trainer: Trainer, steps: int) -> dict[str, float]:
+    """Milliseconds per training step by part and kind of work, from torch.profiler's self CPU
+    times (host time: on a GPU this is launch overhead, not kernel time)."""
+    from torch.profiler import profile, record_function
+
+    from shortcut_models import ema as ema_module
+    from shortcut_models.train import trainer as trainer_module
+
+    def scoped(name, fn):
+        def call(*a, **k):
+            with record_function(name):
+                return fn(*a, **k)
+
+        return call
+
+    clip_grad_norm_ = torch.nn.utils.clip_grad_norm_
+    patches = [
+        (trainer.data, "batch", scoped("data", trainer.data.batch)),
+        (trainer.optimizer, "step", scoped("AdamW", trainer.optimizer.step)),
+        (trainer_module, "update_ema", scoped("EMA", ema_module.update_ema)),
+        (torch.nn.utils, "clip_grad_norm_", scoped("gradient clipping", clip_grad_norm_)),
+    ]  # fmt: skip
+    if hasattr(trainer.objective, "bootstrap_target"):
+        fn = trainer.objective.bootstrap_target
+        patches.append((trainer.objective, "bootstrap_target", scoped("bootstrap forward", fn)))
+    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
+    for owner, name, fn in patches:
+        setattr(owner, name, fn)
+    try:
+        time_steps(trainer, 2)
+        with profile() as prof:
+            time_steps(trainer, steps)
+    finally:
+        for owner, name, fn in saved:
+            if owner is trainer.objective or owner is trainer.data or owner is trainer.optimizer:
+                delattr(owner, name)  # back to the class's method
+            else:
+                setattr(owner, name, fn)
+    totals: dict[str, float] = {}
+    for event in prof.events():
+        if event.name in PARTS:
+            continue  # a scope: its self time is the wrapper's, counted as "other"
+        kind, parent = None, event.cpu_parent
+        while parent is not None and kind is None:
+            kind = parent.name if parent.name in PARTS else None
+            parent = parent.cpu_parent
+        if kind is None:
+            name = event.name.lower()
+            kind = next((k for k, keys in OP_KINDS if any(x in name for x in keys)), "other")
+        totals[kind] = totals.get(kind, 0.0) + event.self_cpu_time_total / 1e3 / steps
+    order = [k for k, _ in OP_KINDS] + list(PARTS) + ["other"]
+    return {k: totals[k] for k in order if k in totals}
+
+
+def cpu_kind() -> dict[str, Any]:
+    """The CPU's vector instruction sets that matter to torch and oneDNN, and any forced one."""
+    import os
+
+    flags = set()
+    info = Path("/proc/cpuinfo")
+    if info.exists():
+        for line in info.read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    have = {
+        "amx": "amx_tile" in flags,
+        "avx512_bf16": "avx512_bf16" in flags,
+        "avx512": "avx512f" in flags,
+        "avx2": "avx2" in flags,
+    }
+    forced = {
+        k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if k in os.environ
+    }
+    native = next((k for k in ("amx", "avx512_bf16", "avx512", "avx2") if have[k]), "other")
+    return {**have, "forced": forced, "kind": "avx2 (emulated)" if forced else native}
 
 
 def cpu_name() -> str:
@@ -251,36 +386,55 @@ def cpu_name() -> str:
     return f"CPU {platform.processor() or platform.machine()}"
 
 
-def report(r: dict[str, Any]) -> str:
+def report(r: dict[str, Any], objectives: list[str]) -> str:
     def fmt(value: Any, spec: str) -> str:
         return "-" if value is None else format(value, spec)
 
     rows = [
         [name, fmt(o["step_s"] * 1e3, ".1f"), fmt(o["images_per_s"], ".0f"),
-         fmt(o["flops_per_step"] / 1e12, ".3f"), fmt(o["tflops"], ".3f"), fmt(o["mfu"], ".3f"),
+         fmt(o["flops_per_step"] / 1e12, ".4f"), fmt(o["tflops"], ".3f"), fmt(o["mfu"], ".3f"),
          fmt(o["peak_memory_gib"], ".2f")]
-        for name, o in ((name, r[name]) for name in OBJECTIVES)
+        for name, o in ((name, r[name]) for name in objectives)
     ]  # fmt: skip
+    cpu = r.get("cpu") or {}
     head = (
-        f"{r['preset']} on {r['input']} x batch {r['batch']}, {r['precision']}, "
-        f"compile={r['compile']}, {r['device']} (peak {fmt(r['peak_tflops'], '.2f')} TFLOP/s: "
-        f"{r['peak_source']})"
+        f"{r['preset']} on {r['input']} x batch {r['batch']}"
+        f"{' (recipe ' + r['recipe'] + ')' if r['recipe'] else ''}, {r['precision']}, "
+        f"{r['memory_format']}, compile={r['compile']}, {r['device']}"
+        f"{' [' + cpu['kind'] + ']' if cpu else ''} (peak {fmt(r['peak_tflops'], '.3f')} "
+        f"TFLOP/s: {r['peak_source']})"
     )
     train = markdown_table(
         ["objective", "step ms", "images/s", "TFLOP/step", "TFLOP/s", "MFU", "peak GiB"], rows
     )
     sample_rows = [[n, fmt(v, ".0f")] for n, v in r["sample_images_per_s"].items()]
     sample_rows.append(["bare forward", fmt(r["forward_images_per_s"], ".0f")])
-    ratios = (
-        f"shortcut / flow matching step time: {r['shortcut_over_flow_matching_step_time']:.3f} "
-        f"(FLOPs {r['shortcut_over_flow_matching_flops']:.3f}); meanflow / flow matching step "
-        f"time: {r['meanflow_over_flow_matching_step_time']:.3f}; imf / flow matching step time: "
-        f"{r['imf_over_flow_matching_step_time']:.3f}; 1-step sampling / bare "
-        f"forward: {r['one_step_over_forward']:.3f}"
-    )
-    return "\n\n".join(
-        [head, train, markdown_table(["sampling steps", "images/s"], sample_rows), ratios]
-    )
+    ratios = [
+        f"{name} / flow matching step time: {r[f'{name}_over_flow_matching_step_time']:.3f}"
+        for name in objectives
+        if f"{name}_over_flow_matching_step_time" in r
+    ]
+    if "shortcut_over_flow_matching_flops" in r:
+        ratios.append(
+            f"shortcut / flow matching FLOPs: {r['shortcut_over_flow_matching_flops']:.3f}"
+        )
+    ratios.append(f"1-step sampling / bare forward: {r['one_step_over_forward']:.3f}")
+    parts = [head, train, markdown_table(["sampling steps", "images/s"], sample_rows)]
+    parts.append("; ".join(ratios))
+    if "profile_ms_per_step" in r:
+        profiles = r["profile_ms_per_step"]
+        kinds = list(dict.fromkeys(k for p in profiles.values() for k in p))
+        prof_rows = [
+            [kind, *(fmt(profiles[name].get(kind), ".1f") for name in profiles)] for kind in kinds
+        ]
+        prof_rows.append(
+            ["total (profiled)", *(fmt(sum(p.values()), ".1f") for p in profiles.values())]
+        )
+        parts.append(
+            "where a step's time goes (ms per step, torch.profiler self CPU time):\n\n"
+            + markdown_table(["part", *profiles], prof_rows)
+        )
+    return "\n\n".join(parts)
 
 
 if __name__ == "__main__":

@@ -189,6 +189,40 @@ def test_a_budget_s_planned_step_count_is_run_state():
     assert fixed.total == 5 and fixed.state_dict() == {}
 
 
+def test_a_budget_is_revised_when_the_speed_drops_after_the_plan(monkeypatch):
+    """A CPU that runs its first seconds at 10 steps/s and then at 5 (a laptop's boost, then
+    throttling): planned from the first seconds alone the run would take 100 s of its 60; revised
+    at a quarter, a half and three quarters of the budget from the rate since the last decision,
+    it ends within 5%."""
+    from shortcut_models.config import Training
+    from shortcut_models.distributed import SINGLE
+    from shortcut_models.train import schedule
+
+    class Clock:
+        now = 0.0
+
+        def perf_counter(self):
+            return self.now
+
+    clock = Clock()
+    monkeypatch.setattr(schedule, "time", clock)
+    plan = schedule.WallClockPlan(Training(minutes=1.0, steps=5), 0, SINGLE, torch.device("cpu"))
+    plan.begin()
+    step, plans = 0, []
+    while plan.pending or step < plan.total:
+        clock.now += 0.1 if clock.now < 20 else 0.2  # 10 steps/s for 20 s, then 5
+        step += 1
+        found = plan.after_step(step)
+        if found is not None:
+            plans.append(found)
+    first, *revised = plans
+    assert not first.revised and first.steps > 500  # planned at 10 steps/s
+    assert [p.revised for p in revised] == [True, True, True]
+    assert revised[-1].steps < first.steps and abs(revised[-1].rate - 5.0) < 0.01
+    assert abs(clock.now - 60.0) <= 3.0, clock.now  # on time; without revisions: 100 s
+    assert plan.state_dict()["planned_steps"] == step  # the revised count is the run state
+
+
 def test_the_merge_drops_options_of_another_choice_only():
     """A layer that names another objective or backbone drops the options below it for the one
     it replaces; options below that named no one carry (a recipe's per-kind options)."""

@@ -18,6 +18,11 @@ from shortcut_models.distributed import Dist
 PLAN_SKIP = 3
 PLAN_STEPS = 20
 PLAN_SECONDS = 15.0
+# A CPU often runs its first seconds faster than the rest (a laptop's boost before it throttles,
+# a shared host's neighbours): the count is revised when these shares of the budget have passed,
+# from the rate since the last decision (the demo planned 10.4 steps/s from its first 15 s, then
+# trained at 8.9 and overran its 8 minutes by 1.3; benchmarks/results/demo_mnist_epyc.md).
+REVISE_AT = (0.25, 0.5, 0.75)
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,7 @@ class Plan:
     steps: int  # the run's total step count
     rate: float  # training steps per second, measured
     seconds_left: float  # to the last step at that rate
+    revised: bool = False  # a revision of the count planned before (REVISE_AT)
 
 
 class WallClockPlan:
@@ -34,7 +40,9 @@ class WallClockPlan:
     budget the steps after the first PLAN_SKIP are timed, and at the first step from `plan_at` on
     when they have run for `probe_seconds` the count that fits the budget is decided, once, as
     the mean over processes (every rank plans the same count at the same step); it is run state,
-    kept in the checkpoint (`state_dict`), so a run resumed after that point continues it. With
+    kept in the checkpoint (`state_dict`), so a run resumed after that point continues it. The
+    process that planned revises the count at the REVISE_AT shares of the budget from the rate
+    measured since its last decision, so the run still ends on time when its speed drifts. With
     `measure` a run of a fixed step count is timed the same way (its Plan keeps the count), so a
     caller can say when it will end."""
 
@@ -49,6 +57,8 @@ class WallClockPlan:
         self.plan_at = max(PLAN_STEPS, step + PLAN_SKIP + 5)
         self.probe_seconds = min(PLAN_SECONDS, minutes * 3)
         self.start = self.probe_tick = time.perf_counter()
+        self.revisions: list[float] = []  # budget shares still to revise at (once planned)
+        self.since: tuple[int, float] | None = None  # (step, time) the rate is measured from
 
     @property
     def total(self) -> int:
@@ -71,9 +81,9 @@ class WallClockPlan:
         self.start = time.perf_counter()
 
     def after_step(self, step: int) -> Plan | None:
-        """The plan at the step where it is decided; None at every other."""
+        """The plan at the step where it is decided or revised; None at every other."""
         if not self.pending:
-            return None
+            return self._revise(step) if self.revisions else None
         now = time.perf_counter()
         if step == self.probe_step:
             self.probe_tick = now
@@ -90,6 +100,25 @@ class WallClockPlan:
             planned = torch.tensor(float(step + int(rate * left)))
             steps = max(step, int(distributed.all_mean(planned.to(self.device), self.dist).item()))
             self.planned = steps
+            self.revisions, self.since = list(REVISE_AT), (step, now)
         else:
             steps = max(step, self.steps)
         return Plan(steps, rate, (steps - step) / max(rate, 1e-9))
+
+    def _revise(self, step: int) -> Plan | None:
+        """The count again, from the rate since the last decision, once the next REVISE_AT share
+        of the budget has passed (on every rank at the same step)."""
+        now = time.perf_counter()
+        budget = self.minutes * 60
+        due = now - self.start >= self.revisions[0] * budget
+        if not distributed.any_rank(due, self.dist, self.device):
+            return None
+        self.revisions.pop(0)
+        assert self.since is not None
+        since_step, since_tick = self.since
+        rate = (step - since_step) / max(now - since_tick, 1e-9)
+        left = max(0.0, budget - (now - self.start))
+        planned = torch.tensor(float(step + int(rate * left)))
+        steps = max(step, int(distributed.all_mean(planned.to(self.device), self.dist).item()))
+        self.planned, self.since = steps, (step, now)
+        return Plan(steps, rate, (steps - step) / max(rate, 1e-9), revised=True)
