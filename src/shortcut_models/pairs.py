@@ -13,13 +13,13 @@ from typing import Any
 
 import torch
 from safetensors.torch import save_file
-from tqdm import tqdm
 
 from shortcut_models.errors import UsageError
 from shortcut_models.factory import load_run
 from shortcut_models.files import atomic_write, atomic_write_text, prepare_out_dir
 from shortcut_models.locking import FolderLock
 from shortcut_models.objectives.reflow import PAIRS_FORMAT
+from shortcut_models.progress import progress_bar
 from shortcut_models.sampling import sample
 from shortcut_models.seeding import derive_seed
 
@@ -78,7 +78,7 @@ def _generate(
         return existing
     device = next(model.parameters()).device
     chunks = (num + chunk - 1) // chunk
-    for k in tqdm(range(chunks), desc="reflow pairs", disable=not progress):
+    for k in progress_bar(chunks, "reflow pairs", iterable=range(chunks), enabled=progress):
         path = out / f"pairs_{k:05d}.safetensors"
         if path.exists():
             continue

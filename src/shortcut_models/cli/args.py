@@ -173,7 +173,11 @@ def add_device(p: argparse.ArgumentParser, default: str = "auto") -> None:
 
 def add_progress(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--no-progress", dest="progress", action="store_false", default=True, help="hide progress"
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        default=True,
+        help="hide progress (bars on a terminal, log lines every 30 s elsewhere)",
     )
 
 

@@ -44,7 +44,7 @@ def register(subparsers: Any) -> None:
         "--feature-batch",
         type=a.positive_int,
         help="fid: images per Inception call; memory grows with it, not with --num or --ref-num "
-        "(default 16 on a CPU, 128 on a GPU)",
+        "(default 8 on a CPU, 128 on a GPU)",
     )
     a.add_cfg(p, "images: classifier-free guidance (1: none)")
     p.add_argument(

@@ -62,7 +62,7 @@ def register_stats(subparsers: Any) -> None:
     p.add_argument(
         "--batch",
         type=a.positive_int,
-        help="fid: images per Inception call (default 16 on a CPU, 128 on a GPU)",
+        help="fid: images per Inception call (default 8 on a CPU, 128 on a GPU)",
     )
     p.add_argument("--seed", type=a.seed_arg, default=0, help="which images are drawn (0)")
     a.add_device(p)
@@ -85,6 +85,7 @@ def run_stats(args: argparse.Namespace) -> int:
         device=resolve_device(args.device),
         batch=args.batch,
         seed=args.seed,
+        progress=args.progress,
     )
     print(f"wrote {written}: {what}")
     return 0

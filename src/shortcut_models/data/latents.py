@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from shortcut_models import logs
 from shortcut_models.data.images import to_unit_range
 from shortcut_models.data.indexed import IndexedData
 from shortcut_models.errors import UsageError
+from shortcut_models.progress import progress_bar
 
 log = logs.get(__name__)
 
@@ -75,7 +75,7 @@ def encode_to_shards(
             return json.loads((out / META_NAME).read_text())
     atomic_write_text(plan_path, json.dumps(plan, indent=2, sort_keys=True))
     num_shards = (count + shard_size - 1) // shard_size
-    bar = tqdm(total=count, desc="encoding", unit="img", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(count, "encoding", unit="img", enabled=progress)
     shards = []
     for k in range(num_shards):
         start, stop = k * shard_size, min((k + 1) * shard_size, count)

@@ -9,7 +9,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from shortcut_models.data import DIGIT_DATASETS
 from shortcut_models.data.images import to_uint8
@@ -18,6 +17,7 @@ from shortcut_models.evaluation import generate
 from shortcut_models.evaluation.scoring import ImageScorer
 from shortcut_models.guidance import GuidanceSchedule, scale_for
 from shortcut_models.objectives import Objective
+from shortcut_models.progress import progress_bar
 
 REFERENCE_NUM = 10000  # training images whose classifier features form the reference
 SAMPLE_CHUNK = 100
@@ -103,7 +103,7 @@ def score_budgets(
     schedule = cfg if isinstance(cfg, tuple) else ((1, float(cfg)),)
     device = next(model.parameters()).device
     metrics, images = {}, {}
-    bar = tqdm(total=sum(budgets), desc="sampling", unit="step", disable=not progress)
+    bar = progress_bar(sum(budgets), "sampling", unit="step", enabled=progress)
     for n in budgets:
         tick = time.perf_counter()
         with _autocast(device, precision):

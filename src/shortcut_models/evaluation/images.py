@@ -29,13 +29,15 @@ from shortcut_models.errors import UsageError
 from shortcut_models.metrics.digits import class_scores
 from shortcut_models.metrics.frechet import FeatureStats, frechet_distance
 from shortcut_models.metrics.precision_recall import precision_recall
+from shortcut_models.progress import progress_bar
 
 log = logs.get(__name__)
 
 METRICS = ("fid", "fd-digits")
-# Images per Inception call unless told, independent of the sampling batch: on a CPU 16 holds the
-# least memory and is no slower (benchmarks/results/code_notes.md); a GPU wants larger batches.
-FEATURE_BATCH = {"cpu": 16, "accelerator": 128}
+# Images per Inception call unless told, independent of the sampling batch: on a CPU 8 is the
+# fastest of 8 / 16 / 32 for the oneDNN-optimised network and holds the least memory
+# (benchmarks/results/inception_speed.md); a GPU wants larger batches.
+FEATURE_BATCH = {"cpu": 8, "accelerator": 128}
 PR_LIMIT = 10000  # precision / recall on at most this many points per set (k-NN is quadratic)
 
 
@@ -150,9 +152,15 @@ def reference_images_to_measure(
 
 
 def load_reference(
-    ref: str, extractor: FeatureExtractor, shape: tuple[int, ...], num: int, seed: int = 0
+    ref: str,
+    extractor: FeatureExtractor,
+    shape: tuple[int, ...],
+    num: int,
+    seed: int = 0,
+    progress: bool = False,
 ) -> Reference:
-    """Reference statistics (and features) from a name, folder or .npz; cached where derived."""
+    """Reference statistics (and features) from a name, folder or .npz; cached where derived.
+    `progress` shows the measuring of images (a bar, or log lines where no terminal shows one)."""
     path = Path(ref)
     if path.suffix == ".npz" and path.is_file():
         array = _images_from_npz(path)
@@ -162,7 +170,7 @@ def load_reference(
             torch.from_numpy(array[start : start + extractor.batch]).permute(0, 3, 1, 2)
             for start in range(0, len(array), extractor.batch)
         )
-        features = features_of(chunks, extractor)
+        features = features_of(chunks, extractor, progress, len(array))
         return Reference(FeatureStats.of(features), features, f"{len(array)} images of {path}")
     cache, open_data = _reference_cache(ref, extractor, shape, num, seed)
     if cache.is_file():
@@ -171,16 +179,30 @@ def load_reference(
         stats = FeatureStats.of(features)
     else:
         log.info(f"computing reference features of {ref} (up to {num} images)")
-        features = features_of(open_data().sample_batches(num, seed, extractor.batch), extractor)
+        source = open_data()
+        total = min(num, len(source)) if hasattr(source, "__len__") else num
+        chunks = source.sample_batches(num, seed, extractor.batch)
+        features = features_of(chunks, extractor, progress, total)
         stats = FeatureStats.of(features)
         cache.parent.mkdir(parents=True, exist_ok=True)
         stats.save(cache, features=features)
     return Reference(stats, features, f"{len(features)} images of {ref}")
 
 
-def features_of(chunks: Iterable[torch.Tensor], extractor: FeatureExtractor) -> np.ndarray:
-    """float32 features of uint8 image chunks, computed a chunk at a time."""
-    return np.concatenate([extractor(chunk) for chunk in chunks])
+def features_of(
+    chunks: Iterable[torch.Tensor],
+    extractor: FeatureExtractor,
+    progress: bool = False,
+    total: int | None = None,
+) -> np.ndarray:
+    """float32 features of uint8 image chunks, computed a chunk at a time (`progress`: counted
+    on a bar, or in log lines where no terminal shows one)."""
+    out = []
+    with progress_bar(total, "reference features", unit="img", enabled=progress) as bar:
+        for chunk in chunks:
+            out.append(extractor(chunk))
+            bar.update(len(chunk))
+    return np.concatenate(out)
 
 
 def measure(images: torch.Tensor, extractor: FeatureExtractor) -> torch.Tensor:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from shortcut_models.config import TrainConfig
 from shortcut_models.data import DIGIT_DATASETS, DataSource, DataSpec, build_data
@@ -27,6 +26,7 @@ from shortcut_models.evaluation.vectors import evaluate_vectors
 from shortcut_models.factory import LoadedRun, load_run
 from shortcut_models.guidance import describe_schedule, guides
 from shortcut_models.plots import metric_vs_steps
+from shortcut_models.progress import progress_bar
 from shortcut_models.report import markdown_table
 from shortcut_models.sampling import check_steps
 from shortcut_models.seeding import EVALUATION, derive_seed
@@ -118,8 +118,13 @@ class ImageScorer:
             self.references[shape] = main_first(
                 self.dist,
                 lambda: images.load_reference(
-                    self.ref, self.extractor, shape, self.ref_num, self.seed
-                ),
+                    self.ref,
+                    self.extractor,
+                    shape,
+                    self.ref_num,
+                    self.seed,
+                    progress=self.progress and self.dist.is_main,
+                ),  # fmt: skip
             )
         return self.references[shape]
 
@@ -145,6 +150,12 @@ class ImageScorer:
         noise_seed = derive_seed(plan.seed, EVALUATION)
         step = self.extractor.batch
 
+        results, dist = {}, self.dist
+        # images this process samples and measures (all of them on one process)
+        total = plan.num * len(plan.steps) if dist.world_size == 1 else None
+        enabled = self.progress and dist.is_main
+        bar = progress_bar(total, "sampled and measured", unit="img", enabled=enabled)
+
         def measure(x: torch.Tensor) -> torch.Tensor:
             """A chunk of samples -> its features, decoded and quantised a feature batch at a
             time, so memory holds one decoded batch and the features, whatever `plan.num`."""
@@ -154,26 +165,26 @@ class ImageScorer:
                 if codec is not None:
                     y = decode_batched(codec, y, min(batch, 64))
                 parts.append(images.measure(to_uint8(y), self.extractor))
+                bar.update(len(y))
             return torch.cat(parts)
 
-        results, dist = {}, self.dist
-        for n in tqdm(
-            plan.steps, desc="step budgets", disable=not (self.progress and dist.is_main)
-        ):
-            measured = generate(
-                run.model,
-                run.objective,
-                spec.shape,
-                plan.num,
-                n,
-                seed=noise_seed,
-                batch_size=batch,
-                labels=labels,
-                cfg_scale=plan.scale(n),
-                dist=dist,
-                then=measure,
-            )
-            results[n] = images.scores_of(measured, self.extractor, reference)
+        with bar:
+            for n in plan.steps:
+                bar.set_postfix(steps=n)
+                measured = generate(
+                    run.model,
+                    run.objective,
+                    spec.shape,
+                    plan.num,
+                    n,
+                    seed=noise_seed,
+                    batch_size=batch,
+                    labels=labels,
+                    cfg_scale=plan.scale(n),
+                    dist=dist,
+                    then=measure,
+                )
+                results[n] = images.scores_of(measured, self.extractor, reference)
         return results
 
     def score_images(self, batch: torch.Tensor) -> dict[str, float]:
@@ -284,10 +295,11 @@ def write_reference_stats(
     device: torch.device | str = "cpu",
     batch: int | None = None,
     seed: int = 0,
+    progress: bool = True,
 ) -> tuple[Path, str]:
     """Save the feature mean and covariance of a reference set (pytorch-fid / ADM layout);
     returns the file written and what it describes."""
     extractor = images.build_extractor(metric, ref, inception, device, batch)
-    reference = images.load_reference(ref, extractor, shape, ref_num, seed)
+    reference = images.load_reference(ref, extractor, shape, ref_num, seed, progress=progress)
     written = reference.stats.save(out)
     return written, f"{extractor.name} statistics of {reference.description}"

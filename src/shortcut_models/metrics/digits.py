@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from shortcut_models.data.images import ImageData, to_unit_range
 from shortcut_models.downloads import sha256_of
 from shortcut_models.errors import UsageError
+from shortcut_models.progress import progress_bar
 
 FEATURES = 128
 
@@ -58,7 +58,9 @@ def train_classifier(
     model = DigitClassifier(train.num_classes, train.shape[0])
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-    bar = tqdm(range(steps), desc=f"digit classifier for {train.name}", disable=not progress)
+    bar = progress_bar(
+        steps, f"digit classifier for {train.name}", iterable=range(steps), enabled=progress
+    )
     model.train()
     for step in bar:
         x, y = train.batch(step, batch, seed)

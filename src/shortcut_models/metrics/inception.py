@@ -48,6 +48,18 @@ def tf_bilinear_resize(images: torch.Tensor, size: int = INPUT_SIZE) -> torch.Te
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def optimized_for_cpu(network: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
+    """The network frozen (weights as constants) and rewritten for oneDNN: batch norms folded
+    into the convolutions, weights pre-packed, channels-last activations. The same features to
+    float32 rounding (1e-6 relative) at about 1.3x the images/s on 2 cores
+    (benchmarks/results/inception_speed.md); a network that cannot be frozen is used as it is."""
+    with torch.no_grad():
+        try:
+            return torch.jit.optimize_for_inference(torch.jit.freeze(network))
+        except RuntimeError:  # not a scripted module freeze understands: unchanged
+            return network
+
+
 class InceptionFeatures:
     """uint8 images (N, C, H, W), C = 1 or 3 -> 2048-d pool3 features (float32 numpy, as the
     network computes them)."""
@@ -72,11 +84,15 @@ class InceptionFeatures:
         try:
             with warnings.catch_warnings():  # the weights ship as TorchScript, deprecated in 2.x
                 warnings.simplefilter("ignore", DeprecationWarning)
-                self.network = torch.jit.load(str(path), map_location=device).eval()
+                network = torch.jit.load(str(path), map_location=device).eval()
         except (RuntimeError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UsageError(f"{path} is not a TorchScript Inception network ({first})") from None
         self.device = torch.device(device)
+        self.channels_last = self.device.type == "cpu"
+        if self.channels_last:
+            network = optimized_for_cpu(network)
+        self.network = network
         self.batch = batch
         self.identity = f"inception:{sha1_of(path)[:12]}"
 
@@ -89,6 +105,9 @@ class InceptionFeatures:
                 x = x.expand(-1, 3, -1, -1)
             if x.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
                 x = tf_bilinear_resize(x)
-            features = self.network(x / 128.0 - 1.0)
+            x = x / 128.0 - 1.0
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            features = self.network(x)
             out.append(features.reshape(len(x), -1).float().cpu().numpy())
         return np.concatenate(out)

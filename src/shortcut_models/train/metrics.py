@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from shortcut_models import distributed, logs
 from shortcut_models.distributed import Dist
 from shortcut_models.files import atomic_write_text
+from shortcut_models.progress import progress_bar
 from shortcut_models.train.checkpoints import METRICS_NAME
 
 log = logs.get(__name__)
@@ -32,7 +33,7 @@ class MetricsLog:
         self.names: list[str] = []
         self.sums: torch.Tensor | None = None
         self.count, self.seconds, self.tick = 0, 0.0, time.perf_counter()
-        self.bar: tqdm | None = None
+        self.bar: Any = None  # progress_bar: a tqdm bar or a LogProgress
         self.writer: object | None = None
 
     # -- the state a checkpoint keeps -----------------------------------------------------------
@@ -93,12 +94,8 @@ class MetricsLog:
     def open(self, total: int, initial: int, description: str, progress: bool, tensorboard: bool):
         """The progress bar and the TensorBoard writer (rank 0), and the clock."""
         main = self.dist.is_main
-        self.bar = tqdm(
-            total=total,
-            initial=initial,
-            disable=not (progress and main),
-            dynamic_ncols=True,
-            desc=description,
+        self.bar = progress_bar(
+            total, description, unit="step", enabled=progress and main, initial=initial
         )
         self.writer = _tensorboard(self.path.parent) if tensorboard and main else None
         self.tick = time.perf_counter()
