@@ -21,6 +21,7 @@ from pathlib import Path
 
 from shortcut_models.cli.args import guidance_entry
 from shortcut_models.demo import demo_scorer, score_budgets
+from shortcut_models.demo.run import DEMO_CFG
 from shortcut_models.factory import load_run
 from shortcut_models.guidance import describe_schedule, schedule_from
 from shortcut_models.report import markdown_table
@@ -29,7 +30,7 @@ from shortcut_models.report import markdown_table
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("run", type=Path, help="a demo's run folder (OUT/run)")
-    p.add_argument("--cfg", nargs="+", type=guidance_entry, default=[(1, 2.0), (4, 1.75)])
+    p.add_argument("--cfg", nargs="+", type=guidance_entry, default=list(DEMO_CFG))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     p.add_argument("--budgets", nargs="+", type=int, default=[1, 4, 128])
     p.add_argument("--num", type=int, default=200)

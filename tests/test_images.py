@@ -165,13 +165,16 @@ def test_demo_end_to_end(tmp_path, tiny_digits, monkeypatch):
     assert budgets["1"]["fd_digits"] > 0 and 0 <= budgets["128"]["class_coverage"] <= 1
     config = saved["config"]
     assert config["training"]["recipe"] == "cpu-small" and config["backbone"]["name"] == "unet"
-    # the default guidance per budget: 2 at one and two steps, 1.75 from four on
+    # the default guidance per budget: 2.5 at one step, 2 at two, 1.75 from four on
     assert {n: m["cfg"] for n, m in budgets.items()} == {
-        "1": 2.0,
+        "1": 2.5,
         "2": 2.0,
         **{str(n): 1.75 for n in (4, 8, 16, 32, 64, 128)},
     }
-    assert "CFG 2 (1.75 from 4 steps)" in (tmp_path / "demo" / "metrics.md").read_text()
+    assert (
+        "CFG 2.5 (2 from 2 steps, 1.75 from 4 steps)"
+        in (tmp_path / "demo" / "metrics.md").read_text()
+    )
     assert "FD-digits" in (tmp_path / "demo" / "metrics.md").read_text()
     with np.load(tmp_path / "demo" / "samples.npz") as arrays:  # exact-size images
         assert arrays["steps_001"].shape == (10, 32, 32, 1)

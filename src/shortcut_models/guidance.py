@@ -67,7 +67,7 @@ def has_guidance_input(model: Network) -> bool:
 
 # A guidance scale per step budget: ((from_steps, scale), ...) with from_steps ascending and the
 # first at 1, so every budget has one. Few-step samples want more guidance than many-step ones
-# (the demo's U-Net: CFG 2 is best at 1 step, 1.75 at 4 and 128; demo_mnist.md).
+# (the demo's U-Net: CFG 2.5 is best at 1 step, 2 at 2, 1.75 from 4; demo_cfg_validation.md).
 GuidanceSchedule = tuple[tuple[int, float], ...]
 
 

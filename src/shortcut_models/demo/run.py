@@ -37,8 +37,9 @@ CLASS_COLUMNS = {"confident": "confident", "class_coverage": "class coverage"}
 RECIPE = "cpu-small"
 RECIPE_PRECISION = "bf16 trains its U-Net no faster, even on AMX"
 BUDGETS = STEP_BUDGETS  # the budgets the demo samples and scores (--budgets)
-# CFG per step budget: one step wants more guidance than many (benchmarks/results/code_notes.md)
-DEMO_CFG: GuidanceSchedule = ((1, 2.0), (4, 1.75))
+# CFG per step budget: one step wants more guidance than many, chosen on noise seeds the demo
+# does not report (benchmarks/results/demo_cfg_validation.md)
+DEMO_CFG: GuidanceSchedule = ((1, 2.5), (2, 2.0), (4, 1.75))
 log = logs.get(__name__)
 
 
