@@ -51,8 +51,9 @@ def tf_bilinear_resize(images: torch.Tensor, size: int = INPUT_SIZE) -> torch.Te
 def optimized_for_cpu(network: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
     """The network frozen (weights as constants) and rewritten for oneDNN: batch norms folded
     into the convolutions, weights pre-packed, channels-last activations. The same features to
-    float32 rounding (1e-6 relative) at about 1.3x the images/s on 2 cores
-    (benchmarks/results/inception_speed.md); a network that cannot be frozen is used as it is."""
+    float32 rounding (1e-6 relative) at 1.1-1.2x the images/s on 2 cores, 1.35x with 8 images
+    per call (benchmarks/results/inception_speed.md); a network that cannot be frozen is used
+    as it is."""
     with torch.no_grad():
         try:
             return torch.jit.optimize_for_inference(torch.jit.freeze(network))

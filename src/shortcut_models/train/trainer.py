@@ -245,7 +245,7 @@ class Trainer:
             self.log.bar.refresh()
         if plan.revised:
             self.log.message(
-                f"{minutes:g} minutes: training {plan.steps} steps (revised at "
+                f"{minutes:g} minutes: training {plan.steps:,} steps (revised at "
                 f"{plan.rate:.2f} steps/s, the rate since the last decision)"
             )
         elif self.on_plan is not None:
