@@ -147,7 +147,11 @@ def reference_images_to_measure(
     cache, open_data = _reference_cache(ref, extractor, shape, num, seed)
     if cache.is_file():
         return 0
-    source = open_data()
+    return _images_in(open_data(), num)
+
+
+def _images_in(source: Any, num: int) -> int:
+    """How many of up to `num` images a data source gives (`num` for one without a length)."""
     return min(num, len(source)) if hasattr(source, "__len__") else num
 
 
@@ -180,9 +184,8 @@ def load_reference(
     else:
         log.info(f"computing reference features of {ref} (up to {num} images)")
         source = open_data()
-        total = min(num, len(source)) if hasattr(source, "__len__") else num
         chunks = source.sample_batches(num, seed, extractor.batch)
-        features = features_of(chunks, extractor, progress, total)
+        features = features_of(chunks, extractor, progress, _images_in(source, num))
         stats = FeatureStats.of(features)
         cache.parent.mkdir(parents=True, exist_ok=True)
         stats.save(cache, features=features)

@@ -96,11 +96,8 @@ class WallClockPlan:
         rate = (step - self.probe_step) / max(now - self.probe_tick, 1e-9)
         self.pending = False
         if self.minutes > 0:
-            left = max(0.0, self.minutes * 60 - (now - self.start))
-            planned = torch.tensor(float(step + int(rate * left)))
-            steps = max(step, int(distributed.all_mean(planned.to(self.device), self.dist).item()))
-            self.planned = steps
-            self.revisions, self.since = list(REVISE_AT), (step, now)
+            steps = self._fit(step, rate, now)
+            self.revisions = list(REVISE_AT)
         else:
             steps = max(step, self.steps)
         return Plan(steps, rate, (steps - step) / max(rate, 1e-9))
@@ -117,8 +114,14 @@ class WallClockPlan:
         assert self.since is not None
         since_step, since_tick = self.since
         rate = (step - since_step) / max(now - since_tick, 1e-9)
-        left = max(0.0, budget - (now - self.start))
+        steps = self._fit(step, rate, now)
+        return Plan(steps, rate, (steps - step) / max(rate, 1e-9), revised=True)
+
+    def _fit(self, step: int, rate: float, now: float) -> int:
+        """The count that fits the budget's time left at `rate` (the mean over processes), kept
+        as `planned`; the rate of the next revision is measured from here."""
+        left = max(0.0, self.minutes * 60 - (now - self.start))
         planned = torch.tensor(float(step + int(rate * left)))
         steps = max(step, int(distributed.all_mean(planned.to(self.device), self.dist).item()))
         self.planned, self.since = steps, (step, now)
-        return Plan(steps, rate, (steps - step) / max(rate, 1e-9), revised=True)
+        return steps
