@@ -182,6 +182,8 @@ def test_files_that_are_not_official_checkpoints_are_one_line(tmp_path, official
     refused(official_file(tmp_path / "nopatch.pkl", tree), "no PatchEmbed_0")
     tree = synthetic_flax_tree()
     tree["DiTBlock_1"]["Dense_4"]["kernel"] = np.zeros((16, 8))
+    refused(official_file(tmp_path / "bias.pkl", tree), "has 8 outputs but 16 biases")
+    tree["DiTBlock_1"]["Dense_4"]["bias"] = np.zeros(8)
     refused(
         official_file(tmp_path / "shape.pkl", tree),
         "do not fit a DiT",
@@ -195,3 +197,105 @@ def test_files_that_are_not_official_checkpoints_are_one_line(tmp_path, official
     del state["train_state"]["params_ema"]  # a train state without EMA (TrainState, not ...Ema)
     no_ema.write_bytes(pickle.dumps(state))
     refused(no_ema, "holds no params_ema", "--weights", "ema")
+
+
+def _raw_nested_pickle(levels):
+    """{"train_state": {"params": {"a": {"a": ...}}}} `levels` deep, written as pickle opcodes
+    (pickle.dumps itself would recurse that deep)."""
+    key = b"X\x01\x00\x00\x00a"
+    body = b"}X\x0b\x00\x00\x00train_state}X\x06\x00\x00\x00params}" + (key + b"}") * levels
+    return b"\x80\x02" + body + b"s" * (levels + 2) + b"."
+
+
+def test_hostile_tree_shapes_end_in_bounded_time_as_one_line(tmp_path, capsys):
+    import time
+
+    def refused(data, expect):
+        path = tmp_path / "hostile.pkl"
+        path.write_bytes(data)
+        out = tmp_path / "run"
+        tick = time.perf_counter()
+        code, _, err = run_main(["import-official", str(path), "--out", str(out)], capsys)
+        assert time.perf_counter() - tick < 20  # the shared tree took 2^40 visits before
+        assert_one_line_error(code, err, expect)
+        assert not out.exists()
+
+    shared = {"w": np.zeros(2, dtype=np.float32)}
+    for _ in range(40):  # 714 bytes: each level holds the one below twice
+        shared = {"a": shared, "b": shared}
+    data = pickle.dumps({"train_state": {"params": shared}})
+    assert len(data) < 2000
+    refused(data, "nests deeper than 16 levels")
+    looped = {}
+    looped["a"] = looped
+    refused(pickle.dumps({"train_state": {"params": looped}}), "contains itself")
+    refused(_raw_nested_pickle(100_000), "nests deeper than 16 levels")
+    # sharing within the bounds is fine (params_ema may be params): checked once, then read on
+    shared = {"w": np.zeros(2, dtype=np.float32)}
+    for _ in range(14):
+        shared = {"a": shared, "b": shared}
+    refused(pickle.dumps({"train_state": {"params": shared}}), "no PatchEmbed_0")
+
+
+def test_damaged_official_trees_are_one_line_and_write_nothing(tmp_path, official_names, capsys):
+    sizes = ("--num-heads", "4", "--input-size", "8")
+
+    def refused(tree, expect, step=7, out=None, dtype=np.float32):
+        path = tmp_path / "damaged.pkl"
+        state = {"params": tree, "params_ema": tree, "step": step}
+        path.write_bytes(pickle.dumps({"train_state": _as(state, dtype)}))
+        out = out or tmp_path / "run"
+        code, _, err = run_main(["import-official", str(path), "--out", str(out), *sizes], capsys)
+        assert_one_line_error(code, err, expect)
+        return out
+
+    def edited(change):
+        tree = synthetic_flax_tree()
+        change(tree)
+        return tree
+
+    for expect, change in (
+        ("no FinalLayer_0", lambda t: t.pop("FinalLayer_0")),
+        ("no TimestepEmbedder_1", lambda t: t.pop("TimestepEmbedder_1")),
+        ("no DiTBlock_1", lambda t: t.update(DiTBlock_2=t.pop("DiTBlock_1"))),
+        ("a block named 'DiTBlock_x'", lambda t: t.update(DiTBlock_x=t["DiTBlock_0"])),
+        ("patch embedding of shape", lambda t: _set(t, "PatchEmbed_0/Conv_0/kernel", (2, 2, 3, 0))),
+        ("is not a 2-D array", lambda t: _set(t, "DiTBlock_0/MlpBlock_0/Dense_0/kernel", (16,))),
+        ("no DiTBlock_1/Dense_2/bias", lambda t: t["DiTBlock_1"]["Dense_2"].pop("bias")),
+        ("is not a 1-D array", lambda t: _set(t, "DiTBlock_0/Dense_1/bias", (16, 1))),
+    ):
+        assert not refused(edited(change), expect).exists(), expect
+    tree = synthetic_flax_tree()
+    tree["FinalLayer_0"]["Dense_1"]["bias"] = np.full(12, 1e39)  # float64, beyond float32
+    assert not refused(tree, "beyond float32's range", dtype=None).exists()
+    if hasattr(np, "float128"):
+        tree = synthetic_flax_tree()
+        tree["FinalLayer_0"]["Dense_1"]["bias"] = np.zeros(12, dtype=np.float128)
+        assert not refused(tree, "not an array of float16", dtype=None).exists()
+    for step in (np.float64(np.inf), -5, 10**40, np.float32(2.5)):
+        assert not refused(synthetic_flax_tree(), "train_state.step", step=step).exists()
+    # --out: a file, a folder that is not empty, an empty path: refused before reading
+    (tmp_path / "a_file").write_text("x")
+    refused(synthetic_flax_tree(), "is a file", out=tmp_path / "a_file")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("keep")
+    refused(synthetic_flax_tree(), "not empty", out=tmp_path / "full")
+    assert (tmp_path / "full" / "notes.txt").read_text() == "keep"
+    code, _, err = run_main(["import-official", "x.pkl", "--out", ""], capsys)
+    assert code == 2 and "empty path" in err
+
+
+def _set(tree, path, shape):
+    *parents, leaf = path.split("/")
+    for part in parents:
+        tree = tree[part]
+    tree[leaf] = np.zeros(shape)
+
+
+def _as(tree, dtype):
+    """Plain dicts of arrays (in `dtype` unless None), as a file would hold them."""
+    if isinstance(tree, dict):
+        return {k: _as(v, dtype) for k, v in tree.items()}
+    if isinstance(tree, np.ndarray) and dtype is not None:
+        return tree.astype(dtype)
+    return tree

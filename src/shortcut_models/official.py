@@ -116,17 +116,59 @@ class OfficialCheckpoint:
     step: int
 
 
+# an official tree is 5 levels deep and holds a few thousand arrays (DiT-XL/2: 28 blocks of 9
+# layers); the bounds refuse a crafted file before its shape can cost time or recursion
+MAX_DEPTH = 16
+MAX_NODES = 1_000_000
+LEAF_DTYPES = (np.float16, np.float32, np.float64)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _check_tree(tree: Any, where: str) -> None:
-    """Nested dicts of finite float arrays, or a one-line error naming the first bad leaf."""
-    if isinstance(tree, Mapping):
-        for key, value in tree.items():
-            if not isinstance(key, str):
-                raise UsageError(f"{where}: a parameter name that is not text ({key!r})")
-            _check_tree(value, f"{where}/{key}")
-    elif not (isinstance(tree, np.ndarray) and np.issubdtype(tree.dtype, np.floating)):
-        raise UsageError(f"{where} is {type(tree).__name__}, not an array of floats")
-    elif not np.isfinite(tree).all():
-        raise UsageError(f"{where} holds NaN or inf")
+    """Nested dicts of finite float arrays that float32 holds, or a one-line error naming the
+    first bad node. Walked without recursion, each node once: a file may share one dict between
+    two places (params_ema and params), but a cycle, a tree deeper than MAX_DEPTH or one of more
+    than MAX_NODES nodes is refused (a 714-byte pickle of 40 levels sharing one dict twice has
+    2^40 paths)."""
+    checked: set[int] = set()
+    stack: list[tuple[Any, str, tuple[int, ...]]] = [(tree, where, ())]
+    while stack:
+        node, name, above = stack.pop()
+        if id(node) in above:
+            raise UsageError(f"{name} contains itself: not an official checkpoint")
+        if id(node) in checked:
+            continue  # shared, and checked where it was first met
+        checked.add(id(node))
+        if len(checked) > MAX_NODES:
+            raise UsageError(f"{where} has more than {MAX_NODES:,} entries: not an official tree")
+        if isinstance(node, Mapping):
+            if len(above) >= MAX_DEPTH:
+                raise UsageError(f"{where} nests deeper than {MAX_DEPTH} levels at {name}")
+            for key, value in node.items():
+                if not isinstance(key, str):
+                    raise UsageError(f"{name}: a parameter name that is not text ({key!r})")
+                stack.append((value, f"{name}/{key}", (*above, id(node))))
+        elif not isinstance(node, np.ndarray) or node.dtype.type not in LEAF_DTYPES:
+            kind = f"a {node.dtype} array" if isinstance(node, np.ndarray) else type(node).__name__
+            raise UsageError(f"{name} is {kind}, not an array of float16, float32 or float64")
+        elif not np.isfinite(node).all():
+            raise UsageError(f"{name} holds NaN or inf")
+        elif node.size and float(np.abs(node).max()) > FLOAT32_MAX:
+            raise UsageError(f"{name} holds values beyond float32's range")
+
+
+def _step(value: Any, path: Path) -> int:
+    """train_state.step as a count: a whole number in [0, 2^63)."""
+    try:
+        number = np.asarray(value)
+        if number.shape != () or number.dtype.kind not in "iuf":
+            raise TypeError
+        step = float(number) if number.dtype.kind == "f" else int(number)
+    except (TypeError, ValueError, OverflowError):
+        raise UsageError(f"{path}: train_state.step is not a number ({value!r})") from None
+    if not (0 <= step < 2**63 and float(step).is_integer()):
+        raise UsageError(f"{path}: train_state.step is {value!r}, not a step count")
+    return int(step)
 
 
 def read_official(path: str | Path) -> OfficialCheckpoint:
@@ -140,12 +182,7 @@ def read_official(path: str | Path) -> OfficialCheckpoint:
     _check_tree(params, "params")
     if ema is not None:
         _check_tree(ema, "params_ema")
-    step = state.get("step", 0)
-    try:
-        step = int(np.asarray(step))
-    except (TypeError, ValueError):
-        raise UsageError(f"{path}: train_state.step is not a number ({step!r})") from None
-    return OfficialCheckpoint(params, ema, step)
+    return OfficialCheckpoint(params, ema, _step(state.get("step", 0), path))
 
 
 WEIGHTS = ("raw", "ema")  # raw first: the official evaluation's use_ema 0
@@ -178,6 +215,10 @@ def import_official(
     out = Path(out)
     if (out / CHECKPOINT_NAME).exists():
         raise UsageError(f"{out} already holds a run; import into a new folder")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; import into a new folder")
+    if out.is_dir() and any(out.iterdir()):
+        raise UsageError(f"--out {out} is a folder that is not empty; import into a new folder")
     if weights not in WEIGHTS:
         raise UsageError(f"--weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
     found = read_official(path)

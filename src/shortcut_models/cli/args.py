@@ -82,6 +82,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def path_arg(text: str) -> Path:
+    """A path flag's value; empty text is refused (it would mean the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path (name a file or folder)")
+    return Path(text)
+
+
 def seed_arg(text: str) -> int:
     from shortcut_models.config import MAX_SEED
 
@@ -159,7 +166,7 @@ def add_paths(p: argparse.ArgumentParser, ckpt: str | None, out: str | None) -> 
     if ckpt is not None:
         p.add_argument("--ckpt", required=True, type=Path, help=ckpt)
     if out is not None:
-        p.add_argument("--out", required=True, type=Path, help=out)
+        p.add_argument("--out", required=True, type=path_arg, help=out)
 
 
 def add_device(p: argparse.ArgumentParser, default: str = "auto") -> None:

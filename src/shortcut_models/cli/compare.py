@@ -33,7 +33,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--data", required=True, type=a.data_set(), help=f"data set: {a.data_help()}")
     f.add_options(p, f.data_options())
     p.add_argument("--json", type=Path, help="write {objective: {steps: value}} here")
-    p.add_argument("--out", type=Path, help="run folders (default runs/compare-DATA)")
+    p.add_argument("--out", type=a.path_arg, help="run folders (default runs/compare-DATA)")
     p.add_argument(
         "--objectives",
         nargs="+",

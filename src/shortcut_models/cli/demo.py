@@ -30,7 +30,7 @@ def register(subparsers: Any) -> None:
         "it again to resume. The first line says what it will do on this machine (device, "
         "precision and why, the step count) and when it will be done.",
     )
-    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--out", required=True, type=a.path_arg, help="output folder")
     p.add_argument(
         "--data",
         default=d.data,

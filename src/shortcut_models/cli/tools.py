@@ -161,7 +161,9 @@ def register_import_official(subparsers: Any) -> None:
 
     p = a.command(subparsers, "import-official", run_import, IMPORT_SUMMARY, IMPORT_DESCRIPTION)
     p.add_argument("checkpoint", type=Path, help="the official checkpoint file")
-    p.add_argument("--out", type=Path, required=True, help="run folder to write (must be new)")
+    p.add_argument(
+        "--out", type=a.path_arg, required=True, help="run folder to write (must be new)"
+    )
     p.add_argument(
         "--weights",
         choices=WEIGHTS,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from shortcut_models import logs
@@ -30,7 +29,7 @@ def register(subparsers: Any) -> None:
     p = a.command(
         subparsers, "train", run, SUMMARY, DESCRIPTION, argument_default=argparse.SUPPRESS
     )
-    p.add_argument("--out", required=True, type=Path, help="run folder (created if missing)")
+    p.add_argument("--out", required=True, type=a.path_arg, help="run folder (created if missing)")
     p.add_argument(
         "--data",
         type=a.data_set(),
