@@ -488,3 +488,26 @@ def test_fid_memory_does_not_grow_with_the_image_count(tmp_path):
     small, large = peak_mb(64), peak_mb(1000)
     # 1,000 images at 299x299x3 float32 are 1,070 MB; their features and samples are < 10 MB
     assert large - small < 200, f"peak {small:.0f} MB at 64 images, {large:.0f} MB at 1,000"
+
+
+GUIDED_COMMANDS = ("sample", "export", "evaluate", "compare", "demo", "pairs")
+
+
+@pytest.mark.parametrize("cfg", ["nan", "inf", "1e400", "1e39", "-1", ":2", "21", "2:nan"])
+def test_every_command_refuses_the_same_bad_guidance_scales(tmp_path, capsys, cfg):
+    """sample --cfg nan wrote all-NaN samples and exited 0; sample / export took -1; export
+    took 1e300; evaluate took nan and -5; --cfg :2 was read as 2. One parser, one check."""
+    messages = set()
+    for command in GUIDED_COMMANDS:
+        out = tmp_path / command
+        code, _, err = run_main([command, "--out", str(out), f"--cfg={cfg}"], capsys)
+        lines = err.strip().splitlines()
+        assert code == 2 and "Traceback" not in err, (command, err)
+        messages.add(lines[-1].split(": error: ", 1)[1])
+        assert not out.exists()
+    assert len(messages) == 1, messages  # the same words from every command
+    from shortcut_models.guidance import parse_entry
+
+    with pytest.raises(ValueError):
+        parse_entry(cfg)
+    assert parse_entry("20") == (1, 20.0) and parse_entry("4:0") == (4, 0.0)

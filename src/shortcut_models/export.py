@@ -11,7 +11,6 @@ PyTorch sampler.
 
 from __future__ import annotations
 
-import math
 import signal
 import warnings
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from shortcut_models import logs
 from shortcut_models.errors import Terminated, UsageError
 from shortcut_models.factory import LoadedRun, load_run
 from shortcut_models.files import atomic_write, temporary_files
+from shortcut_models.guidance import check_scale
 from shortcut_models.interrupts import SignalHandlers
 from shortcut_models.sampling import check_steps, sample, seeded_noise
 
@@ -82,8 +82,10 @@ def export_generator(
     """Write the generator of run `ckpt` to `out` and check it against the PyTorch sampler."""
     if fmt not in FORMATS:
         raise UsageError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    if not math.isfinite(cfg):  # a NaN scale exports a generator of NaN images
-        raise UsageError(f"cfg must be a finite number, got {cfg}")
+    try:  # a NaN scale exports a generator of NaN images
+        check_scale(cfg, "cfg")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     run = load_run(ckpt, weights, "cpu")
     if run.spec.num_classes == 0 and cfg != 1.0:
         raise UsageError("this model is unconditional: --cfg does not apply")

@@ -71,19 +71,33 @@ def has_guidance_input(model: Network) -> bool:
 GuidanceSchedule = tuple[tuple[int, float], ...]
 
 
+# the largest guidance scale any command, the export and the playground accept: the useful range
+# is 1 to about 4; far beyond it the samples only saturate, and 1e39 overflows float32 to NaN
+MAX_SCALE = 20.0
+
+
+def check_scale(scale: float, what: str = "the guidance scale") -> float:
+    """`scale` if it is a number in [0, MAX_SCALE], else a ValueError saying so (the one check
+    every command, the export and the playground apply)."""
+    if not (math.isfinite(scale) and 0.0 <= scale <= MAX_SCALE):
+        raise ValueError(f"{what} must be finite and in [0, {MAX_SCALE:g}], got {scale:g}")
+    return scale
+
+
 def parse_entry(text: str) -> tuple[int, float]:
     """ "2" -> (1, 2.0): a bare scale applies from 1 step; "4:1.75" -> (4, 1.75): from 4 steps
     on. Raises ValueError with the reason."""
-    steps_text, _, scale_text = text.rpartition(":")
+    steps_text, colon, scale_text = text.strip().rpartition(":")
     try:
-        steps = int(steps_text) if steps_text else 1
+        if colon and not steps_text:
+            raise ValueError
+        steps = int(steps_text) if colon else 1
         scale = float(scale_text)
     except ValueError:
         raise ValueError(f"{text!r} is not SCALE or STEPS:SCALE (e.g. 2 or 4:1.75)") from None
     if steps < 1:
         raise ValueError(f"{text!r}: the step count must be at least 1")
-    if not math.isfinite(scale) or scale < 0:
-        raise ValueError(f"{text!r}: the guidance scale must be finite and >= 0")
+    check_scale(scale, f"{text!r}: the guidance scale")
     return steps, scale
 
 

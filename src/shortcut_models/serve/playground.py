@@ -17,6 +17,7 @@ from shortcut_models.data.images import to_uint8
 from shortcut_models.errors import UsageError
 from shortcut_models.evaluation.generation import generate
 from shortcut_models.factory import load_run
+from shortcut_models.guidance import check_scale
 from shortcut_models.image_io import grid
 from shortcut_models.plots import scatter_panels
 from shortcut_models.sampling import STEP_BUDGETS
@@ -76,8 +77,10 @@ class Playground:
             labels = classes if label is None else torch.full((count,), label)
         elif label is not None or cfg != 1.0:
             raise UsageError("this model is unconditional: class and cfg do not apply")
-        if not (0.0 <= cfg <= 20.0):
-            raise UsageError(f"cfg must be in [0, 20], got {cfg}")
+        try:
+            check_scale(cfg, "cfg")
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
         with self.lock:  # one at a time: concurrent requests queue here
             tick = time.perf_counter()
             x = generate(
