@@ -511,3 +511,26 @@ def test_every_command_refuses_the_same_bad_guidance_scales(tmp_path, capsys, cf
     with pytest.raises(ValueError):
         parse_entry(cfg)
     assert parse_entry("20") == (1, 20.0) and parse_entry("4:0") == (4, 0.0)
+
+
+def test_print_config_refuses_what_the_run_would_refuse(tmp_path, capsys):
+    """--print-config printed a fresh config over an existing run, hidden_size 99 for a resume
+    whose config differs and a config for --resume of a missing folder; each run refuses."""
+    run = tmp_path / "r"
+    base = ["train", "--out", str(run), "--data", "moons"]
+    code, _, err = run_main([*base, "--resume", "--print-config"], capsys)
+    assert_one_line_error(code, err, "nothing to resume")
+    code, _, err = run_main([*base, "--steps", "2", "--no-progress"], capsys)
+    assert code == 0, err
+    code, _, err = run_main([*base, "--steps", "2", "--print-config"], capsys)
+    assert_one_line_error(code, err, "already holds a checkpoint")
+    code, _, err = run_main([*base, "--resume", "--hidden-size", "99", "--print-config"], capsys)
+    assert_one_line_error(code, err, "different config (backbone.hidden_size)")
+    code, out, err = run_main([*base, "--resume", "--steps", "4", "--print-config"], capsys)
+    assert code == 0 and "steps = 4" in out, err
+    # both budgets given: the table says which one governs
+    fresh = ["train", "--out", str(tmp_path / "f"), "--data", "moons", "--print-config"]
+    code, out, err = run_main([*fresh, "--steps", "5", "--minutes", "1"], capsys)
+    assert code == 0 and "not used: the 1-minute budget plans the step count" in out, err
+    code, _, err = run_main([*fresh, "--recipe", "cpu-small", "--recipe", "reference"], capsys)
+    assert code == 2 and "--recipe: given twice" in err

@@ -47,6 +47,9 @@ class Composed:
             lines.append(f"[{section}]")
             for name, value in values.items():
                 source = self.sources.get(f"{section}.{name}", "default")
+                if (section, name) == ("training", "steps") and self.config.training.minutes > 0:
+                    minutes = self.config.training.minutes
+                    source += f"; not used: the {minutes:g}-minute budget plans the step count"
                 lines.append(f"  {name} = {value!r}  # {source}")
         return "\n".join(lines)
 

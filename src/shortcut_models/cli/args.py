@@ -82,6 +82,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+class Once(argparse.Action):
+    """A flag that may be given once: a second value is refused rather than silently kept."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: str | None = None):
+        if getattr(namespace, f"_{self.dest}_given", False):
+            raise argparse.ArgumentError(self, "given twice; give it once")
+        setattr(namespace, f"_{self.dest}_given", True)
+        setattr(namespace, self.dest, values)
+
+
 def path_arg(text: str) -> Path:
     """A path flag's value; empty text is refused (it would mean the current folder)."""
     if not text.strip():

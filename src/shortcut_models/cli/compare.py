@@ -43,6 +43,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--recipe",
+        action=a.Once,
         choices=recipe_names(),
         help="start every method from a recipe's network, batch, optimizer, EMA, step count and "
         "run options (cpu-small: the demo's U-Net); a method gets the recipe's objective "

@@ -39,6 +39,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--recipe",
+        action=a.Once,
         default=d.recipe,
         choices=recipe_names(),
         help=f"training recipe (default {d.recipe}; cpu-dit-tiny: paper's objective, tiny DiT)",

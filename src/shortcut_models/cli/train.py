@@ -43,6 +43,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--backbone", help=f"network (default {DEFAULTS['backbone']})")
     p.add_argument(
         "--recipe",
+        action=a.Once,
         choices=recipe_names(),
         help="start from a named set of measured settings (printed at the start; flags given "
         "beside it win): " + "; ".join(f"{k}: {v.description}" for k, v in RECIPES.items()),
@@ -71,7 +72,10 @@ def run(args: argparse.Namespace) -> int:
         base = load_checkpoint(args.out / CHECKPOINT_NAME).config
     flags = f.config_flags(args)
     composed = compose_config(base, recipe_name=getattr(args, "recipe", None), flags=flags)
-    if args.print_config:
+    if args.print_config:  # refused where the run would be: it says what the run would do
+        from shortcut_models.train.checkpoints import checkpoint_to_resume
+
+        checkpoint_to_resume(args.out, composed.config, getattr(args, "resume", False))
         print(composed.table())
         return 0
     if composed.description:

@@ -71,6 +71,31 @@ class OptimizerState:
         parallel.load_optimizer_state(self.model, self.optimizer, by_index, self.fsdp)
 
 
+def checkpoint_to_resume(out_dir: Path, config: TrainConfig, resume: bool) -> Checkpoint | None:
+    """The checkpoint in `out_dir` a run of `config` resumes (None for a fresh run); refuses a
+    config that changed more than RESUMABLE_CHANGES, a missing checkpoint to resume and one a
+    fresh run would replace. `train --print-config` asks this too, so that it refuses what the
+    run would."""
+    path = out_dir / CHECKPOINT_NAME
+    if not resume:
+        if path.exists():
+            raise UsageError(
+                f"{out_dir} already holds a checkpoint: pass --resume to continue it "
+                "or choose another --out"
+            )
+        return None
+    if not path.exists():
+        raise UsageError(f"nothing to resume: no checkpoint in {out_dir}")
+    checkpoint = load_checkpoint(path)
+    changed = [f for f in checkpoint.config.differences(config) if f not in RESUMABLE_CHANGES]
+    if changed:
+        raise UsageError(
+            f"the checkpoint in {out_dir} was trained with a different config "
+            f"({', '.join(changed)}); only {', '.join(sorted(RESUMABLE_CHANGES))} may change"
+        )
+    return checkpoint
+
+
 class CheckpointManager:
     """The run's stateful parts by name (`parts`: the model, its EMAs, the optimizer,
     the objective, the metrics log, the plan), saved together and restored by name. Every
@@ -88,25 +113,10 @@ class CheckpointManager:
             self.parts[name].load_state_dict(checkpoint.tensors(name, self.device))
 
     def open(self, config: TrainConfig, resume: bool) -> Checkpoint | None:
-        """The checkpoint to resume (None for a fresh run); refuses a config that changed more
-        than RESUMABLE_CHANGES, a missing checkpoint to resume and one a fresh run would replace."""
-        if not resume:
-            if self.path.exists():
-                raise UsageError(
-                    f"{self.out_dir} already holds a checkpoint: pass --resume to continue it "
-                    "or choose another --out"
-                )
-            return None
-        if not self.path.exists():
-            raise UsageError(f"nothing to resume: no checkpoint in {self.out_dir}")
-        checkpoint = load_checkpoint(self.path)
-        changed = [f for f in checkpoint.config.differences(config) if f not in RESUMABLE_CHANGES]
-        if changed:
-            raise UsageError(
-                f"the checkpoint in {self.out_dir} was trained with a different config "
-                f"({', '.join(changed)}); only {', '.join(sorted(RESUMABLE_CHANGES))} may change"
-            )
-        self.saved_step = checkpoint.step
+        """The checkpoint to resume (None for a fresh run), as `checkpoint_to_resume` finds it."""
+        checkpoint = checkpoint_to_resume(self.out_dir, config, resume)
+        if checkpoint is not None:
+            self.saved_step = checkpoint.step
         return checkpoint
 
     def last_good(self) -> str:
