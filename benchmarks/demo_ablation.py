@@ -26,6 +26,7 @@ import argparse
 import json
 import platform
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ import torch
 
 from shortcut_models.config import TrainConfig
 from shortcut_models.demo import demo_scorer, score_budgets
+from shortcut_models.evaluation.scoring import ImageScorer
 from shortcut_models.recipes import recipe, recipe_tree
 from shortcut_models.report import machine_record, markdown_table
 from shortcut_models.train import RunOptions, Trainer
@@ -68,12 +70,20 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "patch-2-batch-32": {"backbone_options": {"patch": 2}, "batch_size": 32},
     "patch-2-unet-24": {"backbone_options": {"channels": [24, 48, 96], "patch": 2}},
     "patch-2-unet-32": {"backbone_options": {"channels": [32, 64, 128], "patch": 2}},
+    "unet-24-2blocks": {"backbone_options": {"channels": [24, 48, 96], "blocks": 2}},
+    "unet-32-4levels": {"backbone_options": {"channels": [32, 64, 128, 128]}},
+    "unet-48": {"backbone_options": {"channels": [48, 96, 192]}},
+    "flip": {"data_options": {"flip": True}},
+    "meanflow": {"objective": "meanflow"},
+    "imf": {"objective": "imf"},
+    "flow-matching": {"objective": "flow_matching"},
     "unet-8-batch-32": {"backbone_options": {"channels": [8, 16, 32]}, "batch_size": 32},
     "unet-8-coarse": {
         "backbone_options": {"channels": [8, 16, 32]},
         "objective_options": {"level_sampling": "coarse"},
     },
     "ema-0.999": {"ema_decay": 0.999},
+    "ema-0.9995": {"ema_decay": 0.9995},
     "ema-0.95": {"ema_decay": 0.95},
     "logit-normal": {"objective_options": {"time_sampling": "logit_normal"}},
     "ism": {"objective": "ism"},
@@ -148,27 +158,35 @@ def variant_config(
     for key in ("lr", "ema_decay", "warmup_steps"):
         if key in changes:
             tree["optimisation"][key] = changes.pop(key)
+    data_options = changes.pop("data_options", {})
     tree["training"].update(changes, minutes=0.0 if steps else minutes, seed=seed)
     tree["training"].update({"steps": steps} if steps else {})
     tree["training"]["recipe"] = base if is_recipe else ""
-    return TrainConfig.from_tree({**tree, "data": {"name": data}}), precision
+    tree["data"] = {"name": data, "options": data_options}
+    return TrainConfig.from_tree(tree), precision
 
 
-def run_variant(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    config, precision = variant_config(
-        name,
-        args.data,
-        args.minutes,
-        args.seed,
-        args.base,
-        args.steps,
-        args.from_recipe,
-        args.precision,
-    )
-    budget = f"{args.steps}steps" if args.steps else f"{args.minutes:g}min"
-    run_dir = args.out / f"{args.data}-{name}-{budget}"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    options = RunOptions(
+_SCORERS: dict[tuple, ImageScorer] = {}
+
+
+def scorer_for(args: argparse.Namespace) -> ImageScorer:
+    """One scorer per reference for the whole invocation, so that a reference given as images
+    (such as half B of OpenMoji) is measured once, not once per row."""
+    key = args.ref, args.data, args.seed
+    if key not in _SCORERS:
+        _SCORERS[key] = (
+            ImageScorer("fid", args.ref, args.data, seed=args.seed, progress=False)
+            if args.ref
+            else demo_scorer(args.data, args.seed)
+        )
+    return _SCORERS[key]
+
+
+RATE_WARMUP, RATE_STEPS = 10, 60
+
+
+def _options(run_dir: Path, precision: str, args: argparse.Namespace) -> RunOptions:
+    return RunOptions(
         out_dir=run_dir,
         progress=False,
         tensorboard=False,
@@ -177,20 +195,67 @@ def run_variant(name: str, args: argparse.Namespace) -> dict[str, Any]:
         save_every=10**9,
         log_every=100,
     )
-    trainer = Trainer(config, options)
+
+
+def quiet_rate(name: str, args: argparse.Namespace) -> float:
+    """Training steps per second of the variant, timed over RATE_STEPS steps after RATE_WARMUP.
+    Measured for every variant before any row trains, on a quiet machine, so that each row then
+    trains a fixed step count (rate x budget): the rows are a fixed wall-clock comparison that
+    other work on the machine during training cannot bias."""
+    config, precision = variant_config(
+        name, args.data, 0.0, args.seed, args.base, 10**6, args.from_recipe, args.precision
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        trainer = Trainer(config, _options(Path(folder) / "run", precision, args))
+        for _ in range(RATE_WARMUP):
+            trainer.train_step()
+        tick = time.perf_counter()
+        for _ in range(RATE_STEPS):
+            trainer.train_step()
+        return RATE_STEPS / (time.perf_counter() - tick)
+
+
+def cost_key(name: str, args: argparse.Namespace) -> str:
+    """What sets a variant's step time: its objective, network, batch and precision."""
+    config, precision = variant_config(
+        name, args.data, 0.0, args.seed, args.base, 1, args.from_recipe, args.precision
+    )
+    tree = config.to_dict()
+    parts = tree["objective"], tree["backbone"], tree["training"]["batch_size"], precision
+    return json.dumps(parts, sort_keys=True, default=str)
+
+
+def run_variant(name: str, args: argparse.Namespace, rate: float = 0.0) -> dict[str, Any]:
+    """Train and score one variant: for `args.minutes` of wall clock (planned as the demo plans),
+    for `args.steps`, or, with a quiet `rate`, for rate x minutes steps."""
+    steps = round(rate * args.minutes * 60) if rate else args.steps
+    config, precision = variant_config(
+        name,
+        args.data,
+        args.minutes,
+        args.seed,
+        args.base,
+        steps,
+        args.from_recipe,
+        args.precision,
+    )
+    budget = f"{args.steps}steps" if args.steps else f"{args.minutes:g}min"
+    run_dir = args.out / f"{args.data}-{name}-{budget}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    trainer = Trainer(config, _options(run_dir, precision, args))
     tick = time.perf_counter()
     if trainer.run().status != "completed":
         raise SystemExit(f"{name}: training was interrupted; no row written")
     seconds = time.perf_counter() - tick
     shape = trainer.data.shape
-    scorer = demo_scorer(args.data, args.seed)
+    scorer = scorer_for(args)
     metrics, _ = score_budgets(
         trainer.evaluated.eval(),
         trainer.objective,
         shape=shape,
         num_classes=trainer.data.num_classes,
         scorer=scorer,
-        budgets=BUDGETS,
+        budgets=args.budgets,
         num=args.num,
         seed=args.seed,
         cfg=args.cfg,
@@ -205,11 +270,16 @@ def run_variant(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "num": args.num,
         "steps": trainer.step,
         "train_seconds": seconds,
-        "images_per_s": trainer.step * config.training.batch_size / seconds,
+        # with a quiet rate, the rate the step count was planned from (the run itself may share
+        # the machine); else what the run achieved
+        "images_per_s": (rate or trainer.step / seconds) * config.training.batch_size,
+        "planned_from_quiet_rate": rate or None,
         "precision": precision,
         "config": config.to_dict(),
         "scores": metrics,
         "metric": scorer.label,
+        "metric_key": scorer.key,
+        "ref": args.ref or "the demo's",
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch "
         f"{torch.__version__}",
         "cpu_capability": machine_record()["cpu_capability"],
@@ -218,18 +288,34 @@ def run_variant(name: str, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+# the columns of a row's scores per metric: FD-digits with the digit classifier's class scores,
+# FID with precision and recall
+COLUMNS = {
+    "fd_digits": (("fd_digits", "FD"), ("confident", "conf"), ("class_coverage", "cov")),
+    "fid": (("fid", "FID"), ("precision", "prec"), ("recall", "rec")),
+}
+
+
 def write_table(rows: list[dict[str, Any]], path: Path | None) -> str:
-    headers = ["variant", "data", "min", "img/s", "steps"]
-    for n in BUDGETS:
-        headers += [f"FD {n}", f"conf {n}", f"cov {n}"]
-    table_rows = []
-    for row in rows:
-        cells = [row["variant"], row["data"], row["minutes"], row["images_per_s"], row["steps"]]
-        for n in BUDGETS:
-            s = row["scores"][str(n)]
-            cells += [s["fd_digits"], s["confident"], s["class_coverage"]]
-        table_rows.append(cells)
-    table = markdown_table(headers, table_rows)
+    """One table per metric (digit rows and colour rows do not share columns), each with the
+    step budgets its rows were scored at."""
+    tables = []
+    for metric, columns in COLUMNS.items():
+        chosen = [r for r in rows if r.get("metric_key", "fd_digits") == metric]
+        if not chosen:
+            continue
+        budgets = sorted({int(n) for r in chosen for n in r["scores"]})
+        headers = ["variant", "data", "min", "img/s", "steps"]
+        headers += [f"{short} {n}" for n in budgets for _, short in columns]
+        table_rows = []
+        for row in chosen:
+            cells = [row["variant"], row["data"], row["minutes"], row["images_per_s"], row["steps"]]
+            for n in budgets:
+                s = row["scores"].get(str(n), {})
+                cells += [s.get(key, "") for key, _ in columns]
+            table_rows.append(cells)
+        tables.append(markdown_table(headers, table_rows))
+    table = "\n\n".join(tables)
     if path is not None:
         path.write_text(table + "\n")
     return table
@@ -238,7 +324,15 @@ def write_table(rows: list[dict[str, Any]], path: Path | None) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--variants", nargs="+", default=["cpu-small"], choices=list(VARIANTS))
-    p.add_argument("--data", default="mnist", choices=["mnist", "fashion-mnist"])
+    p.add_argument("--data", default="mnist", choices=["mnist", "fashion-mnist", "openmoji"])
+    p.add_argument(
+        "--ref",
+        help="score with FID against this reference (an .npz of images such as the comparison's "
+        "runs/openmoji-half-b.npz, or a set's name) instead of the demo's scorer",
+    )
+    p.add_argument(
+        "--budgets", type=int, nargs="+", default=list(BUDGETS), help="step budgets scored"
+    )
     p.add_argument("--minutes", type=float, default=5.0, help="training budget per variant")
     p.add_argument("--base", default="cpu-small", help="recipe the variants change (cpu-small)")
     p.add_argument("--steps", type=int, default=0, help="train this many steps instead (0: off)")
@@ -260,6 +354,12 @@ def main() -> None:
         help="layout of the U-Net (contiguous, as the first rows)",
     )
     p.add_argument("--md", type=Path, help="write the table of all measured rows here")
+    p.add_argument(
+        "--quiet-rates",
+        action="store_true",
+        help="time every variant's step first (run this with the machine quiet), then train each "
+        "for rate x --minutes steps, so that other work during training cannot bias the rows",
+    )
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     log = args.out / "rows.jsonl"
@@ -269,30 +369,46 @@ def main() -> None:
         base = row.get("base", "cpu-small") + ("+recipe" if row.get("from_recipe") else "")
         base += "+" + row.get("memory_format", "contiguous")
         kind = row.get("cpu_capability", "AVX512")
-        return row["variant"], base, row["data"], budget, row["cfg"], row["num"], row["seed"], kind
+        scoring = row.get("ref", "the demo's"), tuple(sorted(int(n) for n in row["scores"]))
+        return (
+            row["variant"], base, row["data"], budget, row["cfg"], row["num"], row["seed"], kind,
+            scoring,
+        )  # fmt: skip
 
     rows: list[dict[str, Any]] = []
     for line in log.read_text().splitlines() if log.exists() else []:
         row = json.loads(line)
         rows = [r for r in rows if key(r) != key(row)] + [row]  # a re-run replaces its row
 
-    for name in args.variants:
-        budget = args.steps or args.minutes
+    def wanted(name: str) -> tuple:
         base = args.base + ("+recipe" if args.from_recipe else "") + "+" + args.memory_format
-        wanted = (
+        return (
             name,
             base,
             args.data,
-            budget,
+            args.steps or args.minutes,
             args.cfg,
             args.num,
             args.seed,
             machine_record()["cpu_capability"],
+            (args.ref or "the demo's", tuple(sorted(args.budgets))),
         )
-        if not args.rerun and any(key(r) == wanted for r in rows):
-            continue
-        row = {**run_variant(name, args), "seed": args.seed}
-        rows = [r for r in rows if key(r) != wanted] + [row]
+
+    todo = [n for n in args.variants if args.rerun or not any(key(r) == wanted(n) for r in rows)]
+    rates: dict[str, float] = {}
+    if args.quiet_rates and not args.steps:
+        # variants that change no part of the step's cost (the learning rate, EMA decay, flips)
+        # share one rate, so that timing noise does not give them different step counts
+        timed: dict[str, float] = {}
+        for name in todo:
+            cost = cost_key(name, args)
+            if cost not in timed:
+                timed[cost] = quiet_rate(name, args)
+            rates[name] = timed[cost]
+            print(f"{name}: {rates[name]:.2f} steps/s (quiet)", flush=True)
+    for name in todo:
+        row = {**run_variant(name, args, rates.get(name, 0.0)), "seed": args.seed}
+        rows = [r for r in rows if key(r) != wanted(name)] + [row]
         with open(log, "a") as handle:
             handle.write(json.dumps(row) + "\n")
         print(write_table([row], None), flush=True)

