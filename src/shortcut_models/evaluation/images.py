@@ -26,6 +26,7 @@ from shortcut_models.data import DIGIT_DATASETS, named_image_sets
 from shortcut_models.distributed import SINGLE, Dist, shard_chunks
 from shortcut_models.downloads import cache_dir
 from shortcut_models.errors import UsageError
+from shortcut_models.files import read_cached_arrays
 from shortcut_models.metrics.digits import class_scores
 from shortcut_models.metrics.frechet import FeatureStats, frechet_distance
 from shortcut_models.metrics.precision_recall import precision_recall
@@ -178,8 +179,7 @@ def load_reference(
         return Reference(FeatureStats.of(features), features, f"{len(array)} images of {path}")
     cache, open_data = _reference_cache(ref, extractor, shape, num, seed)
     if cache.is_file():
-        with np.load(cache) as data:
-            features = data["features"]
+        features = read_cached_arrays(cache, _feature_problem)["features"]
         stats = FeatureStats.of(features)
     else:
         log.info(f"computing reference features of {ref} (up to {num} images)")
@@ -190,6 +190,18 @@ def load_reference(
         cache.parent.mkdir(parents=True, exist_ok=True)
         stats.save(cache, features=features)
     return Reference(stats, features, f"{len(features)} images of {ref}")
+
+
+def _feature_problem(arrays: dict[str, np.ndarray]) -> str | None:
+    """Why a cached reference's arrays are unusable, or None."""
+    features = arrays.get("features")
+    if features is None:
+        return "no 'features' array"
+    if features.ndim != 2 or len(features) < 2 or features.dtype.kind != "f":
+        return f"features of shape {features.shape} and type {features.dtype}"
+    if not np.isfinite(features).all():
+        return "features hold NaN or inf"
+    return None
 
 
 def features_of(
