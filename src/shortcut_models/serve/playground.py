@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 import tempfile
 import threading
 import time
@@ -24,6 +25,17 @@ from shortcut_models.sampling import STEP_BUDGETS
 
 MAX_COUNT = 64
 MAX_CLASS_NAMES = 1000  # /api/info lists at most this many; /api/classes pages through the rest
+# generations waiting behind the one running: more are answered 503 with Retry-After at once
+# (under 200 concurrent requests 80 clients waited past 60 s holding their connections)
+MAX_WAITING = 8
+
+
+class Busy(Exception):
+    """Too many generations queued; `retry_after` is the seconds a client should wait."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"busy: {MAX_WAITING} generations are queued; retry in {retry_after} s")
+        self.retry_after = retry_after
 
 
 class Playground:
@@ -35,7 +47,9 @@ class Playground:
         self.run = load_run(ckpt, weights, device)
         spec = self.run.objective.sampling_rule()
         self.steps = [n for n in STEP_BUDGETS if spec.allows(n)]
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # one generation at a time
+        self.queue_lock = threading.Lock()  # guards `waiting` and `last_s`
+        self.waiting, self.last_s = 0, 1.0
 
     def info(self) -> dict[str, Any]:
         data = self.run.spec
@@ -81,7 +95,21 @@ class Playground:
             check_scale(cfg, "cfg")
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        with self.lock:  # one at a time: concurrent requests queue here
+        with self.queue_lock:  # a bounded queue: beyond it, ask the client to come back
+            if self.waiting >= MAX_WAITING:
+                raise Busy(max(1, math.ceil(self.waiting * self.last_s)))
+            self.waiting += 1
+        try:
+            x, ms = self._generate(data, count, steps, seed, labels, cfg)
+        finally:
+            with self.queue_lock:
+                self.waiting -= 1
+        png = _png_of(x, data.kind)
+        return {"image": "data:image/png;base64," + base64.b64encode(png).decode(), "ms": ms}
+
+    def _generate(self, data: Any, count: int, steps: int, seed: int, labels: Any, cfg: float):
+        """(samples, milliseconds), one generation at a time: concurrent requests queue here."""
+        with self.lock:
             tick = time.perf_counter()
             x = generate(
                 self.run.model,
@@ -94,8 +122,9 @@ class Playground:
                 cfg_scale=cfg,
             )
             ms = 1000 * (time.perf_counter() - tick)
-        png = _png_of(x, data.kind)
-        return {"image": "data:image/png;base64," + base64.b64encode(png).decode(), "ms": ms}
+        with self.queue_lock:
+            self.last_s = ms / 1000
+        return x, ms
 
 
 def _png_of(x: torch.Tensor, kind: str) -> bytes:
