@@ -9,13 +9,31 @@ from shortcut_models.errors import UsageError
 from shortcut_models.train import RunOptions, Trainer
 
 DIT = {"hidden_size": 32, "depth": 2, "num_heads": 2, "patch_size": 4}
+# bf16 autocast strays from fp32 by 2-5% of what 2-3 steps move the weights (0.024 for the MLP,
+# 0.044 for MeanFlow's DiT); a path that trained differently or not at all strays by ~100%
+BF16_GAP = 0.15
 
 
 def train(out, config=None, **options) -> Trainer:
     run = RunOptions(out_dir=out, device="cpu", progress=False, tensorboard=False, **options)
     trainer = Trainer(config or tiny_config(steps=3), run)
+    trainer.start = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
     trainer.run()
     return trainer
+
+
+def movement_gap(reference: Trainer, other: Trainer) -> float:
+    """|other's weights - reference's| / |reference's movement from the shared start|, over
+    every weight: how far the other path strays, relative to how far training moved them (a
+    fixed tolerance says nothing when a few steps move a weight by 3e-3)."""
+    moved = gap = 0.0
+    end = weights(reference.out_dir)
+    for key, value in weights(other.out_dir).items():
+        assert torch.equal(reference.start[key], other.start[key]), key  # the same start
+        moved += (end[key] - reference.start[key]).double().pow(2).sum().item()
+        gap += (value - end[key]).double().pow(2).sum().item()
+    assert moved > 0
+    return (gap / moved) ** 0.5
 
 
 def weights(run_dir) -> dict[str, torch.Tensor]:
@@ -40,7 +58,7 @@ def test_bf16_autocast_runs_and_stays_near_fp32(tmp_path):
     fp32 = train(tmp_path / "fp32", precision="fp32")
     bf16 = train(tmp_path / "bf16", precision="bf16")
     assert bf16.autocast_dtype is torch.bfloat16 and fp32.autocast_dtype is None
-    assert_close_weights(tmp_path / "fp32", tmp_path / "bf16", atol=5e-2)
+    assert movement_gap(fp32, bf16) < BF16_GAP
     assert weights(tmp_path / "bf16").keys() == weights(tmp_path / "fp32").keys()
     assert all(v.dtype == torch.float32 for v in weights(tmp_path / "bf16").values())
 
@@ -78,8 +96,7 @@ def test_meanflow_jvp_runs_under_bf16_and_compile(tmp_path, options):
     eager = train(tmp_path / "eager", config)
     other = train(tmp_path / "other", config, **options)
     assert other.step == 2
-    tolerance = 5e-2 if "precision" in options else 1e-4
-    assert_close_weights(tmp_path / "eager", tmp_path / "other", atol=tolerance)
+    assert movement_gap(eager, other) < (BF16_GAP if "precision" in options else 1e-4)
     assert eager.model.cond.t_embedder.scale == 1.0  # meanflow's unscaled time embedding
 
 
