@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-DATA, OBJECTIVE, EVALUATION = 0, 1, 2  # independent streams
+# independent streams; PAIRING: noise drawn on the host to be paired with the data there
+DATA, OBJECTIVE, EVALUATION, PAIRING = 0, 1, 2, 3
 
 
 def derive_seed(*keys: int) -> int:

@@ -137,6 +137,7 @@ class Objective:
     # training progress, set by the trainer before each step (curricula and phases read it)
     step: int = field(default=0, init=False, repr=False)
     total_steps: int = field(default=1, init=False, repr=False)
+    paired: torch.Tensor | None = field(default=None, init=False, repr=False)  # during `loss`
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -167,13 +168,26 @@ class Objective:
         x1: torch.Tensor,
         y: torch.Tensor | None,
         generator: torch.Generator,
+        paired: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The training loss of a batch of data x1 (labels y): `targets`, then one call of `net`
         (what the trainer optimises; DDP / compile wrappers included) on their inputs. Returns
-        the loss and detached terms to log."""
-        batch = self.targets(net, target_net, x1, y, generator)
+        the loss and detached terms to log. `paired`: the batch's noise, drawn and paired with it
+        on the host (`host_noise`), which the targets then use instead of drawing their own."""
+        self.paired = paired
+        try:
+            batch = self.targets(net, target_net, x1, y, generator)
+        finally:
+            self.paired = None
         args, kwargs = batch.inputs()
         return self.regression_loss(net(*args, **kwargs), batch)
+
+    def host_noise(self, x1: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
+        """Noise for the host rows x1, for objectives whose noise depends on the data (minibatch
+        optimal-transport pairing: an exact assignment is a host algorithm). The trainer calls it
+        before the batch goes to the device, so that no step reads the device back; None (the
+        default): the targets draw their noise on the device."""
+        return None
 
     def targets(
         self,

@@ -74,19 +74,38 @@ class FlowMatching(LogitNormalTimes, AdaptiveWeight, Objective):
         return batch
 
     def flow_part(
-        self, x1: torch.Tensor, y: torch.Tensor | None, generator: torch.Generator
+        self,
+        x1: torch.Tensor,
+        y: torch.Tensor | None,
+        generator: torch.Generator,
+        rows: slice = slice(None),
     ) -> TrainingBatch:
+        """Flow-matching rows for data x1, which are `rows` of the batch `loss` was given."""
         n, m = x1.shape[0], self.denoise_timesteps
         if self.time_sampling == "logit_normal":
             t = 1.0 - self.logit_normal((n,), generator, x1.device)
         else:
             t = torch.randint(0, m, (n,), generator=generator, device=x1.device).float() / m
-        return self.straight_batch(self.noise(x1, generator), x1, t, y, generator)
+        return self.straight_batch(self.noise(x1, generator, rows), x1, t, y, generator)
 
-    def noise(self, x1: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Gaussian noise for the rows of x1, re-paired by optimal transport if asked."""
+    def noise(
+        self, x1: torch.Tensor, generator: torch.Generator, rows: slice = slice(None)
+    ) -> torch.Tensor:
+        """Gaussian noise for x1 (`rows` of the batch `loss` was given), re-paired by optimal
+        transport if asked: the noise the trainer drew and paired on the host (`host_noise`),
+        else drawn here and paired through the host (a direct call of `loss` or `targets`)."""
+        if self.ot_pairing and self.paired is not None:
+            return self.paired[rows].to(x1.dtype)
         x0 = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
         return ot_pair(x0, x1, self.ot_group) if self.ot_pairing else x0
+
+    def host_noise(self, x1: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
+        """With OT pairing: noise for the host batch x1, paired with it over groups of
+        `ot_group` rows (0: the whole batch) before either reaches the device."""
+        if not self.ot_pairing:
+            return None
+        x0 = torch.randn(x1.shape, generator=generator, dtype=torch.float32)
+        return ot_pair(x0, x1.float(), self.ot_group)
 
     def per_sample_loss(self, pred: torch.Tensor, batch: TrainingBatch) -> torch.Tensor:
         levels = auto_levels(pred.shape) if self.wavelet_levels == -1 else self.wavelet_levels

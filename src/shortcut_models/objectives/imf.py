@@ -154,6 +154,7 @@ class ImprovedMeanFlow(JVPTangents, LogitNormalTimes, AdaptiveWeight, Objective)
         x1: torch.Tensor,
         y: torch.Tensor | None,
         generator: torch.Generator,
+        paired: torch.Tensor | None = None,  # no pairing: noise is drawn on the device
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The reference velocities from the trained network itself (no gradient), then one pass
         of `net` per row: the JVP's primal output on the rows with d != 0, a plain forward on the

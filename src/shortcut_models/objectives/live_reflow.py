@@ -47,7 +47,7 @@ class LiveReflow(FlowMatching):
         x0, generated = self.generate(model, x1[:nb], rows_of(y, slice(0, nb)), generator)
         t = grid_times(nb, self.denoise_timesteps, generator, x1.device)
         rows = slice(0, n - nb) if self.reference_batch_split else slice(nb, n)
-        flow = self.flow_part(x1[rows], rows_of(y, rows), generator)
+        flow = self.flow_part(x1[rows], rows_of(y, rows), generator, rows)
         return TrainingBatch(
             x_t=torch.cat([interpolate(x0, generated, t), flow.x_t]),
             t=torch.cat([t, flow.t]),

@@ -131,6 +131,7 @@ class MeanFlow(TwinTargetEMA, JVPTangents, LogitNormalTimes, AdaptiveWeight, Obj
         x1: torch.Tensor,
         y: torch.Tensor | None,
         generator: torch.Generator,
+        paired: torch.Tensor | None = None,  # no pairing: noise is drawn on the device
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """With `one_pass` (and the JVP through the trained weights): each row through `net`
         once, the JVP's primal output being the prediction on the rows with d != 0; otherwise

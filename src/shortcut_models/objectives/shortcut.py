@@ -162,7 +162,7 @@ class Shortcut(TwinTargetEMA, FlowMatching):
         boot = self.bootstrap_part(
             bootstrap_net, x1[:nb], rows_of(y, slice(0, nb)), generator, w_boot
         )
-        flow = self.flow_part(x1[flow_rows], rows_of(y, flow_rows), generator)
+        flow = self.flow_part(x1[flow_rows], rows_of(y, flow_rows), generator, flow_rows)
         if self.guided:
             flow = self.guided_targets(bootstrap_net, flow, generator)
         return TrainingBatch(
@@ -230,7 +230,7 @@ class Shortcut(TwinTargetEMA, FlowMatching):
         sections = torch.pow(2.0, levels.float())
         t = grid_times(nb, sections, generator, x1.device)
         d = 1.0 / sections
-        x_t = interpolate(self.noise(x1, generator), x1, t)
+        x_t = interpolate(self.noise(x1, generator, slice(0, nb)), x1, t)
         target = self.bootstrap_target(bootstrap_net, x_t, t, d, y, w)
         return TrainingBatch(x_t=x_t, t=t, d=d, y=y, target=target, w=w)
 

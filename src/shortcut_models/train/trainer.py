@@ -26,7 +26,7 @@ from shortcut_models.errors import TrainingError, UsageError
 from shortcut_models.execution import RunOptions
 from shortcut_models.files import prepare_out_dir
 from shortcut_models.locking import LOCK_NAME, FolderLock, undo_new_files
-from shortcut_models.seeding import OBJECTIVE, step_generator
+from shortcut_models.seeding import OBJECTIVE, PAIRING, step_generator
 from shortcut_models.train.batches import step_batches
 from shortcut_models.train.checkpoints import CheckpointManager, NetworkState, OptimizerState
 from shortcut_models.train.health import NonFiniteWatch
@@ -173,6 +173,12 @@ class Trainer:
         for a in range(accum):
             index = self.dist.rank * accum + a  # the micro-batch's number in the global batch
             rows = slice(a * self.micro_batch, (a + 1) * self.micro_batch)
+            # noise paired with the data (OT) is drawn and solved on the host, before the batch
+            # goes to the device: the step reads nothing back
+            host = step_generator(config.training.seed, self.step, PAIRING, "cpu", index)
+            paired = self.objective.host_noise(x_rows[rows], host)
+            if paired is not None:
+                paired = paired.to(self.device, non_blocking=True)
             x1 = x_rows[rows].to(self.device, non_blocking=True)
             y = None if y_rows is None else y_rows[rows].to(self.device, non_blocking=True)
             generator = step_generator(
@@ -180,7 +186,9 @@ class Trainer:
             )
             sync = parallel.gradient_sync(self.net, self.model, self.dist, fsdp, a == accum - 1)
             with sync, autocast(self.device, self.autocast_dtype):
-                loss, info = self.objective.loss(self.net, self.target_net, x1, y, generator)
+                loss, info = self.objective.loss(
+                    self.net, self.target_net, x1, y, generator, paired
+                )
                 (loss / accum).backward()
             for key, value in {"loss": loss.detach(), **info}.items():
                 totals[key] = totals.get(key, 0) + value.detach().float() / accum
