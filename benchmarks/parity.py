@@ -67,8 +67,8 @@ M = 128
 CLASSES = 10
 # float32: relative to max(1, max |value|); float64: absolute
 TOLERANCE = {
-    "float32": {"forward": 1e-5, "target": 1e-5, "sampling": 1e-4},
-    "float64": {"forward": 1e-10, "target": 1e-10, "sampling": 1e-10},
+    "float32": {"forward": 1e-5, "target": 1e-5, "sampling": 1e-4, "training": 1e-5},
+    "float64": {"forward": 1e-10, "target": 1e-10, "sampling": 1e-10, "training": 1e-10},
 }
 DTYPE = {"np": np.float32, "torch": torch.float32}  # set by main() from --dtype
 
@@ -425,6 +425,105 @@ class Weights:
         return self.official.net.apply({"params": self.params}, x, t, dt, y)
 
 
+class FixedImages:
+    """Stand-in data for a Trainer whose targets are fixed (the pixels are never used)."""
+
+    kind, name, class_names = "image", "fixed", None
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.shape, self.num_classes = shape, CLASSES
+
+    def batch(self, step: int, batch_size: int, seed: int, rows: slice | None = None):
+        return torch.zeros(batch_size, *self.shape), torch.zeros(batch_size, dtype=torch.long)
+
+
+def check_training(mods, work: Path, steps: int = 3) -> dict[str, tuple[float, float]]:
+    """Whole training steps of the reference recipe from the same weights on the same batch:
+    the loss (the mean over rows of each row's mean squared error), its gradients, AdamW as
+    optax's adamw applies it (lr 1e-4 constant, betas 0.9 / 0.999, eps 1e-8, weight decay 0.1
+    on every parameter, no clipping) and the EMA (decay 0.999, from the raw weights), written
+    out as the official train.py's `update` does them, against our Trainer.train_step under
+    `--recipe reference`. The targets are fixed on both sides (get_targets is checked above)
+    and neither network drops labels here (ours drops them in its targets)."""
+    import jax
+    import optax
+
+    from shortcut_models.compose import compose_config
+    from shortcut_models.objectives import TrainingBatch
+    from shortcut_models.train import Trainer
+
+    jnp = jax.numpy
+    official = Official(mods, SMALL, IMAGE, CHANNELS, ignore_dt=False, seed=5)
+    n, decay = 8, 0.999
+    rng = np.random.default_rng(5)
+    x_t = rng.standard_normal((n, IMAGE, IMAGE, CHANNELS)).astype(DTYPE["np"])
+    v_t = rng.standard_normal((n, IMAGE, IMAGE, CHANNELS)).astype(DTYPE["np"])
+    t = rng.random(n).astype(DTYPE["np"])
+    level = rng.integers(0, 8, n)
+    y = rng.integers(0, CLASSES + 1, n)
+
+    def loss_fn(params):
+        v = official.net.apply({"params": params}, x_t, t, level.astype(DTYPE["np"]), y)
+        return jnp.mean(jnp.mean((v - v_t) ** 2, axis=(1, 2, 3)))
+
+    tx = optax.chain(optax.adamw(learning_rate=lambda s: 1e-4, b1=0.9, b2=0.999, weight_decay=0.1))
+    params = ema = official.params
+    opt_state = tx.init(params)
+    theirs = []
+    for _ in range(steps):
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        ema = jax.tree_util.tree_map(lambda p, e: p * (1 - decay) + e * decay, params, ema)
+        theirs.append((float(loss), params, ema))
+
+    options = {**SMALL, **REFERENCE_DIT}
+    composed = compose_config(
+        None,
+        recipe_name="reference",
+        flags={
+            "objective": {"name": "shortcut"},
+            "backbone": {"name": "dit", "options": options},
+            "training": {"steps": steps, "batch_size": n},
+            "run": {"device": "cpu", "precision": "fp32", "progress": False,
+                    "tensorboard": False, "log_every": 10**6, "save_every": 10**6},
+        },
+    )  # fmt: skip
+    data = FixedImages((CHANNELS, IMAGE, IMAGE))
+    trainer = Trainer(composed.config, composed.run_options(work / "train"), data)
+    start = official.ours(IMAGE).state_dict()
+    for net in (trainer.model, trainer.ema):
+        net.to(DTYPE["torch"]).load_state_dict(start)
+    batch = TrainingBatch(
+        x_t=nchw(x_t),
+        t=floats(t),
+        d=torch.pow(2.0, -torch.from_numpy(level)).to(DTYPE["torch"]),
+        y=torch.from_numpy(y),
+        target=nchw(v_t),
+        groups={"all": slice(0, n)},
+    )
+    trainer.objective.targets = lambda *args, **kwargs: batch  # the fixed targets
+
+    def state(tree) -> dict[str, torch.Tensor]:
+        flat = jax.tree_util.tree_map(np.asarray, tree)
+        return dit_state_from_flax(flat, CLASSES)
+
+    out = {}
+    for k, (loss, their_params, their_ema) in enumerate(theirs, 1):
+        mine = trainer.train_step(data.batch(k, n, 0))
+        out[f"training step {k}: loss"] = largest([loss], [float(mine["loss"])])
+        for name, net, tree in (("weights", trainer.model, their_params),
+                                ("EMA", trainer.ema, their_ema)):  # fmt: skip
+            expected, got = state(tree), net.state_dict()
+            worst = max(
+                (largest(expected[key].numpy(), got[key].detach().numpy()) for key in expected),
+                key=lambda pair: pair[0],
+            )
+            out[f"training step {k}: {name} after AdamW"] = worst
+    trainer.close()
+    return out
+
+
 def check_import(mods, work: Path) -> dict[str, tuple[float, float]]:
     """A checkpoint written by the official code (its TrainStateEma, gathered as train.py does,
     saved with its Checkpoint class) -> `shortcut import-official` -> our forward and 1 / 4 /
@@ -542,6 +641,8 @@ def main() -> None:
     add("target", check_consistency(mods))
     add("target", check_live_reflow(mods))
     add("sampling", check_sampling(mods))
+    with tempfile.TemporaryDirectory() as work:
+        add("training", check_training(mods, Path(work)))
     with tempfile.TemporaryDirectory() as work:
         imported = check_import(mods, Path(work))
     add("forward", {k: v for k, v in imported.items() if k.endswith("forward")})

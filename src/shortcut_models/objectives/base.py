@@ -46,6 +46,11 @@ def broadcast(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return values.reshape(-1, *([1] * (like.dim() - 1))).to(like.dtype)
 
 
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """x in float32, or in float64 where it is already."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def rows_of(y: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
     """Rows `rows` of optional class labels (an unconditional batch has None)."""
     return None if y is None else y[rows]
@@ -215,8 +220,9 @@ class Objective:
         return per_sample.mean(), info
 
     def per_sample_loss(self, pred: torch.Tensor, batch: TrainingBatch) -> torch.Tensor:
-        """Mean squared error of each row."""
-        return (pred.float() - batch.target.float()).pow(2).flatten(1).mean(1)
+        """Mean squared error of each row, in float32 at least (bf16 predictions widened;
+        float64 kept, as the float64 parity checks need)."""
+        return (at_least_fp32(pred) - at_least_fp32(batch.target)).pow(2).flatten(1).mean(1)
 
     def sampling_rule(self) -> SamplingRule:
         raise NotImplementedError

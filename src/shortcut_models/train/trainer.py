@@ -26,6 +26,7 @@ from shortcut_models.errors import TrainingError, UsageError
 from shortcut_models.execution import RunOptions
 from shortcut_models.files import prepare_out_dir
 from shortcut_models.locking import LOCK_NAME, FolderLock, undo_new_files
+from shortcut_models.objectives.base import at_least_fp32
 from shortcut_models.seeding import OBJECTIVE, PAIRING, step_generator
 from shortcut_models.train.batches import step_batches
 from shortcut_models.train.checkpoints import CheckpointManager, NetworkState, OptimizerState
@@ -191,7 +192,7 @@ class Trainer:
                 )
                 (loss / accum).backward()
             for key, value in {"loss": loss.detach(), **info}.items():
-                totals[key] = totals.get(key, 0) + value.detach().float() / accum
+                totals[key] = totals.get(key, 0) + at_least_fp32(value.detach()) / accum
         max_norm = (
             config.optimisation.grad_clip if config.optimisation.grad_clip > 0 else float("inf")
         )
