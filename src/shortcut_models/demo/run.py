@@ -96,8 +96,8 @@ def demo_config(options: DemoOptions, run_dir: Path) -> Composed:
 
 def run_demo(options: DemoOptions) -> dict[str, dict[str, float]]:
     """Train (or resume) into OUT/run; write grids, a side-by-side image and a metrics table."""
-    entry = dataset(options.data)  # plugins load only for a name that is not built in
-    if entry.kind != "image" or entry.options is not None:
+    dataset(options.data)  # plugins load only for a name that is not built in
+    if options.data not in named_image_sets():
         raise UsageError(f"the demo takes a named image set ({', '.join(named_image_sets())})")
     if options.num < 10:
         raise UsageError(f"--num must be at least 10, got {options.num}")
