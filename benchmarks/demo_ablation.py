@@ -380,19 +380,18 @@ def main() -> None:
         row = json.loads(line)
         rows = [r for r in rows if key(r) != key(row)] + [row]  # a re-run replaces its row
 
+    kind = machine_record()["cpu_capability"]
+
     def wanted(name: str) -> tuple:
-        base = args.base + ("+recipe" if args.from_recipe else "") + "+" + args.memory_format
-        return (
-            name,
-            base,
-            args.data,
-            args.steps or args.minutes,
-            args.cfg,
-            args.num,
-            args.seed,
-            machine_record()["cpu_capability"],
-            (args.ref or "the demo's", tuple(sorted(args.budgets))),
-        )
+        """The key the row of `name` measured now would have (one definition of a row's
+        identity: `key`, given the row's fields as this invocation sets them)."""
+        return key({
+            "variant": name, "base": args.base, "from_recipe": args.from_recipe,
+            "memory_format": args.memory_format, "data": args.data,
+            "minutes": 0.0 if args.steps else args.minutes, "steps": args.steps,
+            "cfg": args.cfg, "num": args.num, "seed": args.seed, "cpu_capability": kind,
+            "ref": args.ref or "the demo's", "scores": {str(n): None for n in args.budgets},
+        })  # fmt: skip
 
     todo = [n for n in args.variants if args.rerun or not any(key(r) == wanted(n) for r in rows)]
     rates: dict[str, float] = {}
