@@ -28,6 +28,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from shortcut_models.claims import by_seed, decide, intervals, t_interval
 from shortcut_models.compare import METHODS
 from shortcut_models.plots import metric_vs_steps
 from shortcut_models.report import markdown_table, write_json
@@ -94,12 +95,14 @@ def load_seed(spec: str) -> dict[str, Any]:
 
 
 def cell(values: list[float]) -> str:
-    """'mean (a / b)' over the seeds that have a value."""
+    """'mean [95% t-interval] (a / b)' over the seeds that have a value."""
     if not values:
         return "-"
     if len(values) == 1:
         return f"{values[0]:.1f} (1 seed)"
-    return f"{statistics.mean(values):.1f} ({' / '.join(f'{v:.1f}' for v in values)})"
+    found = t_interval(values)
+    each = " / ".join(f"{v:.1f}" for v in values)
+    return f"{found.mean:.1f} [{found.low:.1f}, {found.high:.1f}] ({each})"
 
 
 def main() -> None:
@@ -130,8 +133,10 @@ def main() -> None:
     setting = runs[0]["setting"].replace(f"seed {seeds[0]}, ", "")
     text = (
         f"{runs[0]['title']}\n\n{setting}; seeds {', '.join(map(str, seeds))}: each cell is the "
-        "mean over the seeds, then each seed's value in that order\n\n" + table + "\n"
+        "mean over the seeds, its 95% t-interval (two or more seeds), then each seed's value in "
+        "that order\n\n" + table + "\n"
     )
+    per_seed = by_seed({str(seed): r["scores"] for seed, r in zip(seeds, runs, strict=True)})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".md").write_text(text)
     write_json(
@@ -142,6 +147,9 @@ def main() -> None:
                 for seed, r, path in zip(seeds, runs, args.runs, strict=True)
             },
             "mean": {m: {str(n): v for n, v in values.items()} for m, values in means.items()},
+            # over seeds, each with its own sampling noise: see shortcut_models.claims
+            "intervals": intervals(per_seed),
+            "claims": decide(per_seed),
         },
     )
     label = runs[0]["title"].removeprefix("# ").split(" by number")[0]

@@ -2,7 +2,8 @@
 # docs/comparison.md's headline comparison: every method on the demo's network (recipe cpu-small: the
 # folded U-Net 16/32/64, batch 64, AdamW lr 1e-3 cosine, EMA 0.99, fp32 channels-last; online
 # bootstrap targets for shortcut and ism) for the demo's 2,300 steps x 64 images per method, the
-# teacher's 1,150 steps included for the two-stage methods; every method sampled with the demo's
+# teacher's 2,070 steps (--teacher-share 0.9, the table's setting) included for the two-stage
+# methods; every method sampled with the demo's
 # guidance (CFG 2 at 1 and 2 steps, 1.75 from 4). One torch thread per run, so two seeds can run
 # side by side on 2 cores; each run folder resumes where it stopped.
 #
@@ -25,7 +26,8 @@ shift $(( $# < 3 ? $# : 3 ))
 out="runs/cmp-unet-$data-s$seed${tag:+-$tag}"
 mkdir -p "$out"
 args=(--data "$data" --recipe cpu-small --steps 2300 --seed "$seed" --out "$out"
-      --json "$out/compare.json" --no-progress --pairs-num 2000 --pairs-steps 16)
+      --json "$out/compare.json" --no-progress --pairs-num 2000 --pairs-steps 16
+      --teacher-share 0.9)
 case "$data" in
     mnist|fashion-mnist)
         args+=(--num 500 --metric fd-digits --cfg 2 4:1.75) ;;
