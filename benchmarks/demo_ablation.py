@@ -74,6 +74,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "unet-32-4levels": {"backbone_options": {"channels": [32, 64, 128, 128]}},
     "unet-48": {"backbone_options": {"channels": [48, 96, 192]}},
     "flip": {"data_options": {"flip": True}},
+    "xpred": {"backbone_options": {"prediction": "data"}},
+    "xpred-meanflow": {"objective": "meanflow", "backbone_options": {"prediction": "data"}},
     "meanflow": {"objective": "meanflow"},
     "imf": {"objective": "imf"},
     "flow-matching": {"objective": "flow_matching"},

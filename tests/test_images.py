@@ -209,3 +209,23 @@ def test_demo_refuses_a_guidance_schedule_without_a_first_scale(tmp_path, capsys
         "give a bare SCALE"
     ]
     assert not (tmp_path / "d").exists()
+
+
+def test_a_data_predicting_unet_steps_to_its_prediction():
+    """prediction='data': the body predicts the clean image and the call returns the velocity
+    that reaches it at t = 1, so one step from noise is the body's output (x + 1 * s = x^);
+    near t = 1 the gap 1 - t is held at 0.05. 'velocity' returns the body's output as is."""
+    from shortcut_models.backbones.unet import UNet, UNetOptions
+
+    torch.manual_seed(0)
+    x, d = torch.randn(3, 3, 8, 8), torch.ones(3)
+    for prediction in ("data", "velocity"):
+        net = UNet(UNetOptions(channels=[8, 16], patch=2, prediction=prediction), (3, 8, 8))
+        torch.nn.init.normal_(net.out.weight, std=0.1)
+        for t, gap in ((torch.zeros(3), 1.0), (torch.full((3,), 0.99), 0.05)):
+            body = net.body(x, net.cond(t, d))
+            got = net(x, t, d)
+            want = (body - x) / gap if prediction == "data" else body
+            torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match="prediction must be one of"):
+        UNetOptions(prediction="noise")

@@ -110,6 +110,8 @@ def test_unlabelled_data_has_no_guidance_inputs_and_regresses_on_v():
     [
         ("unet", {"input_size": 8, "in_channels": 1, "channels": (8, 16), "cond_size": 16,
                   "num_heads": 2}, (6, 1, 8, 8)),
+        ("unet", {"input_size": 8, "in_channels": 1, "channels": (8, 16), "cond_size": 16,
+                  "num_heads": 2, "prediction": "data"}, (6, 1, 8, 8)),
         ("DiT-T/4", {"input_size": 8, "in_channels": 1, "hidden_size": 32, "depth": 1,
                      "num_heads": 2}, (6, 1, 8, 8)),
         ("mlp", {"dim": 2, "hidden_size": 32, "depth": 2}, (6, 2)),

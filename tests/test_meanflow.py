@@ -216,6 +216,8 @@ def test_a_dit_jvp_with_the_hand_written_rule_equals_the_math_kernel_s():
                   "cond_size": 16}, (3, 2, 8, 8)),
         ("unet", {"input_size": 8, "in_channels": 2, "channels": [8, 16], "num_heads": 2,
                   "cond_size": 16, "patch": 2}, (3, 2, 8, 8)),
+        ("unet", {"input_size": 8, "in_channels": 2, "channels": [8, 16], "num_heads": 2,
+                  "cond_size": 16, "patch": 2, "prediction": "data"}, (3, 2, 8, 8)),
     ],
 )  # fmt: skip
 @pytest.mark.parametrize("guidance_input", [False, True])

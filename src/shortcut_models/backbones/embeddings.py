@@ -165,6 +165,10 @@ class Conditioning(nn.Module):
         return c
 
 
+DATA_PREDICTION_MIN_GAP = 0.05  # JiT clips 1 - t at 0.05 when it turns x^ into a velocity
+PREDICTIONS = ("velocity", "data")
+
+
 class ConditionedBackbone(nn.Module):
     """s(x, t, d, y, w): the conditioning vector c = self.cond(t, d, y, w) (a `Conditioning`),
     then `body(x, c)`, the network proper, which each backbone writes as plain tensor code.
@@ -177,6 +181,7 @@ class ConditionedBackbone(nn.Module):
     cond: Conditioning
     convolutional = False  # True: --memory-format channels-last / auto applies to it
     velocity_head = False
+    predicts_data = False  # True: the body predicts the clean sample (see `forward`)
 
     def forward(
         self,
@@ -191,8 +196,18 @@ class ConditionedBackbone(nn.Module):
         """x: (N, ...) samples at time t; t, d: (N,) time and step size; y: (N,) labels or None;
         w: (N,) guidance scales (networks with a guidance input), interval: (N, 2) where the
         guidance applies (networks with an interval input) -> the velocity, shaped as x (with
-        `both_heads`, [u | v] along dimension 1)."""
+        `both_heads`, [u | v] along dimension 1).
+
+        A network that `predicts_data` has a body that outputs the clean sample x^ rather than
+        the velocity; the call returns the velocity that reaches x^ at t = 1, (x^ - x) / (1 - t)
+        with 1 - t at least DATA_PREDICTION_MIN_GAP (JiT, Li & He 2025: a small network need not
+        carry the noise through to cancel it, which in pixel space it does poorly)."""
         out = self.body(x, self.cond(t, d, y, w, interval))
+        if self.predicts_data:
+            # torch functions, not tensor methods: MeanFlow's JVP calls this on Duals
+            gap = torch.clamp(1 - t, min=DATA_PREDICTION_MIN_GAP)
+            gap = torch.reshape(gap, (-1, *[1] * (x.dim() - 1)))
+            out = (out - (torch.cat([x, x], 1) if self.velocity_head else x)) / gap
         if not self.velocity_head or both_heads:
             return out
         return out[:, : out.shape[1] // 2]

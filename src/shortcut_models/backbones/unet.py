@@ -20,7 +20,7 @@ from torch import nn
 
 from shortcut_models.backbones.attention import attention
 from shortcut_models.backbones.dit import square_image
-from shortcut_models.backbones.embeddings import ConditionedBackbone, Conditioning
+from shortcut_models.backbones.embeddings import PREDICTIONS, ConditionedBackbone, Conditioning
 from shortcut_models.backbones.layers import modulate
 from shortcut_models.options import option
 
@@ -90,10 +90,18 @@ class UNetOptions:
         "pixels per side folded into channels before the first level (space-to-depth): 2 "
         "quarters the cost of every level",
     )
+    prediction: str = option(
+        "velocity",
+        "what the network's last layer predicts: the velocity, or the clean image ('data'), "
+        "turned into the velocity (x^ - x_t) / (1 - t)",
+        choices=PREDICTIONS,
+    )
     channels: list[int] = field(default_factory=lambda: [32, 64, 128])
 
     def __post_init__(self) -> None:
         self.channels = [int(c) for c in self.channels]  # a tuple from Python, a list from JSON
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
 
 
 class UNet(ConditionedBackbone):
@@ -133,6 +141,7 @@ class UNet(ConditionedBackbone):
         self.input_size, self.in_channels, self.patch = input_size, in_channels, patch
         self.num_classes = num_classes
         self.guidance_input, self.velocity_head = guidance_input, velocity_head
+        self.predicts_data = o.prediction == "data"
         self.cond = Conditioning(
             cond_size,
             num_classes,
