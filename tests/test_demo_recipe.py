@@ -281,3 +281,22 @@ def test_grids_enlarge_small_images():
     assert grid(images, ncol=3, scale=1).shape == (36, 104, 1)
     big = torch.zeros(1, 3, 128, 128, dtype=torch.uint8)
     assert grid(big, pad=0).shape == (128, 128, 3)
+
+
+def test_cpu_colour_is_the_configuration_measured_at_30_minutes():
+    """The recipe offered for colour is the run recorded in demo_ablation_openmoji.jsonl
+    (MeanFlow on cpu-small's network, 30 minutes): the same objective, network, optimiser and
+    batch, so the figures quoted for it are its own."""
+    from shortcut_models.compose import compose_config
+
+    path = Path(__file__).parents[1] / "benchmarks/results/demo_ablation_openmoji.jsonl"
+    rows = map(json.loads, path.read_text().splitlines())
+    measured = [r for r in rows if r["variant"] == "meanflow" and r["num"] == 1000]
+    assert len(measured) == 1
+    config = compose_config(None, recipe_name="cpu-colour").config.to_dict()
+    # options added since the row was recorded are at their defaults: velocity prediction
+    assert config["backbone"]["options"].pop("prediction") == "velocity"
+    for section in ("objective", "backbone", "optimisation"):
+        assert config[section] == measured[0]["config"][section], section
+    assert config["training"]["batch_size"] == measured[0]["config"]["training"]["batch_size"]
+    assert config["training"]["minutes"] == 30.0

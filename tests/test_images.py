@@ -183,6 +183,22 @@ def test_demo_end_to_end(tmp_path, tiny_digits, monkeypatch):
     assert Image.open(tmp_path / "demo" / "steps_001.png").size == (2 + 10 * 98, 2 + 98)
 
 
+def test_demo_trains_the_colour_recipe(tmp_path, tiny_digits, monkeypatch):
+    """--recipe cpu-colour: the demo trains MeanFlow on cpu-small's network and samples it."""
+    from shortcut_models.metrics.digits import DigitFeatures
+
+    monkeypatch.setattr(DigitFeatures, "for_dataset", lambda *a, **k: tiny_digits)
+    options = DemoOptions(
+        out=tmp_path / "demo", recipe="cpu-colour", steps=2, batch_size=8, num=10,
+        progress=False, budgets=(1, 4),
+    )  # fmt: skip
+    assert set(run_demo(options)) == {"1", "4"}
+    config = json.loads((tmp_path / "demo" / "metrics.json").read_text())["config"]
+    assert config["training"]["recipe"] == "cpu-colour"
+    assert config["objective"]["name"] == "meanflow"
+    assert config["backbone"]["options"]["channels"] == [16, 32, 64]
+
+
 def test_guidance_schedule_by_budget():
     """--cfg SCALE [STEPS:SCALE ...]: the scale of the last start at or below the budget."""
     from shortcut_models.guidance import describe_schedule, parse_entry, scale_for, schedule_from

@@ -96,6 +96,11 @@ def paper_preset(what: str, backbone: str, batch: int, steps: int, guided: bool)
     )
 
 
+# cpu-small's network, optimiser and run settings, shared by the CPU recipes that train it
+CPU_UNET = {"name": "unet", "options": {"channels": [16, 32, 64], "patch": 2}}
+CPU_OPTIMISATION = {"lr": 1e-3, "ema_decay": 0.99, "lr_schedule": "cosine"}
+CPU_RUN = {"precision": "fp32", "memory_format": "auto"}
+
 RECIPES: dict[str, Recipe] = {
     "cpu-small": Recipe(
         "class-conditional digits on a laptop CPU in minutes: the `shortcut demo` defaults "
@@ -106,13 +111,25 @@ RECIPES: dict[str, Recipe] = {
             "objective": {"name": "shortcut", "options": {"bootstrap_ema": False}},
             # 2x2 pixels folded into channels: every level at half the resolution, the lever
             # that most improved one step at a fixed wall clock (code_notes.md)
-            "backbone": {"name": "unet", "options": {"channels": [16, 32, 64], "patch": 2}},
+            "backbone": CPU_UNET,
             # a wall-clock budget: the step count is planned from the measured rate, so the
             # demo ends on time on any machine (`steps` applies with --minutes 0)
             "training": {"minutes": 8.0, "steps": 4000, "batch_size": 64},
-            "optimisation": {"lr": 1e-3, "ema_decay": 0.99, "lr_schedule": "cosine"},
+            "optimisation": CPU_OPTIMISATION,
             # fp32 on every CPU, channels-last for oneDNN's convolutions (code_notes.md)
-            "run": {"precision": "fp32", "memory_format": "auto"},
+            "run": CPU_RUN,
+        },
+    ),
+    "cpu-colour": Recipe(
+        "small colour images (icons, emoji), labelled or not, in half an hour of a CPU: "
+        "MeanFlow on cpu-small's network, the better one-step objective measured on OpenMoji "
+        "at 30 minutes (benchmarks/results/demo_openmoji.md)",
+        {
+            "objective": {"name": "meanflow", "options": {}},
+            "backbone": CPU_UNET,
+            "training": {"minutes": 30.0, "steps": 13000, "batch_size": 64},
+            "optimisation": CPU_OPTIMISATION,
+            "run": CPU_RUN,
         },
     ),
     "cpu-dit-tiny": Recipe(

@@ -42,13 +42,15 @@ def register(subparsers: Any) -> None:
         action=a.Once,
         default=d.recipe,
         choices=recipe_names(),
-        help=f"training recipe (default {d.recipe}; cpu-dit-tiny: paper's objective, tiny DiT)",
+        help=f"training recipe (default {d.recipe}; cpu-colour: MeanFlow, better on colour; "
+        "cpu-dit-tiny: paper's objective, tiny DiT)",
     )
     p.add_argument(
         "--minutes",
         type=float,
-        help=f"minutes of training (default {training['minutes']:g}): the step count is planned "
-        "from the first measured steps, so the demo ends on time on any machine",
+        help=f"minutes of training (default: the recipe's, {training['minutes']:g} for "
+        f"{d.recipe}): the step count is planned from the first measured steps, so the demo "
+        "ends on time on any machine",
     )
     p.add_argument(
         "--steps",
