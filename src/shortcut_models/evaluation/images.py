@@ -4,7 +4,8 @@ and for FD-digits the classifier's class coverage.
 Reference features come from a data set's training split, an image folder, an .npz of uint8
 images (`arr_0`, NHWC, as FID tools write them), or only statistics from an .npz with `mu` and
 `sigma` (then precision and recall, which need features, are left out). Features of named data
-sets and folders are cached per feature network, source and count.
+sets and folders are cached per feature network, source and count; those of an image .npz per
+feature network and the file's content (an edited file is measured again).
 
 Memory does not grow with the image count beyond the features: images pass through the feature
 network a batch at a time (reference images drawn in chunks, samples measured as each chunk is
@@ -135,6 +136,13 @@ def _reference_cache(
     return cache_dir() / f"ref-{extractor.identity}-{key}-n{num}-seed{seed}.npz", open_data
 
 
+def _npz_cache(path: Path, extractor: FeatureExtractor) -> Path:
+    """The cache file of an image .npz's reference features, named by a digest of its bytes."""
+    with open(path, "rb") as handle:
+        digest = hashlib.file_digest(handle, "sha1").hexdigest()[:12]
+    return cache_dir() / f"ref-{extractor.identity}-npz-{path.stem}-{digest}.npz"
+
+
 def reference_images_to_measure(
     ref: str, extractor: FeatureExtractor, shape: tuple[int, ...], num: int, seed: int = 0
 ) -> int:
@@ -143,6 +151,8 @@ def reference_images_to_measure(
     `num`; a data source without a length counts as `num`)."""
     path = Path(ref)
     if path.suffix == ".npz" and path.is_file():
+        if _npz_cache(path, extractor).is_file():
+            return 0
         array = _images_from_npz(path)
         return 0 if array is None else len(array)
     cache, open_data = _reference_cache(ref, extractor, shape, num, seed)
@@ -168,28 +178,41 @@ def load_reference(
     `progress` shows the measuring of images (a bar, or log lines where no terminal shows one)."""
     path = Path(ref)
     if path.suffix == ".npz" and path.is_file():
-        array = _images_from_npz(path)
-        if array is None:
+        cache = _npz_cache(path, extractor)
+        array = None if cache.is_file() else _images_from_npz(path)
+        if array is None and not cache.is_file():  # a statistics file
             return Reference(FeatureStats.load(path), None, f"statistics {path}")
-        chunks = (
-            torch.from_numpy(array[start : start + extractor.batch]).permute(0, 3, 1, 2)
-            for start in range(0, len(array), extractor.batch)
-        )
-        features = features_of(chunks, extractor, progress, len(array))
-        return Reference(FeatureStats.of(features), features, f"{len(array)} images of {path}")
+
+        def measure_npz() -> np.ndarray:
+            chunks = (
+                torch.from_numpy(array[start : start + extractor.batch]).permute(0, 3, 1, 2)
+                for start in range(0, len(array), extractor.batch)
+            )
+            return features_of(chunks, extractor, progress, len(array))
+
+        return _cached_reference(cache, measure_npz, str(path))
     cache, open_data = _reference_cache(ref, extractor, shape, num, seed)
+
+    def measure_source() -> np.ndarray:
+        log.info(f"computing reference features of {ref} (up to {num} images)")
+        source = open_data()
+        chunks = source.sample_batches(num, seed, extractor.batch)
+        return features_of(chunks, extractor, progress, _images_in(source, num))
+
+    return _cached_reference(cache, measure_source, ref)
+
+
+def _cached_reference(cache: Path, measure: Callable[[], np.ndarray], name: str) -> Reference:
+    """The reference whose features `cache` holds, or `measure()`s them and caches them."""
     if cache.is_file():
         features = read_cached_arrays(cache, _feature_problem)["features"]
         stats = FeatureStats.of(features)
     else:
-        log.info(f"computing reference features of {ref} (up to {num} images)")
-        source = open_data()
-        chunks = source.sample_batches(num, seed, extractor.batch)
-        features = features_of(chunks, extractor, progress, _images_in(source, num))
+        features = measure()
         stats = FeatureStats.of(features)
         cache.parent.mkdir(parents=True, exist_ok=True)
         stats.save(cache, features=features)
-    return Reference(stats, features, f"{len(features)} images of {ref}")
+    return Reference(stats, features, f"{len(features)} images of {name}")
 
 
 def _feature_problem(arrays: dict[str, np.ndarray]) -> str | None:
