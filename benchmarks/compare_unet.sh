@@ -12,6 +12,8 @@
 #       --objectives progressive_distillation consistency_distillation reflow   # a setting: TAG, flags
 #   python benchmarks/compare_seeds.py runs/cmp-unet-mnist-s0 runs/cmp-unet-mnist-s1 \
 #       --out benchmarks/results/compare_mnist_unet
+#   python benchmarks/guidance_per_method.py runs/cmp-unet-mnist-s0 \
+#       --json benchmarks/results/guidance_per_method_mnist_s0.json   # each method's own CFG
 #
 # mnist, fashion-mnist: FD-digits v1 of 500 samples at 1, 2, 4, ..., 128 steps (reflow: 2,000
 # pairs x 16 teacher steps). openmoji: unlabelled, so no guidance; FID of 1,000 samples at 1, 2, 4
