@@ -77,6 +77,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "xpred": {"backbone_options": {"prediction": "data"}},
     "xpred-meanflow": {"objective": "meanflow", "backbone_options": {"prediction": "data"}},
     "meanflow": {"objective": "meanflow"},
+    "mean-0.5": {"objective_options": {"mean_fraction": 0.5}},
+    "bf16": {"precision": "bf16-if-native"},
     "imf": {"objective": "imf"},
     "flow-matching": {"objective": "flow_matching"},
     "unet-8-batch-32": {"backbone_options": {"channels": [8, 16, 32]}, "batch_size": 32},
@@ -87,6 +89,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ema-0.999": {"ema_decay": 0.999},
     "ema-0.9995": {"ema_decay": 0.9995},
     "ema-0.95": {"ema_decay": 0.95},
+    "ema-0.999-warmup": {"ema_decay": 0.999, "ema_warmup": True},
     "logit-normal": {"objective_options": {"time_sampling": "logit_normal"}},
     "ism": {"objective": "ism"},
     "ism-fp32": {"objective": "ism", "precision": "fp32"},
@@ -157,7 +160,7 @@ def variant_config(
             tree[key]["options"] = tree[key]["options"] if key == "objective" else {}
         else:
             tree[key]["options"] = {**tree[key]["options"], **extra}
-    for key in ("lr", "ema_decay", "warmup_steps"):
+    for key in ("lr", "ema_decay", "ema_warmup", "warmup_steps"):
         if key in changes:
             tree["optimisation"][key] = changes.pop(key)
     data_options = changes.pop("data_options", {})

@@ -283,3 +283,16 @@ def test_the_merge_drops_options_of_another_choice_only():
     unnamed = {"backbone": {"options": {"attention_scale": "linear"}}}
     carried = merge(unnamed, {"backbone": {"name": "DiT-S/2"}})["backbone"]
     assert carried == {"name": "DiT-S/2", "options": {"attention_scale": "linear"}}
+
+
+@pytest.mark.parametrize("warmup", [False, True])
+def test_the_sampling_ema_warms_up_when_asked(tmp_path, warmup):
+    """With --ema-warmup the first update keeps a tenth of the initial weights (decay 1/10),
+    not 0.999 of them; without it the decay is the configured one from the first step."""
+    config = tiny_config(steps=1, ema_decay=0.999, ema_warmup=warmup)
+    trainer = tiny_trainer(tmp_path / "run", config)
+    before = [p.detach().clone() for p in trainer.ema.parameters()]
+    trainer.run()
+    decay = 0.1 if warmup else 0.999
+    for start, ema, model in zip(before, trainer.ema.parameters(), trainer.model.parameters()):
+        torch.testing.assert_close(ema, decay * start + (1 - decay) * model.detach())

@@ -105,6 +105,11 @@ class Optimisation:
     )
     grad_clip: float = option(0.0, "clip the global gradient norm to this (0: off)")
     ema_decay: float = option(0.999, "decay of the weight EMA used for sampling and targets")
+    ema_warmup: bool = option(
+        False,
+        "the EMA's decay after k updates is min(decay, (1 + k) / (10 + k)), so that a long EMA "
+        "of a short run is not still holding the initial weights",
+    )
 
     def __post_init__(self) -> None:
         _check_positive(lr=self.lr)

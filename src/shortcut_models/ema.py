@@ -25,5 +25,11 @@ def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
         ema_buffer.copy_(buffer)
 
 
+def warmed_decay(decay: float, updates: int) -> float:
+    """The decay of the update after `updates` others under the usual warm-up: 0.1, 0.18, ...
+    rising to `decay` (0.999 holds 7% of the initial weights after 2,600 steps without it)."""
+    return min(decay, (1 + updates) / (10 + updates))
+
+
 def _local(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.to_local() if hasattr(tensor, "to_local") else tensor  # a DTensor's shard

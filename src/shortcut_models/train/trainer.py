@@ -21,7 +21,7 @@ from shortcut_models import distributed, parallel
 from shortcut_models.config import Optimisation, TrainConfig
 from shortcut_models.data import DataSource, DataSpec
 from shortcut_models.devices import autocast, resolve_device, resolve_precision
-from shortcut_models.ema import update_ema
+from shortcut_models.ema import update_ema, warmed_decay
 from shortcut_models.errors import TrainingError, UsageError
 from shortcut_models.execution import RunOptions
 from shortcut_models.files import prepare_out_dir
@@ -200,9 +200,11 @@ class Trainer:
         if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP
             grad_norm = grad_norm.full_tensor()
         self.optimizer.step()
-        for ema, decay in self.emas:
+        for index, (ema, decay) in enumerate(self.emas):
             if fsdp:
                 ema.reshard()  # a no-grad forward leaves the root's weights gathered
+            if index == 0 and config.optimisation.ema_warmup:  # the sampling EMA
+                decay = warmed_decay(decay, self.step)
             update_ema(ema, self.model, decay)
         self.step += 1
         self.watch.observe(self.step, totals["loss"], grad_norm)
