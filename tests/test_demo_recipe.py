@@ -294,8 +294,10 @@ def test_cpu_colour_is_the_configuration_measured_at_30_minutes():
     measured = [r for r in rows if r["variant"] == "meanflow" and r["num"] == 1000]
     assert len(measured) == 1
     config = compose_config(None, recipe_name="cpu-colour").config.to_dict()
-    # options added since the row was recorded are at their defaults: velocity prediction
+    # options added since the row was recorded are at their defaults: velocity prediction, no
+    # EMA warm-up
     assert config["backbone"]["options"].pop("prediction") == "velocity"
+    assert config["optimisation"].pop("ema_warmup") is False
     for section in ("objective", "backbone", "optimisation"):
         assert config[section] == measured[0]["config"][section], section
     assert config["training"]["batch_size"] == measured[0]["config"]["training"]["batch_size"]
