@@ -88,3 +88,42 @@ def test_docs_claim_table_is_generated_from_the_results(tmp_path, monkeypatch):
     path.write_text(json.dumps(results))
     with pytest.raises(SystemExit, match="not those of its scores"):
         module.main()  # a verdict the scores do not give is caught too
+
+
+def test_budget_plot_draws_each_method_against_its_budget(tmp_path, monkeypatch, capsys):
+    """benchmarks/budget_plot.py: per method and step count, the mean over seeds and its
+    interval at each budget, in budget order; a method missing at a budget has fewer points."""
+    spec = importlib.util.spec_from_file_location("budget_plot", ROOT / "benchmarks/budget_plot.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    one = ROOT / "benchmarks/results/compare_mnist_unet.json"
+    recorded = json.loads(one.read_text())
+    longer = {
+        "mean": {"shortcut": {"1": 40.0, "128": 20.0}, "meanflow": {"1": 30.0}},
+        "intervals": {"shortcut": {"1": {"mean": 40.0, "low": 35.0, "high": 45.0, "n": 2}}},
+    }
+    four = tmp_path / "four.json"
+    four.write_text(json.dumps(longer))
+    out = tmp_path / "budget.png"
+    argv = ["budget_plot.py", "--budget", "4", str(four), "--budget", "1", str(one)]
+    monkeypatch.setattr(
+        sys, "argv", [*argv, "--methods", "shortcut", "meanflow", "--out", str(out)]
+    )
+    module.main()
+    assert out.stat().st_size > 0
+    found = json.loads(out.with_suffix(".json").read_text())["points"]
+    assert set(found) == {"shortcut", "meanflow"}
+    shortcut = found["shortcut"]["1"]
+    assert [r["budget"] for r in shortcut] == [1.0, 4.0]
+    assert shortcut[0]["mean"] == recorded["mean"]["shortcut"]["1"]
+    assert shortcut[0]["low"] == recorded["intervals"]["shortcut"]["1"]["low"]
+    assert (shortcut[1]["low"], shortcut[1]["high"]) == (35.0, 45.0)
+    assert [r["budget"] for r in found["meanflow"]["128"]] == [1.0]  # no 4x point at 128
+    assert found["meanflow"]["1"][1] == {
+        "budget": 4.0,
+        "mean": 30.0,
+        "n": 1,
+        "low": 30.0,
+        "high": 30.0,
+    }
+    assert "| shortcut" in capsys.readouterr().out
