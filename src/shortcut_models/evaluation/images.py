@@ -179,9 +179,10 @@ def load_reference(
     path = Path(ref)
     if path.suffix == ".npz" and path.is_file():
         cache = _npz_cache(path, extractor)
-        array = None if cache.is_file() else _images_from_npz(path)
-        if array is None and not cache.is_file():  # a statistics file
-            return Reference(FeatureStats.load(path), None, f"statistics {path}")
+        if not cache.is_file():
+            array = _images_from_npz(path)
+            if array is None:  # a statistics file
+                return Reference(FeatureStats.load(path), None, f"statistics {path}")
 
         def measure_npz() -> np.ndarray:
             chunks = (
