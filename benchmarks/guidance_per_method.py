@@ -41,7 +41,6 @@ from shortcut_models.guidance import scale_for
 from shortcut_models.report import machine_record, markdown_table, write_json
 
 SCALES = (1.0, 1.5, 2.0, 3.0, 4.0)
-TABLE_CFG = ((1, 2.0), (4, 1.75))  # compare_unet.sh's --cfg 2 4:1.75
 
 
 def method_folder(run: Path, method: str) -> Path:
@@ -91,13 +90,19 @@ def main() -> None:
     data, seed = meta["config"]["data"]["name"], meta["config"]["training"]["seed"]
     if data not in DIGIT_DATASETS:
         raise SystemExit(f"{data} is unlabelled: there is no guidance to choose")
+    if "cfg" not in meta:
+        raise SystemExit(
+            f"{args.run}/compare.meta.json does not say which guidance the table used (a run "
+            "before it was recorded): resume the run with the current `shortcut compare`"
+        )
+    table_cfg = tuple((int(n), float(scale)) for n, scale in meta["cfg"])
     val_seeds = args.val_seeds or [seed + 1000]
     if seed in val_seeds:
         raise SystemExit(f"--val-seeds must differ from the table's noise seed {seed}")
     val_ref = validation_reference(data, args.val_num, seed, args.run)
     setting = {
         "scales": args.scales, "num": args.num, "val_seeds": val_seeds, "val_ref": val_ref.name,
-        "table_cfg": TABLE_CFG,
+        "table_cfg": table_cfg,
     }  # fmt: skip
     record: dict[str, Any] = {}
     if args.json.is_file():
@@ -125,7 +130,7 @@ def main() -> None:
         for n in map(str, budgets):
             validation = {s: float(np.mean([v[n] for v in runs])) for s, runs in by_scale.items()}
             rows[n] = {
-                "table_scale": scale_for(TABLE_CFG, int(n)), "table": table[method][n],
+                "table_scale": scale_for(table_cfg, int(n)), "table": table[method][n],
                 "validation": validation, "chosen": float(choose(validation)),
             }  # fmt: skip
         for scale in sorted({r["chosen"] for r in rows.values()}):

@@ -327,3 +327,4 @@ def test_compare_guides_each_budget_as_asked(tmp_path, monkeypatch, tiny_digits)
     )
     meta = json.loads((tmp_path / "cmp" / "compare.meta.json").read_text())
     assert meta["machine"]["commit"] and meta["config"]["backbone"]["name"] == "unet"
+    assert meta["cfg"] == [[1, 2.0], [4, 1.75]]

@@ -295,7 +295,13 @@ def run_compare(options: CompareOptions) -> dict[str, Any]:
     metric_vs_steps(
         curves, label, out / "compare.png", f"{options.shared.data.name}: {label} vs steps"
     )
-    meta = {"seconds": seconds, "config": options.shared.to_dict(), "machine": machine_record()}
+    meta = {
+        "seconds": seconds,
+        "config": options.shared.to_dict(),
+        # the guidance schedule every method was sampled with, (from step count, scale) pairs
+        "cfg": [list(pair) for pair in options.cfg],
+        "machine": machine_record(),
+    }
     write_json(out / "compare.meta.json", meta)
     print(table)
     return results
