@@ -184,7 +184,7 @@ def test_demo_end_to_end(tmp_path, tiny_digits, monkeypatch):
 
 
 def test_demo_trains_the_colour_recipe(tmp_path, tiny_digits, monkeypatch):
-    """--recipe cpu-colour: the demo trains MeanFlow on cpu-small's network and samples it."""
+    """--recipe cpu-colour: the demo trains MeanFlow on the wider U-Net and samples it."""
     from shortcut_models.metrics.digits import DigitFeatures
 
     monkeypatch.setattr(DigitFeatures, "for_dataset", lambda *a, **k: tiny_digits)
@@ -196,7 +196,7 @@ def test_demo_trains_the_colour_recipe(tmp_path, tiny_digits, monkeypatch):
     config = json.loads((tmp_path / "demo" / "metrics.json").read_text())["config"]
     assert config["training"]["recipe"] == "cpu-colour"
     assert config["objective"]["name"] == "meanflow"
-    assert config["backbone"]["options"]["channels"] == [16, 32, 64]
+    assert config["backbone"]["options"]["channels"] == [32, 64, 128]
 
 
 def test_guidance_schedule_by_budget():
