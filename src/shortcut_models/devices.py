@@ -90,7 +90,7 @@ def choose_precision(name: str, device: torch.device) -> Decision:
     """The precision ("bf16" autocast or "fp32") and why. "bf16-if-native" is bf16 wherever
     `bf16_hardware` says yes; "auto" is bf16 on a CUDA GPU that has it."""
     if name in ("bf16", "fp32"):
-        return Decision(name, "asked for (--precision)")
+        return Decision(name, "set by --precision or the recipe")
     if name == "auto" and device.type != "cuda":
         return Decision("fp32", f"--precision auto uses bf16 on CUDA only ({device.type} here)")
     if name in ("auto", "bf16-if-native"):
